@@ -1,0 +1,122 @@
+"""The one builder: walks a spec's layer graph and creates a tf_keras functional model from plain Keras layers.
+
+tf_keras (Keras 2), not Keras 3: tensorflow-model-optimization's quantization-aware training only wraps Keras 2
+models. Only stock layers are used (Conv2D, DepthwiseConv2D, BatchNormalization, ReLU, Add, Dropout, pooling, Dense)
+so QAT and the int8 converter need no custom-layer handling.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Any
+
+from .errors import SpecError
+from .layer_graph import LayerGraph, arch_to_graph
+from .spec import Arch, Spec, resolve
+from .zoo import ZOO, resolve_model_ref
+
+# keras.applications' EfficientNet initialisers.
+CONV_KERNEL_INITIALIZER = {"class_name": "VarianceScaling",
+                           "config": {"scale": 2.0, "mode": "fan_out", "distribution": "truncated_normal"}}
+DENSE_KERNEL_INITIALIZER = {"class_name": "VarianceScaling",
+                            "config": {"scale": 1.0 / 3.0, "mode": "fan_out", "distribution": "uniform"}}
+
+
+def _check_head_args(weights: Any, include_top: bool, classes: int, pooling: str | None) -> None:
+    if pooling not in (None, "avg", "max"):
+        raise SpecError(f"pooling: expected None, 'avg' or 'max', got {pooling!r}")
+    if not isinstance(classes, int) or isinstance(classes, bool) or classes < 1:
+        raise SpecError(f"classes: expected an integer >= 1, got {classes!r}")
+    if weights == "imagenet" and include_top and classes != 1000:
+        raise SpecError(f"classes: weights='imagenet' with include_top=True needs classes=1000, got {classes}")
+
+
+def resolve_arch(spec_or_path: "str | os.PathLike[str] | Spec", variant: str | None = None,
+                 resolution: int | None = None) -> Arch:
+    """Zoo name, spec file or Spec -> resolved architecture (variant applied)."""
+    spec, variant = resolve_model_ref(spec_or_path, variant)
+    return resolve(spec, variant, resolution)
+
+
+def _input_shape(arch: Arch, input_shape: tuple | None) -> tuple[int, int, int]:
+    if input_shape is None:
+        return (arch.resolution, arch.resolution, 3)
+    shape = tuple(input_shape)
+    if len(shape) != 3 or shape[2] != 3 or not all(isinstance(d, int) and d >= 32 for d in shape[:2]):
+        raise SpecError(f"input_shape: expected (height, width, 3) with height, width >= 32, got {input_shape!r}")
+    return shape  # type: ignore[return-value]
+
+
+def build_graph_model(graph: LayerGraph, arch: Arch, input_tensor: Any = None,
+                      classifier_activation: str | None = "softmax", model_name: str | None = None):
+    """Creates the tf_keras model for a layer graph (one Keras layer, or conv+BN+ReLU, per graph layer)."""
+    import tf_keras as keras
+
+    if input_tensor is None:
+        img_input = keras.layers.Input(shape=graph.input_shape, name="input")
+    elif keras.backend.is_keras_tensor(input_tensor):
+        img_input = input_tensor
+    else:
+        img_input = keras.layers.Input(tensor=input_tensor, shape=graph.input_shape, name="input")
+    bn_args = {"momentum": arch.batch_norm.momentum, "epsilon": arch.batch_norm.epsilon}
+    relu_max = 6.0 if arch.activation == "relu6" else None
+    tensors: dict[str, Any] = {"input": img_input}
+    for layer in graph:
+        x = tensors[layer.inputs[0]]
+        if layer.op in ("conv2d", "depthwise_conv2d"):
+            if layer.op == "conv2d":
+                x = keras.layers.Conv2D(layer.out_channels, layer.kernel, strides=layer.stride, padding="same",
+                                        use_bias=False, kernel_initializer=CONV_KERNEL_INITIALIZER,
+                                        name=layer.name)(x)
+            else:
+                x = keras.layers.DepthwiseConv2D(layer.kernel, strides=layer.stride, padding="same", use_bias=False,
+                                                 depthwise_initializer=CONV_KERNEL_INITIALIZER, name=layer.name)(x)
+            if layer.batch_norm:
+                x = keras.layers.BatchNormalization(name=layer.batch_norm, **bn_args)(x)
+            if layer.activation:
+                x = keras.layers.ReLU(max_value=relu_max, name=f"{layer.name}_{layer.activation}")(x)
+        elif layer.op == "add":
+            if layer.rate > 0:  # drop-connect: drops the whole residual branch per sample; identity at inference
+                x = keras.layers.Dropout(layer.rate, noise_shape=(None, 1, 1, 1), name=f"{layer.block}_drop")(x)
+            x = keras.layers.Add(name=layer.name)([x, tensors[layer.inputs[1]]])
+        elif layer.op == "global_avg_pool":
+            x = keras.layers.GlobalAveragePooling2D(name=layer.name)(x)
+        elif layer.op == "global_max_pool":
+            x = keras.layers.GlobalMaxPooling2D(name=layer.name)(x)
+        elif layer.op == "dropout":
+            x = keras.layers.Dropout(layer.rate, name=layer.name)(x)
+        elif layer.op == "dense":
+            x = keras.layers.Dense(layer.out_channels, activation=classifier_activation,
+                                   kernel_initializer=DENSE_KERNEL_INITIALIZER, name=layer.name)(x)
+        else:  # pragma: no cover - graph ops are a closed set
+            raise SpecError(f"{graph.name}: layer {layer.name}: unknown op {layer.op!r}")
+        tensors[layer.name] = x
+    inputs = keras.utils.get_source_inputs(input_tensor) if input_tensor is not None else img_input
+    return keras.Model(inputs, x, name=model_name or graph.name)
+
+
+def build_model(spec_or_path: "str | os.PathLike[str] | Spec", variant: str | None = None, *,
+                include_top: bool = True, weights: str | os.PathLike[str] | None = None, input_tensor: Any = None,
+                input_shape: tuple | None = None, pooling: str | None = None, classes: int = 1000,
+                classifier_activation: str | None = "softmax", resolution: int | None = None):
+    """Builds any spec (a Spec, a zoo name or a YAML path) as a tf_keras model, keras.applications-style.
+
+    The model takes normalised input (see each module's `preprocess_input`). `weights`: None, "imagenet" (timm's
+    ports of the official checkpoints, zoo models that have them) or a `.safetensors` / `.h5` file.
+    """
+    _check_head_args(weights, include_top, classes, pooling)
+    spec, variant = resolve_model_ref(spec_or_path, variant)
+    arch = resolve(spec, variant, resolution)
+    if input_tensor is not None and input_shape is None:
+        shape = tuple(getattr(input_tensor, "shape", ())[1:])
+        if len(shape) == 3 and all(isinstance(d, int) for d in shape):
+            input_shape = shape
+    graph = arch_to_graph(arch, include_top=include_top, classes=classes, pooling=pooling,
+                          input_shape=_input_shape(arch, input_shape))
+    name = spec_or_path if isinstance(spec_or_path, str) and spec_or_path in ZOO else graph.name
+    model = build_graph_model(graph, arch, input_tensor, classifier_activation, re.sub(r"[^A-Za-z0-9_]", "_", name))
+    if weights is not None:
+        from .weights import load_weights
+        load_weights(model, weights, spec_or_path if isinstance(spec_or_path, str) else None)
+    return model

@@ -1,0 +1,64 @@
+"""`edgetpu-models` command line: a thin layer over the library.
+
+Each area registers its own subcommands (a module with `register(subparsers)`, listed in COMMAND_MODULES); those
+modules import TensorFlow and other heavy libraries only inside the command functions, so `--help` is instant.
+Every library error (EdgeTPUModelsError) becomes one line on stderr and exit status 2; nothing prints a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from importlib import import_module
+from typing import Sequence
+
+from .errors import EdgeTPUModelsError
+
+COMMAND_MODULES = (
+    "edgetpu_models.zoo_commands",
+)
+
+EXIT_USAGE = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports errors in our one-line format."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="edgetpu-models",
+                     description="Accelerator-aware networks for the Edge TPU: zoo, latency, NAS, quantize, deploy.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+    for name in COMMAND_MODULES:
+        import_module(name).register(sub)
+    return parser
+
+
+def _quiet_tensorflow() -> None:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    _quiet_tensorflow()
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        result = args.func(args)
+    except EdgeTPUModelsError as e:
+        print(f"edgetpu-models {args.command}: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(f"edgetpu-models {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # `edgetpu-models list | head`
+        return 0
+    return int(result or 0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,38 @@
+"""Small file helpers shared by every writer: nothing half-written (write a temp file, then rename)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from typing import Iterator
+
+
+@contextlib.contextmanager
+def atomic_path(path: "str | os.PathLike[str]") -> Iterator[str]:
+    """Yields a temporary path beside `path` (same suffix, so writers that dispatch on it work) and renames it onto
+    `path` when the block succeeds; on error the temporary file is removed and `path` is left untouched."""
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    base = os.path.basename(path)
+    suffix = ".weights.h5" if base.endswith(".weights.h5") else os.path.splitext(base)[1]
+    fd, tmp = tempfile.mkstemp(prefix=f".{base}.", suffix=suffix, dir=directory)
+    os.close(fd)
+    os.unlink(tmp)  # writers such as Keras' save refuse or misbehave on an existing file; hand them a free name
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_bytes_atomic(path: "str | os.PathLike[str]", data: bytes) -> None:
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        f.write(data)
+
+
+def write_text_atomic(path: "str | os.PathLike[str]", text: str) -> None:
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)

@@ -1,0 +1,181 @@
+"""The layer graph: one TF-free list of layers (ops with shapes, parameters and MACs) for a network.
+
+It is the intermediate representation shared by the Keras builder (which walks it to create layers), the profiler
+(which sums it), and the latency models (which cost it). Front ends other than specs (Keras models, .tflite files)
+produce the same `LayerGraph` so every consumer sees one structure.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterator
+
+from .spec import Arch, BlockArgs
+
+OPS = ("conv2d", "depthwise_conv2d", "add", "global_avg_pool", "global_max_pool", "dropout", "dense")
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One op. Shapes are (H, W, C) for feature maps and (C,) after pooling. Conv layers carry their BN and activation,
+    which inference fuses into them (as the TFLite converter and the Edge TPU do)."""
+
+    name: str
+    op: str
+    inputs: tuple[str, ...]
+    input_shape: tuple[int, ...]
+    output_shape: tuple[int, ...]
+    kernel: int = 1
+    stride: int = 1
+    batch_norm: str | None = None     # name of the BatchNormalization layer that follows, if any
+    activation: str | None = None     # activation fused after BN, if any
+    rate: float = 0.0                 # dropout rate ('dropout'), drop-connect rate of the residual branch ('add')
+    block: str | None = None          # the block this layer belongs to, e.g. "blocks_3_0"
+    weight_params: int = field(default=-1, compare=False)
+    """Weights stored for inference, override for front ends that know them exactly (-1: derive from shapes)."""
+
+    @property
+    def in_channels(self) -> int:
+        return self.input_shape[-1]
+
+    @property
+    def out_channels(self) -> int:
+        return self.output_shape[-1]
+
+    @property
+    def params(self) -> int:
+        """Trainable parameters: kernels, BN gamma and beta, dense weights and bias (BN moving statistics excluded)."""
+        bn = 2 * self.out_channels if self.batch_norm else 0
+        if self.op == "conv2d":
+            return self.kernel * self.kernel * self.in_channels * self.out_channels + bn
+        if self.op == "depthwise_conv2d":
+            return self.kernel * self.kernel * self.in_channels + bn
+        if self.op == "dense":
+            return self.in_channels * self.out_channels + self.out_channels
+        return 0
+
+    @property
+    def macs(self) -> int:
+        """Multiply-accumulates for one image (convolutions and the classifier; adds and pooling count zero)."""
+        if self.op == "conv2d":
+            h, w, c = self.output_shape
+            return h * w * c * self.kernel * self.kernel * self.in_channels
+        if self.op == "depthwise_conv2d":
+            h, w, c = self.output_shape
+            return h * w * c * self.kernel * self.kernel
+        if self.op == "dense":
+            return self.in_channels * self.out_channels
+        return 0
+
+    @property
+    def inference_params(self) -> int:
+        """Parameters after BN folding (what an int8 model stores): kernel + one bias per output channel."""
+        if self.weight_params >= 0:
+            return self.weight_params
+        if self.op == "conv2d":
+            return self.kernel * self.kernel * self.in_channels * self.out_channels + self.out_channels
+        if self.op == "depthwise_conv2d":
+            return self.kernel * self.kernel * self.in_channels + self.out_channels
+        if self.op == "dense":
+            return self.in_channels * self.out_channels + self.out_channels
+        return 0
+
+
+@dataclass(frozen=True)
+class LayerGraph:
+    name: str
+    input_shape: tuple[int, int, int]
+    layers: tuple[Layer, ...]
+
+    def __iter__(self) -> Iterator[Layer]:
+        return iter(self.layers)
+
+    def __len__(self) -> int:
+        return len(self.layers)
+
+    @property
+    def params(self) -> int:
+        return sum(layer.params for layer in self.layers)
+
+    @property
+    def macs(self) -> int:
+        return sum(layer.macs for layer in self.layers)
+
+    @property
+    def output_shape(self) -> tuple[int, ...]:
+        return self.layers[-1].output_shape
+
+
+def _same_out(size: int, stride: int) -> int:
+    """Output size of a 'same'-padded op (TensorFlow convention)."""
+    return -(-size // stride)
+
+
+class _Walker:
+    """Appends layers while tracking the current tensor name and shape."""
+
+    def __init__(self, input_shape: tuple[int, int, int]):
+        self.layers: list[Layer] = []
+        self.tensor = "input"
+        self.shape: tuple[int, ...] = input_shape
+
+    def add(self, name: str, op: str, out_shape: tuple[int, ...], inputs: tuple[str, ...] | None = None,
+            **kw) -> None:
+        layer = Layer(name=name, op=op, inputs=inputs or (self.tensor,), input_shape=self.shape,
+                      output_shape=out_shape, **kw)
+        self.layers.append(layer)
+        self.tensor, self.shape = name, out_shape
+
+    def conv(self, name: str, filters: int, kernel: int, stride: int, bn: str, act: str | None,
+             block: str | None = None, depthwise: bool = False) -> None:
+        h, w, c = self.shape
+        out = (_same_out(h, stride), _same_out(w, stride), c if depthwise else filters)
+        self.add(name, "depthwise_conv2d" if depthwise else "conv2d", out, kernel=kernel, stride=stride,
+                 batch_norm=bn, activation=act, block=block)
+
+
+def _block_layers(wk: _Walker, b: BlockArgs, act: str) -> None:
+    """Layer names follow timm's state-dict names (dots -> underscores) so timm weights map by name."""
+    p, block_input = b.name, wk.tensor
+    expands = b.expand_filters != b.input_filters
+    if b.block == "conv":
+        wk.conv(f"{p}_conv", b.output_filters, b.kernel, b.stride, f"{p}_bn1", act, p)
+        return
+    if b.block == "fused_ibn":
+        if expands:
+            wk.conv(f"{p}_conv_exp", b.expand_filters, b.kernel, b.stride, f"{p}_bn1", act, p)
+            wk.conv(f"{p}_conv_pwl", b.output_filters, 1, 1, f"{p}_bn2", None, p)
+        else:  # expansion 1: nothing to fuse, only the linear projection (MobilenetEdgeTPU's first block)
+            wk.conv(f"{p}_conv_pwl", b.output_filters, 1, b.stride, f"{p}_bn1", None, p)
+    elif expands:  # ibn
+        wk.conv(f"{p}_conv_pw", b.expand_filters, 1, 1, f"{p}_bn1", act, p)
+        wk.conv(f"{p}_conv_dw", 0, b.kernel, b.stride, f"{p}_bn2", act, p, depthwise=True)
+        wk.conv(f"{p}_conv_pwl", b.output_filters, 1, 1, f"{p}_bn3", None, p)
+    else:  # ibn with expansion 1: depthwise-separable (timm's DepthwiseSeparableConv naming)
+        wk.conv(f"{p}_conv_dw", 0, b.kernel, b.stride, f"{p}_bn1", act, p, depthwise=True)
+        wk.conv(f"{p}_conv_pw", b.output_filters, 1, 1, f"{p}_bn2", None, p)
+    if b.residual:
+        wk.add(f"{p}_add", "add", wk.shape, inputs=(wk.tensor, block_input), rate=b.drop_rate, block=p)
+
+
+def arch_to_graph(arch: Arch, include_top: bool = True, classes: int = 1000, pooling: str | None = None,
+                  input_shape: tuple[int, int, int] | None = None) -> LayerGraph:
+    """Expands a resolved architecture into its layer graph (keras.applications semantics for the head arguments)."""
+    if input_shape is None:
+        input_shape = (arch.resolution, arch.resolution, 3)
+    wk = _Walker(tuple(input_shape))
+    act = arch.activation
+    wk.conv("stem_conv", arch.stem.filters, arch.stem.kernel, arch.stem.stride, "stem_bn", act)
+    for b in arch.blocks:
+        _block_layers(wk, b, act)
+    wk.conv("head_conv", arch.head_filters, 1, 1, "head_bn", act)
+    c = wk.shape[-1]
+    if include_top:
+        wk.add("avg_pool", "global_avg_pool", (c,))
+        if arch.dropout > 0:
+            wk.add("top_dropout", "dropout", (c,), rate=arch.dropout)
+        wk.add("classifier", "dense", (classes,))
+    elif pooling in ("avg", "max"):
+        wk.add(f"{pooling}_pool", f"global_{pooling}_pool", (c,))
+    return LayerGraph(name=arch.name if arch.variant is None else f"{arch.name}_{arch.variant}",
+                      input_shape=tuple(input_shape), layers=tuple(wk.layers))

@@ -1,0 +1,333 @@
+"""The one description of an architecture: a YAML spec loaded into typed, validated dataclasses.
+
+A spec holds a searched base network (stem, stages of blocks, head) and a compound-scaling table of named variants.
+`resolve()` applies a variant (width, depth, resolution, dropout) and expands the stages into concrete per-block
+arguments (`BlockArgs`), the plain data that the builder, the profiler, the latency model and the NAS all read.
+
+This module must stay free of TensorFlow: it is on the hot path of latency estimation and search.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import yaml
+
+from .errors import SpecError
+
+BLOCK_TYPES = ("fused_ibn", "ibn", "conv")
+"""fused_ibn: k x k conv expand + 1x1 linear projection; ibn: 1x1 expand + k x k depthwise + 1x1 linear projection;
+conv: a single k x k conv + BN + activation (no projection, no residual)."""
+
+ACTIVATIONS = ("relu", "relu6")
+"""Only activations that map well onto the Edge TPU; swish and squeeze-excite are deliberately not expressible."""
+
+
+@dataclass(frozen=True)
+class BatchNorm:
+    momentum: float = 0.99
+    epsilon: float = 1e-3
+
+
+@dataclass(frozen=True)
+class Normalization:
+    """Input normalisation for uint8 pixels: (x - mean) / std, per channel."""
+
+    mean: tuple[float, float, float] = (127.0, 127.0, 127.0)
+    std: tuple[float, float, float] = (128.0, 128.0, 128.0)
+
+
+@dataclass(frozen=True)
+class Stem:
+    filters: int
+    kernel: int = 3
+    stride: int = 2
+
+
+@dataclass(frozen=True)
+class Stage:
+    block: str
+    repeats: int
+    kernel: int
+    stride: int
+    expansion: float
+    filters: int
+    skip: bool = True
+    expansion_input: int | None = None
+    """Forces the width the expansion is computed from for the stage's first block (timm's `fc`): the S spec's first
+    block expands 24 * 4 = 96 channels although its real input is the 32-channel stem."""
+
+
+@dataclass(frozen=True)
+class Head:
+    filters: int
+    scaled: bool = True
+    """Whether the width multiplier scales the head conv. MobilenetEdgeTPU keeps it at 1280 for every depth multiplier
+    (slim's finegrain_classification_mode), which gives the published 2.9M params / 624M MACs at 0.75."""
+
+
+@dataclass(frozen=True)
+class Variant:
+    width: float = 1.0
+    depth: float = 1.0
+    resolution: int = 224
+    dropout: float = 0.2
+
+
+@dataclass(frozen=True)
+class Spec:
+    name: str
+    stem: Stem
+    stages: tuple[Stage, ...]
+    head: Head
+    activation: str = "relu"
+    batch_norm: BatchNorm = BatchNorm()
+    normalization: Normalization = Normalization()
+    dropout: float = 0.2
+    drop_connect: float = 0.2
+    resolution: int = 224
+    variants: Mapping[str, Variant] = field(default_factory=dict)
+    default_variant: str | None = None
+    source: str | None = field(default=None, compare=False)
+    """Path the spec was read from (for messages); not part of the architecture."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """The spec as plain data, in the same layout as the YAML files (round-trips through `spec_from_dict`)."""
+        out: dict[str, Any] = {"name": self.name, "activation": self.activation,
+                               "batch_norm": dataclasses.asdict(self.batch_norm),
+                               "normalization": {"mean": list(self.normalization.mean),
+                                                 "std": list(self.normalization.std)},
+                               "stem": dataclasses.asdict(self.stem), "stages": [], "head": dataclasses.asdict(self.head),
+                               "dropout": self.dropout, "drop_connect": self.drop_connect,
+                               "resolution": self.resolution}
+        for st in self.stages:
+            d = dataclasses.asdict(st)
+            if d["expansion_input"] is None:
+                del d["expansion_input"]
+            if isinstance(d["expansion"], float) and d["expansion"].is_integer():
+                d["expansion"] = int(d["expansion"])
+            out["stages"].append(d)
+        if self.default_variant is not None:
+            out["default_variant"] = self.default_variant
+        if self.variants:
+            out["variants"] = {k: dataclasses.asdict(v) for k, v in self.variants.items()}
+        return out
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Validation: a small declarative schema, so every error names file, field and what is allowed.
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_num(v: Any) -> bool:
+    return (isinstance(v, (int, float))) and not isinstance(v, bool) and math.isfinite(v)
+
+
+# field -> (required, check, what is allowed)
+_Check = tuple[bool, Any, str]
+_POS_INT: _Check = (True, lambda v: _is_int(v) and v >= 1, "an integer >= 1")
+_KERNEL: _Check = (True, lambda v: _is_int(v) and v >= 1 and v % 2 == 1, "an odd integer >= 1")
+_STRIDE: _Check = (True, lambda v: v in (1, 2) and _is_int(v), "1 or 2")
+_RATE: _Check = (True, lambda v: _is_num(v) and 0 <= v < 1, "a number in [0, 1)")
+
+_SCHEMAS: dict[str, dict[str, _Check]] = {
+    "spec": {
+        "name": (True, lambda v: isinstance(v, str) and v.strip() != "", "a non-empty string"),
+        "stem": (True, None, "a mapping"), "stages": (True, None, "a non-empty list"),
+        "head": (True, None, "a mapping"),
+        "activation": (False, lambda v: v in ACTIVATIONS, "one of " + ", ".join(ACTIVATIONS)),
+        "batch_norm": (False, None, "a mapping"), "normalization": (False, None, "a mapping"),
+        "dropout": (False, *_RATE[1:]), "drop_connect": (False, *_RATE[1:]),
+        "resolution": (False, lambda v: _is_int(v) and v >= 32, "an integer >= 32"),
+        "variants": (False, None, "a mapping"),
+        "default_variant": (False, lambda v: isinstance(v, str), "a variant name"),
+    },
+    "batch_norm": {"momentum": (False, lambda v: _is_num(v) and 0 < v < 1, "a number in (0, 1)"),
+                   "epsilon": (False, lambda v: _is_num(v) and v > 0, "a number > 0")},
+    "normalization": {
+        "mean": (True, lambda v: isinstance(v, list) and len(v) == 3 and all(map(_is_num, v)), "a list of 3 numbers"),
+        "std": (True, lambda v: isinstance(v, list) and len(v) == 3 and all(_is_num(x) and x > 0 for x in v),
+                "a list of 3 numbers > 0")},
+    "stem": {"filters": _POS_INT, "kernel": (False, *_KERNEL[1:]), "stride": (False, *_STRIDE[1:])},
+    "stage": {"block": (True, lambda v: v in BLOCK_TYPES, "one of " + ", ".join(BLOCK_TYPES)),
+              "repeats": _POS_INT, "kernel": _KERNEL, "stride": _STRIDE,
+              "expansion": (True, lambda v: _is_num(v) and v >= 1, "a number >= 1"),
+              "filters": _POS_INT, "skip": (False, lambda v: isinstance(v, bool), "true or false"),
+              "expansion_input": (False, lambda v: _is_int(v) and v >= 1, "an integer >= 1")},
+    "head": {"filters": _POS_INT, "scaled": (False, lambda v: isinstance(v, bool), "true or false")},
+    "variant": {"width": (False, lambda v: _is_num(v) and v > 0, "a number > 0"),
+                "depth": (False, lambda v: _is_num(v) and v > 0, "a number > 0"),
+                "resolution": (False, lambda v: _is_int(v) and v >= 32, "an integer >= 32"),
+                "dropout": (False, *_RATE[1:])},
+}
+
+
+def _check(kind: str, data: Any, path: str, where: str) -> dict[str, Any]:
+    schema = _SCHEMAS[kind]
+    if not isinstance(data, Mapping):
+        raise SpecError(f"{where}: {path or 'spec'}: expected a mapping, got {type(data).__name__}")
+    prefix = f"{path}." if path else ""
+    for key in data:
+        if key not in schema:
+            raise SpecError(f"{where}: {prefix}{key}: unknown field (allowed: {', '.join(schema)})")
+    for key, (required, ok, allowed) in schema.items():
+        if key not in data:
+            if required:
+                raise SpecError(f"{where}: {prefix}{key}: missing field (expected {allowed})")
+            continue
+        if ok is not None and not ok(data[key]):
+            raise SpecError(f"{where}: {prefix}{key}: expected {allowed}, got {data[key]!r}")
+    return dict(data)
+
+
+def spec_from_dict(data: Any, source: str | None = None) -> Spec:
+    """Validates plain data (as parsed from YAML) and returns a `Spec`. Raises `SpecError` naming field and rule."""
+    where = source or "<spec>"
+    d = _check("spec", data, "", where)
+    stem = Stem(**_check("stem", d["stem"], "stem", where))
+    head = Head(**_check("head", d["head"], "head", where))
+    if not isinstance(d["stages"], list) or not d["stages"]:
+        raise SpecError(f"{where}: stages: expected a non-empty list of stages")
+    stages = []
+    for i, raw in enumerate(d["stages"]):
+        st = _check("stage", raw, f"stages[{i}]", where)
+        if st["block"] == "conv" and st["expansion"] != 1:
+            raise SpecError(f"{where}: stages[{i}].expansion: a 'conv' block has no expansion; expected 1")
+        stages.append(Stage(**st))
+    bn = BatchNorm(**_check("batch_norm", d.get("batch_norm", {}), "batch_norm", where))
+    norm_raw = _check("normalization", d["normalization"], "normalization", where) if "normalization" in d else None
+    norm = (Normalization(tuple(map(float, norm_raw["mean"])), tuple(map(float, norm_raw["std"])))
+            if norm_raw else Normalization())
+    variants_raw = d.get("variants", {}) or {}
+    if not isinstance(variants_raw, Mapping):
+        raise SpecError(f"{where}: variants: expected a mapping of name -> {{width, depth, resolution, dropout}}")
+    variants = {str(k): Variant(**_check("variant", v, f"variants.{k}", where)) for k, v in variants_raw.items()}
+    default_variant = d.get("default_variant")
+    if default_variant is not None and default_variant not in variants:
+        raise SpecError(f"{where}: default_variant: expected one of {', '.join(variants) or '(no variants defined)'}, "
+                        f"got {default_variant!r}")
+    return Spec(name=d["name"], stem=stem, stages=tuple(stages), head=head,
+                activation=d.get("activation", "relu"), batch_norm=bn, normalization=norm,
+                dropout=float(d.get("dropout", 0.2)), drop_connect=float(d.get("drop_connect", 0.2)),
+                resolution=int(d.get("resolution", 224)), variants=variants, default_variant=default_variant,
+                source=source)
+
+
+def load_spec(path: str | os.PathLike[str]) -> Spec:
+    """Reads and validates a YAML spec file."""
+    path = os.fspath(path)
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = yaml.safe_load(f)
+    except FileNotFoundError:
+        raise SpecError(f"{path}: no such spec file") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise SpecError(f"{path}: cannot read spec file ({e})") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        at = f" at line {mark.line + 1}" if mark is not None else ""
+        raise SpecError(f"{path}: not valid YAML{at}: {getattr(e, 'problem', e)}") from None
+    return spec_from_dict(data, source=path)
+
+
+def save_spec(spec: Spec, path: str | os.PathLike[str]) -> None:
+    """Writes a spec as YAML atomically (temp file, then rename), in the `searched_archs/` layout."""
+    from .io_utils import write_text_atomic
+
+    write_text_atomic(path, yaml.safe_dump(spec.to_dict(), sort_keys=False, default_flow_style=None, width=120))
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Resolution: variant scaling and expansion of stages into per-block arguments.
+
+def make_divisible(value: float, divisor: int = 8) -> int:
+    """EfficientNet's round_filters / MobileNet's _make_divisible: nearest multiple of `divisor`, never below 90%."""
+    new = max(divisor, int(value + divisor / 2) // divisor * divisor)
+    if new < 0.9 * value:
+        new += divisor
+    return int(new)
+
+
+def round_filters(filters: int, width: float) -> int:
+    return make_divisible(filters * width) if width != 1.0 else filters
+
+
+def round_repeats(repeats: int, depth: float) -> int:
+    return int(math.ceil(depth * repeats))
+
+
+@dataclass(frozen=True)
+class BlockArgs:
+    """One concrete block after scaling: plain data, like keras.applications' DEFAULT_BLOCKS_ARGS."""
+
+    name: str               # e.g. "blocks_3_0" (stage 3, block 0), also the prefix of its Keras layer names
+    block: str              # one of BLOCK_TYPES
+    kernel: int
+    stride: int
+    input_filters: int
+    expand_filters: int     # width after the expansion; == input_filters when the block has no expansion layer
+    output_filters: int
+    residual: bool          # identity shortcut (skip, stride 1 and input == output width)
+    drop_rate: float        # drop-connect rate of the residual branch (training only)
+
+
+@dataclass(frozen=True)
+class Arch:
+    """A spec with a variant applied: everything needed to build or cost the network."""
+
+    name: str
+    variant: str | None
+    resolution: int
+    stem: Stem
+    blocks: tuple[BlockArgs, ...]
+    head_filters: int
+    dropout: float
+    activation: str
+    batch_norm: BatchNorm
+    normalization: Normalization
+
+
+def pick_variant(spec: Spec, variant: str | None) -> tuple[str | None, Variant]:
+    if variant is None:
+        variant = spec.default_variant
+    if variant is None:
+        return None, Variant(1.0, 1.0, spec.resolution, spec.dropout)
+    if variant not in spec.variants:
+        allowed = ", ".join(spec.variants) or "none are defined"
+        raise SpecError(f"{spec.source or spec.name}: variants: no variant {variant!r} (available: {allowed})")
+    return variant, spec.variants[variant]
+
+
+def resolve(spec: Spec, variant: str | None = None, resolution: int | None = None) -> Arch:
+    """Applies compound scaling and expands stages into blocks. `resolution` overrides the variant's."""
+    variant, v = pick_variant(spec, variant)
+    if resolution is not None and (not _is_int(resolution) or resolution < 32):
+        raise SpecError(f"{spec.source or spec.name}: resolution: expected an integer >= 32, got {resolution!r}")
+    stem = Stem(round_filters(spec.stem.filters, v.width), spec.stem.kernel, spec.stem.stride)
+    repeats = [round_repeats(st.repeats, v.depth) for st in spec.stages]
+    total = sum(repeats)
+    blocks: list[BlockArgs] = []
+    in_filters = stem.filters
+    for s, (st, reps) in enumerate(zip(spec.stages, repeats)):
+        out_filters = round_filters(st.filters, v.width)
+        for b in range(reps):
+            first = b == 0
+            stride = st.stride if first else 1
+            base_in = (round_filters(st.expansion_input, v.width)
+                       if first and st.expansion_input is not None else in_filters)
+            # A block has an expansion layer only when it widens: expansion 1 (and 'conv') means none.
+            expand = in_filters if st.block == "conv" or st.expansion == 1 else make_divisible(base_in * st.expansion)
+            residual = st.block != "conv" and st.skip and stride == 1 and in_filters == out_filters
+            blocks.append(BlockArgs(name=f"blocks_{s}_{b}", block=st.block, kernel=st.kernel, stride=stride,
+                                    input_filters=in_filters, expand_filters=expand, output_filters=out_filters,
+                                    residual=residual, drop_rate=spec.drop_connect * len(blocks) / total))
+            in_filters = out_filters
+    return Arch(name=spec.name, variant=variant, resolution=resolution or v.resolution, stem=stem,
+                blocks=tuple(blocks), head_filters=round_filters(spec.head.filters, v.width if spec.head.scaled else 1.0), dropout=v.dropout,
+                activation=spec.activation, batch_norm=spec.batch_norm, normalization=spec.normalization)

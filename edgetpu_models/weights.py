@@ -1,0 +1,153 @@
+"""Weights: timm-named `.safetensors` files mapped onto our Keras models, `.h5` files, and "imagenet".
+
+timm's state-dict names are the de-facto interchange format for these models. Our Keras layer names are timm's
+module names with dots turned into underscores (plus explicit names for the stem and head), so the mapping is a
+name translation and a layout transpose; no PyTorch is needed (safetensors' numpy API reads the file).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+from typing import Any
+
+import numpy as np
+
+from .errors import WeightsError
+from .zoo import ZOO
+
+_TOP_LEVEL = {"conv_stem": "stem_conv", "bn1": "stem_bn", "conv_head": "head_conv", "bn2": "head_bn",
+              "classifier": "classifier"}
+_BN_FIELDS = {"weight": "gamma", "bias": "beta", "running_mean": "moving_mean", "running_var": "moving_variance"}
+_BLOCK_KEY = re.compile(r"^blocks\.(\d+)\.(\d+)\.(\w+)$")
+
+HF_URL = "https://huggingface.co/timm/{name}.in1k/resolve/main/model.safetensors"
+
+
+def timm_to_keras_layer(module: str) -> str | None:
+    """timm module path ('blocks.3.1.conv_dw', 'conv_stem') -> our Keras layer name, or None if not ours."""
+    if module in _TOP_LEVEL:
+        return _TOP_LEVEL[module]
+    m = _BLOCK_KEY.match(module)
+    return f"blocks_{m.group(1)}_{m.group(2)}_{m.group(3)}" if m else None
+
+
+def _keras_weight_sources(layer: Any) -> list[tuple[str, str]] | None:
+    """For one Keras layer with weights: [(timm tensor suffix, how to convert)] in the layer's weight order."""
+    kind = type(layer).__name__
+    if kind == "Conv2D":
+        return [("weight", "conv")]
+    if kind == "DepthwiseConv2D":
+        return [("weight", "depthwise")]
+    if kind == "BatchNormalization":
+        return [("weight", "copy"), ("bias", "copy"), ("running_mean", "copy"), ("running_var", "copy")]
+    if kind == "Dense":
+        return [("weight", "dense"), ("bias", "copy")]
+    return None
+
+
+def _convert(array: np.ndarray, how: str) -> np.ndarray:
+    if how == "conv":        # PyTorch OIHW -> Keras HWIO
+        return array.transpose(2, 3, 1, 0)
+    if how == "depthwise":   # PyTorch (C, 1, H, W) -> Keras (H, W, C, 1)
+        return array.transpose(2, 3, 0, 1)
+    if how == "dense":       # PyTorch (out, in) -> Keras (in, out)
+        return array.T
+    return array
+
+
+def load_timm_safetensors(model: Any, path: str) -> None:
+    """Maps a timm-named safetensors state dict onto `model`. Every tensor must match; the first one that does not
+    (missing, wrong shape, or a tensor the model does not have) is named in the error."""
+    from safetensors import SafetensorError
+    from safetensors.numpy import load_file
+
+    try:
+        tensors = load_file(path)
+    except (SafetensorError, OSError, ValueError) as e:
+        raise WeightsError(f"{path}: not a readable safetensors file ({e})") from None
+    keras_to_timm = {}
+    for key in tensors:
+        module, _, _ = key.rpartition(".")
+        name = timm_to_keras_layer(module)
+        if name is not None:
+            keras_to_timm[name] = module
+    used: set[str] = set()
+    for layer in model.layers:
+        sources = _keras_weight_sources(layer)
+        if sources is None or not layer.weights:
+            continue
+        module = keras_to_timm.get(layer.name)
+        if module is None:
+            raise WeightsError(f"{path}: no tensors for layer {layer.name!r} (expected e.g. "
+                               f"'{_timm_module_of(layer.name)}.{sources[0][0]}'): a different architecture?")
+        values = []
+        for (suffix, how), var in zip(sources, layer.weights):
+            key = f"{module}.{suffix}"
+            if key not in tensors:
+                raise WeightsError(f"{path}: missing tensor {key!r} for layer {layer.name!r}")
+            value = _convert(tensors[key], how)
+            if tuple(value.shape) != tuple(var.shape):
+                raise WeightsError(f"{path}: tensor {key!r} has shape {tuple(tensors[key].shape)}, which does not fit "
+                                   f"layer {layer.name!r} (Keras shape {tuple(var.shape)}): a different model or "
+                                   "number of classes?")
+            values.append(value.astype(np.float32))
+            used.add(key)
+        layer.set_weights(values)
+    extra = [k for k in tensors if k not in used and np.issubdtype(tensors[k].dtype, np.floating)]
+    if extra:
+        raise WeightsError(f"{path}: tensor {extra[0]!r} has no layer in this model "
+                           f"({len(extra)} unused tensors): a different (larger) architecture?")
+
+
+def _timm_module_of(keras_name: str) -> str:
+    for timm_name, ours in _TOP_LEVEL.items():
+        if ours == keras_name:
+            return timm_name
+    m = re.match(r"^blocks_(\d+)_(\d+)_(\w+)$", keras_name)
+    return f"blocks.{m.group(1)}.{m.group(2)}.{m.group(3)}" if m else keras_name
+
+
+def imagenet_weights_path(model_name: str | None) -> str:
+    """Downloads (once, into the Keras cache) timm's port of the official ImageNet checkpoint for a zoo model."""
+    entry = ZOO.get(model_name or "")
+    if entry is None or entry.timm_name is None:
+        have = ", ".join(n for n, e in ZOO.items() if e.timm_name)
+        raise WeightsError(f"weights='imagenet': no published ImageNet checkpoint for {model_name or 'this spec'} "
+                           f"(available for: {have}); pass weights=None or a .safetensors/.h5 file")
+    url = HF_URL.format(name=entry.timm_name)
+    fname = f"{entry.timm_name}.in1k.safetensors"
+    cached = os.path.join(os.path.expanduser(os.environ.get("KERAS_HOME", "~/.keras")), "models", fname)
+    if os.path.exists(cached):
+        return cached
+    hint = (f"download {url} on a machine with network access and pass it as weights='path/to/{fname}' "
+            f"(or put it at {cached})")
+    try:  # fail at once when offline instead of hanging in the downloader
+        socket.create_connection(("huggingface.co", 443), timeout=5).close()
+    except OSError:
+        raise WeightsError(f"weights='imagenet': cannot reach huggingface.co (offline?); {hint}") from None
+    import tf_keras as keras
+    try:
+        return keras.utils.get_file(fname, url, cache_subdir="models")
+    except Exception as e:  # the downloader raises bare Exception subclasses of many kinds
+        raise WeightsError(f"weights='imagenet': download of {url} failed ({e}); {hint}") from None
+
+
+def load_weights(model: Any, weights: "str | os.PathLike[str]", model_name: str | None = None) -> None:
+    """Loads `weights` ("imagenet", .safetensors in timm naming, .h5 / .weights.h5) into a built model."""
+    if weights == "imagenet":
+        load_timm_safetensors(model, imagenet_weights_path(model_name))
+        return
+    path = os.fspath(weights)
+    if not os.path.exists(path):
+        raise WeightsError(f"{path}: no such weights file (expected None, 'imagenet', or a .safetensors/.h5 file)")
+    if path.endswith(".safetensors"):
+        load_timm_safetensors(model, path)
+    elif path.endswith(".h5"):
+        try:
+            model.load_weights(path)
+        except (ValueError, OSError) as e:
+            raise WeightsError(f"{path}: does not fit this model ({str(e).splitlines()[0]})") from None
+    else:
+        raise WeightsError(f"{path}: unknown weights format (expected .safetensors in timm naming, .h5 or .weights.h5)")
