@@ -11,7 +11,7 @@ from setuptools import setup
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SUBPACKAGE_DIRS = ("searched_archs", "nas", "quantize", "deploy")
-PACKAGE_DATA = ["*.yaml", "*.proto", "*.json", "*.csv", "*.txt", "*.npz", "*.jpg", "*.png"]
+PACKAGE_DATA = [f"{d}*.{ext}" for d in ("", "**/") for ext in ("yaml", "proto", "json", "csv", "txt", "npz", "jpg", "png")]
 
 
 def _packages() -> dict[str, str]:

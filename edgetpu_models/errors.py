@@ -18,3 +18,18 @@ class UnknownModelError(EdgeTPUModelsError, KeyError):
 
     def __str__(self) -> str:  # KeyError quotes its message; we want the plain sentence.
         return str(self.args[0]) if self.args else ""
+
+
+class ModelFileError(EdgeTPUModelsError, ValueError):
+    """A model file (.tflite, .keras, .h5) that is missing, unreadable, or not what the command needs."""
+
+
+class DatasetError(EdgeTPUModelsError, ValueError):
+    """A dataset folder that is missing, empty, has a single class, or holds no readable image."""
+
+
+class TargetError(EdgeTPUModelsError, KeyError):
+    """An unknown latency target, or a target file that is malformed."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
