@@ -1,0 +1,299 @@
+"""TF-free reader of TFLite flatbuffers: operators, tensors, quantization and buffer sizes of a .tflite model.
+
+The one reader the project uses (Edge TPU compatibility check, latency estimate from a .tflite). It reads the file
+with the `flatbuffers` runtime and the schema module generated from LiteRT's `schema.fbs` that ships inside the
+`ai_edge_litert` wheel (pure Python, no TensorFlow import); only the conversion of enums and option tables into
+plain names and dicts is written here.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import struct
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+
+from ..errors import ModelFileError
+
+_IDENTIFIER = b"TFL3"
+
+
+def _schema():
+    try:
+        from ai_edge_litert import schema_py_generated as schema  # pure Python: flatbuffers + numpy only
+    except ImportError as e:  # pragma: no cover - ai-edge-litert is an install requirement
+        raise ModelFileError(f"cannot read .tflite files: the ai-edge-litert package is missing ({e})") from e
+    return schema
+
+
+@lru_cache(maxsize=None)
+def _enum_names(enum_name: str) -> dict[int, str]:
+    cls = getattr(_schema(), enum_name)
+    return {v: k for k, v in vars(cls).items() if not k.startswith("_") and isinstance(v, int)}
+
+
+_ENUM_FIELDS = {"padding": "Padding", "fused_activation_function": "ActivationFunctionType",
+                "weights_format": "FullyConnectedOptionsWeightsFormat", "lsh_projection_type": "LSHProjectionType",
+                "combiner_type": "CombinerType", "mirror_pad_mode": "MirrorPadMode",
+                "reduce_type": "ReduceWindowFunction", "in_data_type": "TensorType", "out_data_type": "TensorType",
+                "out_type": "TensorType", "output_type": "TensorType", "idx_out_type": "TensorType",
+                "index_out_type": "TensorType", "quantized_bias_type": "TensorType"}
+
+
+def _snake(name: str) -> str:
+    name = re.sub(r"([A-Z]+)([A-Z][a-z])", r"\1_\2", name)  # dilationWFactor -> dilationW_Factor
+    return re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", name).lower()
+
+
+@dataclass(frozen=True)
+class TFLiteTensor:
+    index: int
+    name: str
+    shape: tuple[int, ...]
+    shape_signature: tuple[int, ...]
+    """Shape with -1 for dynamic dimensions (equal to `shape` for a static tensor)."""
+    dtype: str
+    """TensorType name: "INT8", "UINT8", "FLOAT32", "INT32", ..."""
+    scale: tuple[float, ...]
+    zero_point: tuple[int, ...]
+    quantized_dimension: int
+    buffer: int
+    buffer_size: int
+    """Bytes of constant data held for this tensor (0 for activations)."""
+    is_variable: bool = False
+
+    @property
+    def is_constant(self) -> bool:
+        return self.buffer_size > 0
+
+    @property
+    def is_quantized(self) -> bool:
+        return len(self.scale) > 0
+
+    @property
+    def is_dynamic(self) -> bool:
+        return any(d < 0 for d in self.shape_signature) or any(d < 0 for d in self.shape)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"index": self.index, "name": self.name, "shape": list(self.shape),
+                "shape_signature": list(self.shape_signature), "dtype": self.dtype, "scale": list(self.scale),
+                "zero_point": list(self.zero_point), "quantized_dimension": self.quantized_dimension,
+                "buffer_size": self.buffer_size}
+
+
+@dataclass(frozen=True)
+class TFLiteOperator:
+    index: int
+    opcode: str
+    """Builtin operator name ("CONV_2D", "DEPTHWISE_CONV_2D", ...), or the custom code of a CUSTOM op."""
+    version: int
+    inputs: tuple[int, ...]
+    """Tensor indices; -1 marks an omitted optional input."""
+    outputs: tuple[int, ...]
+    options: dict[str, Any] = field(default_factory=dict)
+    """Builtin options, snake_case keys: stride_w, stride_h, padding ("SAME"/"VALID"), fused_activation_function
+    ("NONE", "RELU", "RELU6", ...), depth_multiplier, dilation_w_factor, ..."""
+    custom: bool = False
+
+
+@dataclass(frozen=True)
+class TFLiteSubgraph:
+    name: str
+    tensors: tuple[TFLiteTensor, ...]
+    operators: tuple[TFLiteOperator, ...]
+    inputs: tuple[int, ...]
+    outputs: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class TFLiteModel:
+    """A parsed .tflite. `tensors`, `operators`, `inputs`, `outputs` are those of the main (first) subgraph."""
+
+    source: str
+    size_bytes: int
+    version: int
+    description: str
+    subgraphs: tuple[TFLiteSubgraph, ...]
+    buffer_bytes: int
+    """Total bytes of constant data (weights, biases, other constants) in the model."""
+
+    @property
+    def subgraph_count(self) -> int:
+        return len(self.subgraphs)
+
+    @property
+    def tensors(self) -> tuple[TFLiteTensor, ...]:
+        return self.subgraphs[0].tensors
+
+    @property
+    def operators(self) -> tuple[TFLiteOperator, ...]:
+        return self.subgraphs[0].operators
+
+    @property
+    def inputs(self) -> tuple[int, ...]:
+        return self.subgraphs[0].inputs
+
+    @property
+    def outputs(self) -> tuple[int, ...]:
+        return self.subgraphs[0].outputs
+
+    def tensor(self, index: int) -> TFLiteTensor:
+        return self.tensors[index]
+
+    def input_tensors(self) -> list[TFLiteTensor]:
+        return [self.tensors[i] for i in self.inputs]
+
+    def output_tensors(self) -> list[TFLiteTensor]:
+        return [self.tensors[i] for i in self.outputs]
+
+    def producers(self) -> dict[int, int]:
+        """{tensor index: index of the operator that writes it}."""
+        return {t: op.index for op in self.operators for t in op.outputs if t >= 0}
+
+    def op_counts(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for op in self.operators:
+            counts[op.opcode] = counts.get(op.opcode, 0) + 1
+        return counts
+
+
+def _options(schema: Any, op: Any) -> dict[str, Any]:
+    obj = None
+    kind = op.BuiltinOptionsType()
+    if kind:
+        obj = schema.BuiltinOptionsCreator(kind, op.BuiltinOptions())
+    else:
+        kind2 = op.BuiltinOptions2Type() if hasattr(op, "BuiltinOptions2Type") else 0
+        if kind2:
+            obj = schema.BuiltinOptions2Creator(kind2, op.BuiltinOptions2())
+    if obj is None:
+        return {}
+    out: dict[str, Any] = {}
+    for key, value in vars(obj).items():
+        key = _snake(key)
+        if key in _ENUM_FIELDS and isinstance(value, (int, np.integer)):
+            value = _enum_names(_ENUM_FIELDS[key]).get(int(value), int(value))
+        elif isinstance(value, np.ndarray):
+            value = value.tolist()
+        elif isinstance(value, bytes):
+            value = value.decode("utf-8", "replace")
+        elif isinstance(value, np.generic):
+            value = value.item()
+        out[key] = value
+    return out
+
+
+def _ints(accessor_len: int, get: Any) -> tuple[int, ...]:
+    return tuple(int(get(j)) for j in range(accessor_len))
+
+
+def _buffer_sizes(schema: Any, model: Any, size: int) -> list[int]:
+    sizes = []
+    for b in range(model.BuffersLength()):
+        buf = model.Buffers(b)
+        offset, length = (int(buf.Offset()), int(buf.Size())) if hasattr(buf, "Offset") else (0, 0)
+        if offset > 1:  # data stored after the flatbuffer (models over 2 GB)
+            if offset + length > size:
+                raise ValueError(f"buffer {b} lies beyond the end of the file")
+            sizes.append(length)
+            continue
+        data = buf.DataAsNumpy()  # a view; raises if the vector runs past the end of the data
+        sizes.append(0 if isinstance(data, int) else int(data.nbytes))
+    return sizes
+
+
+def _parse(data: bytes, source: str) -> TFLiteModel:
+    schema = _schema()
+    dtypes = _enum_names("TensorType")
+    builtin = _enum_names("BuiltinOperator")
+    model = schema.Model.GetRootAs(data, 0)
+    version = int(model.Version())
+    buffer_sizes = _buffer_sizes(schema, model, len(data))
+
+    opcodes: list[tuple[str, bool]] = []
+    for k in range(model.OperatorCodesLength()):
+        oc = model.OperatorCodes(k)
+        code = max(int(oc.BuiltinCode()), int(oc.DeprecatedBuiltinCode()))  # see schema.fbs on the two fields
+        name = builtin.get(code, f"BUILTIN_{code}")
+        if name == "CUSTOM":
+            custom = oc.CustomCode()
+            opcodes.append(((custom or b"CUSTOM").decode("utf-8", "replace"), True))
+        else:
+            opcodes.append((name, False))
+    versions = [int(model.OperatorCodes(k).Version()) for k in range(model.OperatorCodesLength())]
+
+    subgraphs = []
+    for s in range(model.SubgraphsLength()):
+        sg = model.Subgraphs(s)
+        tensors = []
+        for i in range(sg.TensorsLength()):
+            t = sg.Tensors(i)
+            shape = tuple(int(d) for d in (t.ShapeAsNumpy() if t.ShapeLength() else ()))
+            sig = tuple(int(d) for d in (t.ShapeSignatureAsNumpy() if t.ShapeSignatureLength() else shape))
+            q = t.Quantization()
+            scale: tuple[float, ...] = ()
+            zp: tuple[int, ...] = ()
+            qdim = 0
+            if q is not None and q.ScaleLength():
+                scale = tuple(float(x) for x in q.ScaleAsNumpy())
+                zp = tuple(int(x) for x in q.ZeroPointAsNumpy()) if q.ZeroPointLength() else (0,) * len(scale)
+                qdim = int(q.QuantizedDimension())
+            b = int(t.Buffer())
+            if not 0 <= b < max(len(buffer_sizes), 1):
+                raise ValueError(f"tensor {i} refers to buffer {b} of {len(buffer_sizes)}")
+            tensors.append(TFLiteTensor(
+                index=i, name=(t.Name() or b"").decode("utf-8", "replace"), shape=shape, shape_signature=sig,
+                dtype=dtypes.get(int(t.Type()), f"TYPE_{t.Type()}"), scale=scale, zero_point=zp,
+                quantized_dimension=qdim, buffer=b, buffer_size=buffer_sizes[b] if buffer_sizes else 0,
+                is_variable=bool(t.IsVariable())))
+        operators = []
+        for j in range(sg.OperatorsLength()):
+            op = sg.Operators(j)
+            k = int(op.OpcodeIndex())
+            if not 0 <= k < len(opcodes):
+                raise ValueError(f"operator {j} refers to opcode {k} of {len(opcodes)}")
+            ins = tuple(int(x) for x in op.InputsAsNumpy()) if op.InputsLength() else ()
+            outs = tuple(int(x) for x in op.OutputsAsNumpy()) if op.OutputsLength() else ()
+            for x in ins + outs:
+                if not -1 <= x < len(tensors):
+                    raise ValueError(f"operator {j} refers to tensor {x} of {len(tensors)}")
+            name, custom = opcodes[k]
+            operators.append(TFLiteOperator(index=j, opcode=name, version=versions[k], inputs=ins, outputs=outs,
+                                            options={} if custom else _options(schema, op), custom=custom))
+        ins = tuple(int(x) for x in sg.InputsAsNumpy()) if sg.InputsLength() else ()
+        outs = tuple(int(x) for x in sg.OutputsAsNumpy()) if sg.OutputsLength() else ()
+        subgraphs.append(TFLiteSubgraph(name=(sg.Name() or b"").decode("utf-8", "replace"), tensors=tuple(tensors),
+                                        operators=tuple(operators), inputs=ins, outputs=outs))
+    if not subgraphs:
+        raise ValueError("no subgraph")
+    return TFLiteModel(source=source, size_bytes=len(data), version=version,
+                       description=(model.Description() or b"").decode("utf-8", "replace"),
+                       subgraphs=tuple(subgraphs), buffer_bytes=sum(buffer_sizes))
+
+
+def read_tflite(path_or_bytes: "str | os.PathLike[str] | bytes | bytearray | memoryview") -> TFLiteModel:
+    """Parses a .tflite file (path) or its contents (bytes). Raises ModelFileError naming the file when it is missing,
+    not a TFLite flatbuffer, or truncated/corrupt."""
+    if isinstance(path_or_bytes, (bytes, bytearray, memoryview)):
+        data, source = bytes(path_or_bytes), "<bytes>"
+    else:
+        source = os.fspath(path_or_bytes)
+        try:
+            with open(source, "rb") as f:
+                data = f.read()
+        except FileNotFoundError:
+            raise ModelFileError(f"{source}: no such file") from None
+        except (IsADirectoryError, PermissionError, OSError) as e:
+            raise ModelFileError(f"{source}: cannot read ({e.strerror or e})") from None
+    if len(data) < 8:
+        raise ModelFileError(f"{source}: not a TFLite flatbuffer (only {len(data)} bytes)")
+    if data[4:8] != _IDENTIFIER:
+        raise ModelFileError(f"{source}: not a TFLite flatbuffer (file identifier {data[4:8]!r}, expected b'TFL3')")
+    try:
+        return _parse(data, source)
+    except (struct.error, IndexError, ValueError, TypeError, AttributeError, UnicodeDecodeError, OverflowError) as e:
+        raise ModelFileError(f"{source}: not a TFLite flatbuffer (truncated or corrupt: {e})") from None
