@@ -1,0 +1,273 @@
+"""Image-folder datasets through tf.data: one sub-folder per class, decoded, resized and normalised for a model.
+
+    data = load_image_folder(default_dataset_dir(), 96, normalization_of("efficientnet_edgetpu_s"), augment=True)
+    model.fit(data.train, validation_data=data.val)
+
+The folder is listed and every file checked with Pillow up front (cheap: headers and PNG checksums), so a broken or
+mislabelled file (a text file named .jpg) is skipped and counted rather than crashing training an hour in; a missing
+or empty folder, or a single class, is a one-line `DatasetError`. The train/validation split is per class (each class
+keeps its share in both) and seeded, so the same seed gives the same split on every machine.
+
+The decoded images are resized once (shorter side to `image_size / 0.875`, centre square), kept as uint8 and cached;
+per epoch the training images get a random `image_size` crop and a horizontal flip, the validation images the centre
+crop. Augmentation uses stateless random ops seeded by (seed, epoch, index), so `train_epoch(e)` is the same stream
+on every run: a resumed training run sees exactly the batches the uninterrupted run would have seen.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any, Sequence
+
+import numpy as np
+
+from .errors import DatasetError
+from .spec import Normalization, Spec
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
+"""What tf.io.decode_image reads; other files in a class folder are ignored (not counted as skipped)."""
+_PIL_FORMATS = {"JPEG", "PNG", "BMP", "GIF", "MPO"}
+CROP_FRACTION = 0.875
+"""Centre crop of the evaluation images (and the size the random training crop is taken from), as in the reference."""
+
+
+def default_dataset_dir() -> str:
+    """The bundled default dataset: 1797 real handwritten digits in 10 class folders (see datasets/README.md)."""
+    return str(resources.files("edgetpu_models") / "datasets" / "digits")
+
+
+@dataclass(frozen=True)
+class ImageFolder:
+    """The listing of a dataset folder after checking every image."""
+
+    directory: str
+    class_names: list[str]
+    files: list[str]
+    labels: list[int]
+    skipped: list[str] = field(default_factory=list)
+    """Files with an image extension that could not be read as an image."""
+
+
+def _readable(path: str) -> bool:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            if im.format not in _PIL_FORMATS:
+                return False
+            im.verify()
+        return True
+    except (OSError, UnidentifiedImageError, ValueError, SyntaxError):
+        return False
+
+
+def list_image_folder(directory: "str | os.PathLike[str]") -> ImageFolder:
+    """Lists `directory/<class>/<image>` and checks each image; raises DatasetError on a folder that cannot train."""
+    directory = os.fspath(directory)
+    if not os.path.exists(directory):
+        raise DatasetError(f"{directory}: no such dataset folder (expected one sub-folder of images per class)")
+    if not os.path.isdir(directory):
+        raise DatasetError(f"{directory}: not a folder (expected one sub-folder of images per class)")
+    class_dirs = sorted(d for d in os.listdir(directory)
+                        if not d.startswith(".") and os.path.isdir(os.path.join(directory, d)))
+    class_names: list[str] = []
+    files: list[str] = []
+    labels: list[int] = []
+    skipped: list[str] = []
+    for name in class_dirs:
+        found = []
+        for root, dirs, names in os.walk(os.path.join(directory, name)):
+            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+            for fname in sorted(names):
+                if fname.startswith(".") or not fname.lower().endswith(IMAGE_EXTENSIONS):
+                    continue
+                path = os.path.join(root, fname)
+                (found if _readable(path) else skipped).append(path)
+        if found:
+            files.extend(found)
+            labels.extend([len(class_names)] * len(found))
+            class_names.append(name)
+    exts = ", ".join(IMAGE_EXTENSIONS)
+    if not files:
+        what = f"{len(skipped)} unreadable image file(s) and no readable one" if skipped else "no image files"
+        raise DatasetError(f"{directory}: {what}; expected one sub-folder per class holding images ({exts})")
+    if len(class_names) < 2:
+        raise DatasetError(f"{directory}: only one class ({class_names[0]!r}) has images; a classifier needs at least "
+                           f"two sub-folders of images")
+    return ImageFolder(directory, class_names, files, labels, skipped)
+
+
+def split_indices(labels: Sequence[int], validation_split: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-class seeded split: (train indices, validation indices), each sorted. Every class with >= 2 images keeps
+    at least one image on each side when 0 < validation_split < 1."""
+    if not 0.0 <= validation_split < 1.0:
+        raise DatasetError(f"validation_split: expected a fraction in [0, 1), got {validation_split!r}")
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    train, val = [], []
+    for c in np.unique(labels):
+        idx = np.flatnonzero(labels == c)
+        rng.shuffle(idx)
+        n_val = int(round(len(idx) * validation_split))
+        if validation_split > 0 and len(idx) >= 2:
+            n_val = min(max(n_val, 1), len(idx) - 1)
+        val.extend(idx[:n_val])
+        train.extend(idx[n_val:])
+    return np.sort(np.asarray(train, np.int64)), np.sort(np.asarray(val, np.int64))
+
+
+@dataclass
+class ImageFolderData:
+    """Train and validation pipelines yielding (normalised float32 images [B,H,W,3], int32 labels [B])."""
+
+    train: Any
+    """tf.data.Dataset: shuffled and (if augment) augmented, a new order every time it is iterated."""
+    val: Any
+    """tf.data.Dataset: centre crops, fixed order."""
+    class_names: list[str]
+    num_train: int
+    num_val: int
+    skipped: int
+    image_size: int = 0
+    batch_size: int = 32
+    train_files: list[str] = field(default_factory=list)
+    val_files: list[str] = field(default_factory=list)
+    val_labels: list[int] = field(default_factory=list)
+    _make_train: Any = field(default=None, repr=False)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def train_epoch(self, epoch: int):
+        """The training stream of one epoch: the same order and augmentation for the same (seed, epoch), every run."""
+        return self._make_train(epoch)
+
+    def steps_per_epoch(self) -> int:
+        return max(1, -(-self.num_train // self.batch_size))
+
+
+def _norm_constants(normalization: "Normalization | Spec | str | os.PathLike[str]") -> Normalization:
+    if isinstance(normalization, Normalization):
+        return normalization
+    from .preprocessing import normalization_of
+
+    return normalization_of(normalization)
+
+
+def load_image(path: str, size: int, normalization: Normalization) -> np.ndarray:
+    """One image file -> the model's input [size, size, 3] float32 (centre crop, normalised), as validation sees it.
+
+    Pillow, not TensorFlow, so the classify command stays light; raises DatasetError on an unreadable file.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            im = im.convert("RGB")
+            w, h = im.size
+            pre = max(size, int(round(size / CROP_FRACTION)))
+            scale = pre / min(w, h)
+            nw, nh = max(pre, int(round(w * scale))), max(pre, int(round(h * scale)))
+            im = im.resize((nw, nh), Image.BILINEAR, reducing_gap=None)
+            left, top = (nw - size) // 2, (nh - size) // 2
+            im = im.crop((left, top, left + size, top + size))
+            arr = np.asarray(im, np.float32)
+    except FileNotFoundError:
+        raise DatasetError(f"{path}: no such image file") from None
+    except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as e:
+        raise DatasetError(f"{path}: not a readable image ({type(e).__name__}: {e})") from None
+    return (arr - np.asarray(normalization.mean, np.float32)) / np.asarray(normalization.std, np.float32)
+
+
+def load_image_folder(directory: "str | os.PathLike[str]", image_size: int,
+                      normalization: "Normalization | Spec | str | os.PathLike[str]", batch_size: int = 32,
+                      validation_split: float = 0.2, seed: int = 0, augment: bool = False,
+                      cache: "bool | str" = True, *, flip: bool = True) -> ImageFolderData:
+    """A folder of class sub-folders -> ImageFolderData with tf.data pipelines (see the module docstring).
+
+    `normalization` is a Normalization or anything `normalization_of` accepts (zoo name, spec path, Spec).
+    `cache`: True keeps the resized uint8 images in memory, a string caches to that file, False re-decodes every epoch.
+    `flip=False` turns off the horizontal flip (for data such as text where a mirror image is another class).
+    """
+    if not isinstance(image_size, int) or image_size < 8:
+        raise DatasetError(f"image_size: expected an integer >= 8, got {image_size!r}")
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise DatasetError(f"batch_size: expected an integer >= 1, got {batch_size!r}")
+    norm = _norm_constants(normalization)
+    folder = list_image_folder(directory)
+    train_idx, val_idx = split_indices(folder.labels, validation_split, seed)
+    if len(train_idx) == 0:
+        raise DatasetError(f"{folder.directory}: no training images left after the validation split")
+
+    import tensorflow as tf
+
+    pre = max(image_size, int(round(image_size / CROP_FRACTION)))
+    mean = tf.constant(norm.mean, tf.float32)
+    std = tf.constant(norm.std, tf.float32)
+    files = np.asarray(folder.files)
+    labels = np.asarray(folder.labels, np.int32)
+
+    def decode(path, label):
+        img = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
+        img.set_shape([None, None, 3])
+        hw = tf.cast(tf.shape(img)[:2], tf.float32)
+        scale = pre / tf.reduce_min(hw)
+        new_hw = tf.maximum(tf.cast(tf.round(hw * scale), tf.int32), pre)
+        img = tf.image.resize(tf.cast(img, tf.float32), new_hw, antialias=True)
+        img = tf.image.resize_with_crop_or_pad(img, pre, pre)
+        return tf.cast(tf.clip_by_value(tf.round(img), 0.0, 255.0), tf.uint8), label
+
+    def base(indices: np.ndarray, cache_suffix: str):
+        ds = tf.data.Dataset.from_tensor_slices((files[indices], labels[indices]))
+        ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        ds = ds.ignore_errors()  # a file Pillow accepted but TensorFlow cannot decode: dropped, not fatal
+        if cache is True:
+            ds = ds.cache()
+        elif isinstance(cache, str) and cache:
+            ds = ds.cache(cache + cache_suffix)
+        return ds
+
+    def finish(img, label):
+        return (tf.cast(img, tf.float32) - mean) / std, label
+
+    def center(img, label):
+        return finish(tf.image.resize_with_crop_or_pad(img, image_size, image_size), label)
+
+    def augment_fn(seed_pair, img, label):
+        s1 = tf.random.experimental.stateless_split(seed_pair, 2)
+        img = tf.image.stateless_random_crop(img, [image_size, image_size, 3], seed=s1[0])
+        if flip:
+            img = tf.image.stateless_random_flip_left_right(img, seed=s1[1])
+        return finish(img, label)
+
+    train_base = base(train_idx, ".train")
+    val_ds = base(val_idx, ".val").map(center, num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size)
+    val_ds = val_ds.prefetch(tf.data.AUTOTUNE)
+    n_train = len(train_idx)
+
+    def with_augmentation(ds, seeds):
+        if not augment:
+            return ds.map(center, num_parallel_calls=tf.data.AUTOTUNE)
+        ds = tf.data.Dataset.zip((seeds, ds))
+        return ds.map(lambda s, el: augment_fn(s, *el), num_parallel_calls=tf.data.AUTOTUNE)
+
+    def make_train_epoch(epoch: int):
+        epoch_seed = int(seed) * 1_000_003 + int(epoch)
+        ds = train_base.shuffle(n_train, seed=epoch_seed, reshuffle_each_iteration=False)
+        seeds = tf.data.Dataset.range(n_train).map(lambda i: tf.stack([tf.constant(epoch_seed, tf.int64), i]))
+        ds = with_augmentation(ds, seeds)
+        return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+    # The plain `train` dataset for model.fit: reshuffled, and fresh augmentation seeds, on every iteration.
+    seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+    train_ds = train_base.shuffle(n_train, seed=seed, reshuffle_each_iteration=True)
+    train_ds = with_augmentation(train_ds, seeds).batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+    return ImageFolderData(
+        train=train_ds, val=val_ds, class_names=folder.class_names, num_train=n_train, num_val=len(val_idx),
+        skipped=len(folder.skipped), image_size=image_size, batch_size=batch_size,
+        train_files=[folder.files[i] for i in train_idx], val_files=[folder.files[i] for i in val_idx],
+        val_labels=[folder.labels[i] for i in val_idx], _make_train=make_train_epoch)
