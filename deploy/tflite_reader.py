@@ -20,6 +20,8 @@ import numpy as np
 from ..errors import ModelFileError
 
 _IDENTIFIER = b"TFL3"
+_NUMPY_DTYPES = {"FLOAT32": "<f4", "FLOAT16": "<f2", "FLOAT64": "<f8", "INT8": "i1", "UINT8": "u1", "INT16": "<i2",
+                 "UINT16": "<u2", "INT32": "<i4", "UINT32": "<u4", "INT64": "<i8", "UINT64": "<u8", "BOOL": "?"}
 
 
 def _schema():
@@ -120,6 +122,8 @@ class TFLiteModel:
     subgraphs: tuple[TFLiteSubgraph, ...]
     buffer_bytes: int
     """Total bytes of constant data (weights, biases, other constants) in the model."""
+    _data: bytes = field(default=b"", repr=False, compare=False)
+    _spans: tuple[tuple[int, int], ...] = field(default=(), repr=False, compare=False)
 
     @property
     def subgraph_count(self) -> int:
@@ -153,6 +157,17 @@ class TFLiteModel:
     def producers(self) -> dict[int, int]:
         """{tensor index: index of the operator that writes it}."""
         return {t: op.index for op in self.operators for t in op.outputs if t >= 0}
+
+    def constant(self, index: int) -> np.ndarray | None:
+        """The value of a constant tensor (axes, paddings, shapes, weights) as a numpy array, or None for an
+        activation or a type numpy cannot hold."""
+        t = self.tensors[index]
+        dtype = _NUMPY_DTYPES.get(t.dtype)
+        if not t.buffer_size or dtype is None or t.buffer >= len(self._spans):
+            return None
+        start, length = self._spans[t.buffer]
+        arr = np.frombuffer(self._data, dtype=dtype, count=length // np.dtype(dtype).itemsize, offset=start)
+        return arr.reshape(t.shape) if int(np.prod(t.shape, dtype=np.int64)) == arr.size else arr
 
     def op_counts(self) -> dict[str, int]:
         counts: dict[str, int] = {}
@@ -191,19 +206,21 @@ def _ints(accessor_len: int, get: Any) -> tuple[int, ...]:
     return tuple(int(get(j)) for j in range(accessor_len))
 
 
-def _buffer_sizes(schema: Any, model: Any, size: int) -> list[int]:
-    sizes = []
+def _buffer_spans(model: Any, size: int) -> list[tuple[int, int]]:
+    """(start, length) in the file of every buffer's data; (0, 0) for an empty buffer."""
+    spans = []
     for b in range(model.BuffersLength()):
         buf = model.Buffers(b)
         offset, length = (int(buf.Offset()), int(buf.Size())) if hasattr(buf, "Offset") else (0, 0)
         if offset > 1:  # data stored after the flatbuffer (models over 2 GB)
-            if offset + length > size:
-                raise ValueError(f"buffer {b} lies beyond the end of the file")
-            sizes.append(length)
-            continue
-        data = buf.DataAsNumpy()  # a view; raises if the vector runs past the end of the data
-        sizes.append(0 if isinstance(data, int) else int(data.nbytes))
-    return sizes
+            start = offset
+        else:
+            o = buf._tab.Offset(4)  # the `data` vector (field 0 of Buffer)
+            start, length = (buf._tab.Vector(o), buf._tab.VectorLen(o)) if o else (0, 0)
+        if start < 0 or length < 0 or start + length > size:
+            raise ValueError(f"buffer {b} lies beyond the end of the file")
+        spans.append((int(start), int(length)))
+    return spans
 
 
 def _parse(data: bytes, source: str) -> TFLiteModel:
@@ -212,7 +229,8 @@ def _parse(data: bytes, source: str) -> TFLiteModel:
     builtin = _enum_names("BuiltinOperator")
     model = schema.Model.GetRootAs(data, 0)
     version = int(model.Version())
-    buffer_sizes = _buffer_sizes(schema, model, len(data))
+    spans = _buffer_spans(model, len(data))
+    buffer_sizes = [n for _, n in spans]
 
     opcodes: list[tuple[str, bool]] = []
     for k in range(model.OperatorCodesLength()):
@@ -272,7 +290,8 @@ def _parse(data: bytes, source: str) -> TFLiteModel:
         raise ValueError("no subgraph")
     return TFLiteModel(source=source, size_bytes=len(data), version=version,
                        description=(model.Description() or b"").decode("utf-8", "replace"),
-                       subgraphs=tuple(subgraphs), buffer_bytes=sum(buffer_sizes))
+                       subgraphs=tuple(subgraphs), buffer_bytes=sum(buffer_sizes), _data=data,
+                       _spans=tuple(spans))
 
 
 def read_tflite(path_or_bytes: "str | os.PathLike[str] | bytes | bytearray | memoryview") -> TFLiteModel:

@@ -106,3 +106,13 @@ def test_reader_does_not_import_tensorflow(tiny_int8):
             "assert 'tensorflow' not in sys.modules, 'tensorflow imported'; print('ok')")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=dict(os.environ))
     assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr
+
+
+def test_constant_values(tiny_int8):
+    m = read_tflite(tiny_int8)
+    mean = next(op for op in m.operators if op.opcode == "MEAN")
+    assert m.constant(mean.inputs[1]).tolist() == [1, 2]  # global average pool reduces H and W
+    fc = next(op for op in m.operators if op.opcode == "FULLY_CONNECTED")
+    w = m.constant(fc.inputs[1])
+    assert w.shape == (4, 8) and w.dtype.name == "int8" and w.any()
+    assert m.constant(m.inputs[0]) is None  # activations have no value
