@@ -46,6 +46,7 @@ setup(
         "tensorflow==2.21.0",
         "tf-keras==2.21.0",
         "tensorflow-model-optimization==0.8.1",
+        "tensorboard==2.21.0",
         "ai-edge-litert==2.3.0",
         "flatbuffers==25.12.19",
         "safetensors==0.8.0",
