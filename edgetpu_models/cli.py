@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
+import threading
 from importlib import import_module
 from importlib.util import find_spec
 from typing import Sequence
@@ -48,12 +50,40 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _quiet_tensorflow() -> None:
+_NATIVE_NOISE = re.compile(rb"^(WARNING: All log messages before absl::InitializeLog\(\)|[IW]\d{4} |"
+                           rb"E\d{4} .*(cuInit|cuda|CUDA))")
+
+
+def _quiet_tensorflow() -> threading.Thread | None:
+    """TensorFlow's C++ runtime logs start-up chatter (oneDNN, CUDA probing) straight to file descriptor 2 before
+    TF_CPP_MIN_LOG_LEVEL is read. Python's own stderr (progress bars, our errors) keeps the terminal; native writes to
+    fd 2 go through a filter thread that drops only those INFO/WARNING/CUDA-probe lines."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("CUDA_VISIBLE_DEVICES", "-1")  # this package never needs a GPU; skip the cuInit probe
+    try:
+        terminal = os.dup(2)
+        read_end, write_end = os.pipe()
+    except OSError:
+        return None
+    sys.stderr.flush()
+    sys.stderr = os.fdopen(os.dup(terminal), "w", buffering=1, encoding="utf-8", errors="backslashreplace")
+    os.dup2(write_end, 2)
+    os.close(write_end)
+
+    def pump() -> None:
+        with os.fdopen(read_end, "rb") as native:
+            for line in native:
+                if not _NATIVE_NOISE.match(line):
+                    os.write(terminal, line)
+
+    thread = threading.Thread(target=pump, name="native-stderr-filter", daemon=True)
+    thread.start()
+    return thread
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    _quiet_tensorflow()
+    if argv is None:  # only as the real console script: tests calling main() keep their own stderr
+        _quiet_tensorflow()
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
