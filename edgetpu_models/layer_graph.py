@@ -12,7 +12,12 @@ from typing import Iterator
 
 from .spec import Arch, BlockArgs
 
-OPS = ("conv2d", "depthwise_conv2d", "add", "global_avg_pool", "global_max_pool", "dropout", "dense")
+OPS = ("conv2d", "depthwise_conv2d", "add", "global_avg_pool", "global_max_pool", "dropout", "dense",
+       # Ops that Keras-applications networks and converted .tflite files add (the latency front ends emit them):
+       "max_pool2d", "avg_pool2d", "concat", "pad", "mul", "activation", "reshape", "softmax", "quantize")
+"""Spec graphs use the first seven. `kernel`/`stride` also describe the window of max_pool2d/avg_pool2d; `mul` and
+`add` with one input are affine ops against constants (a standalone BatchNormalization becomes mul + add); `reshape`
+(flatten, squeeze) moves no data."""
 
 
 @dataclass(frozen=True)
@@ -33,6 +38,12 @@ class Layer:
     block: str | None = None          # the block this layer belongs to, e.g. "blocks_3_0"
     weight_params: int = field(default=-1, compare=False)
     """Weights stored for inference, override for front ends that know them exactly (-1: derive from shapes)."""
+    kernel_hw: tuple[int, int] | None = None
+    """(height, width) of a non-square kernel or window (Inception's 1x7 / 7x1); None: kernel x kernel."""
+
+    @property
+    def kernel_area(self) -> int:
+        return self.kernel_hw[0] * self.kernel_hw[1] if self.kernel_hw else self.kernel * self.kernel
 
     @property
     def in_channels(self) -> int:
@@ -47,9 +58,9 @@ class Layer:
         """Trainable parameters: kernels, BN gamma and beta, dense weights and bias (BN moving statistics excluded)."""
         bn = 2 * self.out_channels if self.batch_norm else 0
         if self.op == "conv2d":
-            return self.kernel * self.kernel * self.in_channels * self.out_channels + bn
+            return self.kernel_area * self.in_channels * self.out_channels + bn
         if self.op == "depthwise_conv2d":
-            return self.kernel * self.kernel * self.in_channels + bn
+            return self.kernel_area * self.in_channels + bn
         if self.op == "dense":
             return self.in_channels * self.out_channels + self.out_channels
         return 0
@@ -59,10 +70,10 @@ class Layer:
         """Multiply-accumulates for one image (convolutions and the classifier; adds and pooling count zero)."""
         if self.op == "conv2d":
             h, w, c = self.output_shape
-            return h * w * c * self.kernel * self.kernel * self.in_channels
+            return h * w * c * self.kernel_area * self.in_channels
         if self.op == "depthwise_conv2d":
             h, w, c = self.output_shape
-            return h * w * c * self.kernel * self.kernel
+            return h * w * c * self.kernel_area
         if self.op == "dense":
             return self.in_channels * self.out_channels
         return 0
@@ -73,9 +84,9 @@ class Layer:
         if self.weight_params >= 0:
             return self.weight_params
         if self.op == "conv2d":
-            return self.kernel * self.kernel * self.in_channels * self.out_channels + self.out_channels
+            return self.kernel_area * self.in_channels * self.out_channels + self.out_channels
         if self.op == "depthwise_conv2d":
-            return self.kernel * self.kernel * self.in_channels + self.out_channels
+            return self.kernel_area * self.in_channels + self.out_channels
         if self.op == "dense":
             return self.in_channels * self.out_channels + self.out_channels
         return 0
