@@ -1,0 +1,443 @@
+"""The accelerator-aware architecture search: controller -> candidate spec -> (proxy accuracy, latency) -> reward.
+
+Trials run in parallel as Ray tasks (a local Ray by default, `address` joins a cluster); Ray re-runs a task whose
+worker process dies. The driver writes every proposal and every result to an append-only log (`trials.jsonl`,
+fsynced per event). `run_search(..., resume=True)` rebuilds the controller by replaying that log (each replayed
+proposal is checked against the logged one), re-dispatches the trials that were in flight when the search died and
+continues: after a kill -9, nothing completed is lost and nothing completed is run again.
+
+Latency comes from the Edge TPU latency model in this process (`edgetpu_models.nas.latency.estimate_spec`), from a
+latency server (`latency_server=ADDR`, same numbers: the server runs the same model), or, for target `cpu-measured`,
+from timing the int8 TFLite model on the worker's CPU. The driver never imports TensorFlow.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+from ..errors import EdgeTPUModelsError, TargetError
+from ..io_utils import write_text_atomic
+from ..spec import Spec, spec_from_dict
+from .controllers import CONTROLLERS, make_controller
+from .results import (BEST_SPEC, FRONT_DIR, PLOT, Reference, best_result, plot_trials, write_spec, write_summary,
+                      write_tables)
+from .reward import Reward
+from .space import SearchSpace, arch_key, arch_string, load_space
+from .trial_log import TrialLog, TrialLogError, completed_results, read_events
+
+CONFIG_NAME = "config.json"
+SPACE_NAME = "search_space.yaml"
+
+Evaluator = Callable[[Mapping[str, Any], int], Mapping[str, Any]]
+"""(spec dict, trial number) -> {"accuracy": float, optionally "latency_ms": float, ...}; must be picklable."""
+
+
+class SearchError(EdgeTPUModelsError, ValueError):
+    """Bad search settings, or an output folder that holds another search."""
+
+
+@dataclass
+class SearchConfig:
+    """Everything that defines a search; stored as DIR/config.json and reused by `--resume`."""
+
+    target: str = "coral-usb"
+    latency_target_ms: float = 5.0
+    controller: str = "reinforce"
+    trials: int = 50
+    seed: int = 0
+    reward: str = "mnas-soft"
+    alpha: float | None = None
+    beta: float | None = None
+    space: str | None = None
+    """Search-space YAML; None: the shipped default."""
+    proxy: dict[str, Any] = field(default_factory=dict)
+    """ProxyConfig fields (steps, resolution, width, batch_size, learning_rate, data_dir, ...)."""
+    controller_options: dict[str, Any] = field(default_factory=dict)
+    latency_server: str | None = None
+    workers: int = 2
+    address: str | None = None
+    retries: int = 3
+    """How often Ray re-runs a trial whose worker process died."""
+    cpus_per_trial: float = 1.0
+
+    RUNTIME_FIELDS = ("workers", "address", "latency_server", "retries", "cpus_per_trial")
+    """Settings a resumed search may change: where and how it runs, not what it searches."""
+
+    def validate(self) -> None:
+        if self.controller not in CONTROLLERS:
+            raise SearchError(f"controller: expected one of {', '.join(CONTROLLERS)}, got {self.controller!r}")
+        if not isinstance(self.trials, int) or self.trials < 1:
+            raise SearchError(f"trials: expected an integer >= 1, got {self.trials!r}")
+        if not isinstance(self.workers, int) or self.workers < 1:
+            raise SearchError(f"workers: expected an integer >= 1, got {self.workers!r}")
+        if not isinstance(self.retries, int) or self.retries < 0:
+            raise SearchError(f"retries: expected an integer >= 0, got {self.retries!r}")
+        Reward.make(self.reward, self.latency_target_ms, self.alpha, self.beta)
+        from .latency import load_target
+
+        load_target(self.target)  # TargetError naming the available targets
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], where: str = CONFIG_NAME) -> "SearchConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = [k for k in data if k not in names]
+        if unknown:
+            raise SearchError(f"{where}: unknown field(s) {', '.join(unknown)}")
+        return cls(**data)
+
+
+@dataclass
+class SearchResult:
+    out_dir: str
+    trials: int
+    failed: int
+    best: dict[str, Any] | None
+    best_spec_path: str | None
+    front: list[dict[str, Any]]
+    plot_path: str | None
+    seconds: float
+    resumed_from: int = 0
+    """Completed trials found in the log when the search started."""
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Latency sources (driver side) and the trial task (worker side).
+
+class LatencySource:
+    """Latency of a full-size candidate on the target, in the driver: the model in-process or a latency server."""
+
+    def __init__(self, target: str, server: str | None = None):
+        self.target = target
+        self.server = server
+        self._client = None
+        if server:
+            from .client import LatencyClient
+
+            self._client = LatencyClient(server)
+            self.name = f"server {server}"
+        else:
+            from .latency import list_targets
+
+            if target not in list_targets():
+                raise TargetError(f"target: unknown latency target {target!r} (available: "
+                                  f"{', '.join(list_targets())})")
+            self.name = "latency model (in-process)"
+
+    def __call__(self, spec: Spec) -> float:
+        if self._client is not None:
+            return float(self._client.estimate(spec, self.target)["latency_ms"])
+        from .latency import estimate_spec
+
+        return float(estimate_spec(spec, self.target).latency_ms)
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+
+
+def run_trial(evaluator: Evaluator, spec_dict: Mapping[str, Any], trial: int) -> dict[str, Any]:
+    """The body of one Ray task. An exception in the evaluator is a failed trial, not a failed search."""
+    t0 = time.perf_counter()
+    try:
+        out = dict(evaluator(spec_dict, trial))
+        acc = out.get("accuracy")
+        if not isinstance(acc, (int, float)) or not math.isfinite(acc):
+            raise ValueError(f"evaluator returned no finite accuracy ({acc!r})")
+    except Exception as e:  # noqa: BLE001 - recorded in the log as the trial's error
+        out = {"error": f"{type(e).__name__}: {e}"}
+    out["seconds"] = time.perf_counter() - t0
+    out["worker_pid"] = os.getpid()
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+
+def _default_evaluator(cfg: SearchConfig) -> Evaluator:
+    from .proxy import ProxyConfig, ProxyEvaluator
+
+    try:
+        pcfg = ProxyConfig(**cfg.proxy)
+    except TypeError as e:
+        raise SearchError(f"proxy: bad setting ({e})") from None
+    return ProxyEvaluator(pcfg, measure_target=cfg.target if _is_measured(cfg.target) else None)
+
+
+def _is_measured(target: str) -> bool:
+    """Targets timed on real hardware (the worker's CPU) rather than predicted from the spec."""
+    from .latency import load_target
+
+    return load_target(target).kind == "measured"
+
+
+def _evaluator_name(evaluator: Evaluator) -> str:
+    return str(getattr(evaluator, "name", type(evaluator).__name__))
+
+
+def _prepare_dir(cfg: SearchConfig, out_dir: str, resume: bool) -> tuple[SearchConfig, SearchSpace]:
+    cfg_path = os.path.join(out_dir, CONFIG_NAME)
+    space_copy = os.path.join(out_dir, SPACE_NAME)
+    if resume:
+        if not os.path.exists(cfg_path):
+            raise SearchError(f"{out_dir}: nothing to resume (no {CONFIG_NAME}; start a search with --out)")
+        try:
+            with open(cfg_path, encoding="utf-8") as f:
+                stored = SearchConfig.from_dict(json.load(f), cfg_path)
+        except (OSError, ValueError) as e:
+            raise SearchError(f"{cfg_path}: unreadable search config ({e})") from None
+        for name in SearchConfig.RUNTIME_FIELDS:  # where it runs may change; what it searches may not
+            setattr(stored, name, getattr(cfg, name))
+        stored.validate()
+        return stored, load_space(space_copy)
+    if os.path.exists(cfg_path) or os.path.exists(os.path.join(out_dir, "trials.jsonl")):
+        raise SearchError(f"{out_dir}: already holds a search (use --resume to continue it, or another --out)")
+    cfg.validate()
+    space = load_space(cfg.space)
+    os.makedirs(out_dir, exist_ok=True)
+    shutil.copyfile(space.source, space_copy)  # the run keeps its own copy: resume decodes points identically
+    write_text_atomic(cfg_path, json.dumps(cfg.to_dict(), indent=2, sort_keys=True) + "\n")
+    return cfg, load_space(space_copy)
+
+
+def _init_ray(cfg: SearchConfig):
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    import ray
+
+    common = dict(include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR,
+                  ignore_reinit_error=False)
+    if ray.is_initialized():
+        return ray, False
+    if cfg.address:
+        ray.init(address=cfg.address, **common)
+    else:
+        ray.init(num_cpus=max(1, math.ceil(cfg.workers * cfg.cpus_per_trial)), num_gpus=0,
+                 object_store_memory=96 * 1024 * 1024, **common)
+    return ray, True
+
+
+def run_search(cfg: SearchConfig, out_dir: str, *, resume: bool = False, evaluator: Evaluator | None = None,
+               progress: bool = False, max_new_trials: int | None = None) -> SearchResult:
+    """Runs (or resumes) a search into `out_dir`. `evaluator`: None = the proxy trainer from `cfg.proxy`.
+
+    `max_new_trials` stops after that many newly completed trials (the state stays resumable); None runs to
+    `cfg.trials`.
+    """
+    t_start = time.perf_counter()
+    out_dir = os.path.abspath(out_dir)
+    cfg, space = _prepare_dir(cfg, out_dir, resume)
+    reward = Reward.make(cfg.reward, cfg.latency_target_ms, cfg.alpha, cfg.beta)
+    if evaluator is None:
+        evaluator = _default_evaluator(cfg)
+    measured = _is_measured(cfg.target) if cfg.latency_server is None else False
+    latency = None if measured else LatencySource(cfg.target, cfg.latency_server)
+    proxy_name = _evaluator_name(evaluator)
+    latency_name = f"{cfg.target} (int8 TFLite timed on the worker CPU)" if latency is None else latency.name
+    template = space.template()
+    controller = make_controller(cfg.controller, space.sizes, cfg.seed, **cfg.controller_options)
+
+    log = TrialLog(out_dir)
+    points: dict[int, tuple[int, ...]] = {}
+    results: dict[int, dict[str, Any]] = {}
+    try:
+        for ev in log.events:  # replay: the controller ends in exactly the state it had when the log was written
+            t = int(ev["trial"])
+            if ev["event"] == "ask":
+                p = controller.ask()
+                if list(p) != list(ev["point"]) or t != len(points):
+                    raise TrialLogError(f"{log.path}: trial {t}: the controller replays a different proposal "
+                                        f"(was the log written by another search config?)")
+                points[t] = p
+            elif ev["event"] == "result":
+                if t not in points or t in results:
+                    raise TrialLogError(f"{log.path}: result for trial {t} without a unique proposal")
+                results[t] = ev
+                controller.tell(points[t], ev.get("reward"))
+        completed_results(log.events)
+        resumed_from = len(results)
+        pending = [t for t in sorted(points) if t not in results]
+        cache = {r["key"]: r for r in results.values() if r.get("status") == "ok" and r.get("cached_from") is None}
+
+        def spec_of(t: int) -> Spec:
+            return space.decode(points[t], template=template, name=f"{space.name}_trial{t}")
+
+        def record(t: int, out: Mapping[str, Any], cached_from: int | None = None) -> None:
+            spec = spec_of(t)
+            ev: dict[str, Any] = {"event": "result", "trial": t, "point": list(points[t]), "key": arch_key(spec),
+                                  "arch": arch_string(spec), "accuracy_proxy": proxy_name,
+                                  "latency_source": latency_name, "cached_from": cached_from,
+                                  "seconds": round(float(out.get("seconds", 0.0)), 3)}
+            error = out.get("error")
+            lat = out.get("latency_ms")
+            if error is None:
+                try:
+                    if latency is not None and lat is None:
+                        lat = latency(spec)
+                    if lat is None:
+                        raise ValueError("no latency measured")
+                    ev.update(status="ok", accuracy=float(out["accuracy"]), latency_ms=float(lat),
+                              reward=reward(float(out["accuracy"]), float(lat)))
+                except EdgeTPUModelsError:
+                    raise
+                except Exception as e:  # noqa: BLE001
+                    error = f"{type(e).__name__}: {e}"
+            if error is not None:
+                ev.update(status="failed", accuracy=None, latency_ms=None, reward=None, error=str(error)[:500])
+            for k in ("val_loss", "proxy_params", "train_seconds", "worker_pid"):
+                if k in out:
+                    ev[k] = out[k]
+            log.append(ev)
+            results[t] = ev
+            controller.tell(points[t], ev["reward"])
+            if ev["status"] == "ok" and cached_from is None:
+                cache.setdefault(ev["key"], ev)
+            _write_outputs(out_dir, space, template, list(results.values()))
+
+        target_new = cfg.trials if max_new_trials is None else min(cfg.trials, resumed_from + max_new_trials)
+        ray_mod = remote = None
+        started_ray = False
+        in_flight: dict[Any, int] = {}
+        bar = _progress(progress, cfg, resumed_from)
+        try:
+            while len(results) < target_new:
+                while len(in_flight) < cfg.workers and len(results) + len(in_flight) < target_new and (
+                        pending or len(points) < cfg.trials):
+                    if pending:
+                        t = pending.pop(0)
+                    else:
+                        t = len(points)
+                        points[t] = controller.ask()
+                        log.append({"event": "ask", "trial": t, "point": list(points[t])})
+                    spec = spec_of(t)
+                    hit = cache.get(arch_key(spec))
+                    if hit is not None:  # the same network was already trained: reuse, do not train it again
+                        record(t, {"accuracy": hit["accuracy"], "latency_ms": hit["latency_ms"]}, hit["trial"])
+                        bar.update(1)
+                        continue
+                    if remote is None:
+                        ray_mod, started_ray = _init_ray(cfg)
+                        remote = ray_mod.remote(run_trial).options(num_cpus=cfg.cpus_per_trial,
+                                                                   max_retries=cfg.retries, retry_exceptions=False)
+                        evaluator_ref = ray_mod.put(evaluator)
+                    in_flight[remote.remote(evaluator_ref, spec.to_dict(), t)] = t
+                if not in_flight:
+                    if len(results) < target_new and not pending and len(points) >= cfg.trials:
+                        break
+                    continue
+                ready, _ = ray_mod.wait(list(in_flight), num_returns=1)
+                for ref in ready:
+                    t = in_flight.pop(ref)
+                    try:
+                        out = ray_mod.get(ref)
+                    except Exception as e:  # noqa: BLE001 - worker died more often than `retries` allows
+                        out = {"error": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"}
+                    record(t, out)
+                    bar.update(1)
+                    best = best_result(list(results.values()))
+                    if best is not None:
+                        bar.set_postfix(best=f"{best['reward']:.4f}", lat=f"{best['latency_ms']:.2f}ms")
+        finally:
+            bar.close()
+            if in_flight and ray_mod is not None:
+                for ref in in_flight:
+                    ray_mod.cancel(ref, force=True)
+            if started_ray:
+                ray_mod.shutdown()
+    finally:
+        log.close()
+        if latency is not None:
+            latency.close()
+
+    all_results = list(results.values())
+    front = _write_outputs(out_dir, space, template, all_results)
+    best = best_result(all_results)
+    done = len(all_results) >= cfg.trials
+    plot_path = plot_trials(os.path.join(out_dir, PLOT), all_results, cfg.latency_target_ms,
+                            title=f"{cfg.controller} on {cfg.target}, {len(all_results)} trials "
+                                  f"(accuracy: {proxy_name})", accuracy_label=f"accuracy ({proxy_name})")
+    summary = {"config": cfg.to_dict(), "space": space.describe(), "reward": reward.describe(),
+               "accuracy_proxy": proxy_name, "latency_source": latency_name, "trials": len(all_results),
+               "complete": done, "failed": sum(r["status"] != "ok" for r in all_results),
+               "best": _brief(best), "front": [_brief(r) for r in front],
+               "best_spec": BEST_SPEC if best is not None else None, "plot": PLOT}
+    write_summary(out_dir, summary)
+    return SearchResult(out_dir=out_dir, trials=len(all_results), failed=summary["failed"], best=best,
+                        best_spec_path=os.path.join(out_dir, BEST_SPEC) if best is not None else None, front=front,
+                        plot_path=plot_path, seconds=time.perf_counter() - t_start, resumed_from=resumed_from)
+
+
+def _brief(r: dict[str, Any] | None) -> dict[str, Any] | None:
+    if r is None:
+        return None
+    return {k: r.get(k) for k in ("trial", "reward", "accuracy", "latency_ms", "arch", "key")}
+
+
+def _write_outputs(out_dir: str, space: SearchSpace, template: Spec, results: list[dict[str, Any]]):
+    front = write_tables(out_dir, results)
+    best = best_result(results)
+    if best is not None:
+        name = f"{space.name}_best_trial{best['trial']}"
+        write_spec(out_dir, space.decode(best["point"], template=template, name=name), BEST_SPEC)
+        os.makedirs(os.path.join(out_dir, FRONT_DIR), exist_ok=True)
+        for r in front:
+            fname = os.path.join(FRONT_DIR, f"trial_{r['trial']:04d}.yaml")
+            if not os.path.exists(os.path.join(out_dir, fname)):
+                write_spec(out_dir, space.decode(r["point"], template=template,
+                                                 name=f"{space.name}_trial{r['trial']}"), fname)
+    return front
+
+
+def _progress(enabled: bool, cfg: SearchConfig, initial: int):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=cfg.trials, initial=initial, desc=f"nas {cfg.controller}", unit="trial", disable=not enabled,
+                dynamic_ncols=True)
+
+
+def load_search(out_dir: str) -> tuple[SearchConfig, list[dict[str, Any]]]:
+    """Config and completed results of a search folder (finished or not), for `nas show` and benchmarks."""
+    cfg_path = os.path.join(out_dir, CONFIG_NAME)
+    if not os.path.exists(cfg_path):
+        raise SearchError(f"{out_dir}: not a search folder (no {CONFIG_NAME})")
+    try:
+        with open(cfg_path, encoding="utf-8") as f:
+            cfg = SearchConfig.from_dict(json.load(f), cfg_path)
+    except (OSError, ValueError) as e:
+        raise SearchError(f"{cfg_path}: unreadable search config ({e})") from None
+    return cfg, completed_results(read_events(os.path.join(out_dir, "trials.jsonl")))
+
+
+def reference_point(spec: Spec, cfg: SearchConfig, evaluator: Evaluator | None = None, label: str | None = None
+                    ) -> Reference:
+    """Scores a given spec (e.g. EfficientNet-EdgeTPU-S) exactly as the search scores its candidates."""
+    evaluator = evaluator or _default_evaluator(cfg)
+    out = run_trial(evaluator, spec.to_dict(), -1)
+    if "error" in out:
+        raise SearchError(f"{spec.name}: evaluation failed: {out['error']}")
+    lat = out.get("latency_ms")
+    if lat is None:
+        src = LatencySource(cfg.target, cfg.latency_server)
+        try:
+            lat = src(spec)
+        finally:
+            src.close()
+    return Reference(label or spec.name, float(lat), float(out["accuracy"]))
+
+
+def spec_of_result(out_dir: str, result: Mapping[str, Any]) -> Spec:
+    space = load_space(os.path.join(out_dir, SPACE_NAME))
+    return space.decode(result["point"], name=f"{space.name}_trial{result['trial']}")
+
+
+__all__ = ["SearchConfig", "SearchResult", "SearchError", "run_search", "load_search", "reference_point",
+           "LatencySource", "run_trial", "spec_from_dict"]
