@@ -1,0 +1,158 @@
+"""Runs Coral's `edgetpu_compiler` when it is installed and parses its output into a CompatibilityReport.
+
+The compiler is an x86-64 Linux binary from Coral's own Debian repository (not on PyPI). Without it, `compile_tflite`
+says so in one line, points to the install instructions, and falls back to our own check (`edgetpu_check`), so the
+two reports have the same structure and can be compared op by op.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass
+
+from ..errors import EdgeTPUModelsError, ModelFileError
+from .edgetpu_check import CompatibilityReport, OpRow, check_tflite
+
+COMPILER = "edgetpu_compiler"
+INSTALL_URL = "https://coral.ai/docs/edgetpu/compiler/#system-requirements"
+DEFAULT_TIMEOUT_S = 180
+
+_UNITS = {"B": 1, "KiB": 1024, "MiB": 1024 ** 2, "GiB": 1024 ** 3}
+_KEYS = {
+    "Input model": "input_model", "Input": "input_model", "Input size": "input_size", "Output model": "output_model",
+    "Output": "output_model", "Output size": "output_size",
+    "On-chip memory used for caching model parameters": "on_chip_used",
+    "On-chip memory remaining for caching model parameters": "on_chip_remaining",
+    "Off-chip memory used for streaming uncached model parameters": "off_chip_used",
+    "Number of Edge TPU subgraphs": "edgetpu_subgraphs", "Total number of operations": "total_operations",
+    "Operation log": "operation_log", "Number of operations that will run on Edge TPU": "ops_on_edgetpu",
+    "Number of operations that will run on CPU": "ops_on_cpu",
+}
+_ROW = re.compile(r"^(?P<op>[A-Za-z0-9_\-]+)\s+(?P<count>\d+)\s+(?P<status>\S.*?)\s*$")
+
+
+class CompilerError(EdgeTPUModelsError, RuntimeError):
+    """edgetpu_compiler ran but failed, timed out, or printed something we cannot read."""
+
+
+@dataclass(frozen=True)
+class CompileResult:
+    report: CompatibilityReport
+    compiled: bool
+    """True when edgetpu_compiler ran; False when the report comes from our own check."""
+    output_path: str | None = None
+    log_path: str | None = None
+    message: str = ""
+    """One line for the user (e.g. that the compiler is missing and the check was used instead)."""
+
+
+def size_to_bytes(text: str) -> int | None:
+    """'6.03MiB' -> 6322913; '0.00B' -> 0; None if not a size."""
+    m = re.fullmatch(r"\s*([0-9.]+)\s*(B|KiB|MiB|GiB)\s*", text)
+    return int(round(float(m.group(1)) * _UNITS[m.group(2)])) if m else None
+
+
+def parse_compiler_output(text: str, log_text: str | None = None, model: str | None = None) -> CompatibilityReport:
+    """Parses edgetpu_compiler's stdout (v15/v16 layout, with -s) and optionally its .log into a report.
+
+    The table (Operator / Count / Status) is taken from stdout, or from the log when stdout has none.
+    """
+    stats: dict[str, object] = {}
+    rows: list[OpRow] = []
+    log_rows: list[OpRow] = []
+    for source, target in ((text, rows), (log_text or "", log_rows)):
+        in_table = False
+        for raw in source.splitlines():
+            line = raw.rstrip()
+            if not line.strip():
+                continue
+            if line.startswith("Edge TPU Compiler version"):
+                stats.setdefault("compiler_version_line", line.strip())
+                stats.setdefault("compiler_version", line.split("version", 1)[1].strip())
+                continue
+            if re.match(r"^Operator\s+Count\s+Status\s*$", line):
+                in_table = True
+                continue
+            if in_table:
+                m = _ROW.match(line.strip())
+                if m:
+                    target.append(OpRow(m.group("op"), int(m.group("count")), m.group("status")))
+                    continue
+                in_table = False
+            m = re.match(r"^Model compiled successfully in (\d+) ms", line)
+            if m:
+                stats["compile_ms"] = int(m.group(1))
+                continue
+            if ":" in line:
+                key, value = (s.strip() for s in line.split(":", 1))
+                if key in _KEYS:
+                    name = _KEYS[key]
+                    stats.setdefault(name, value)
+                    b = size_to_bytes(value)
+                    if b is not None:
+                        stats.setdefault(name + "_bytes", b)
+    table = rows or log_rows
+    if not table:
+        raise CompilerError("edgetpu_compiler output has no operator table (was it run with -s?)")
+    subgraphs = int(str(stats.get("edgetpu_subgraphs", "1")) or 1)
+    for key in ("total_operations", "ops_on_edgetpu", "ops_on_cpu", "edgetpu_subgraphs"):
+        if key in stats:
+            stats[key] = int(str(stats[key]))
+    report = CompatibilityReport(model=model or str(stats.get("input_model", "")), tool="edgetpu_compiler",
+                                 rows=tuple(table), edgetpu_subgraphs=subgraphs, stats=stats)
+    if "total_operations" in stats and stats["total_operations"] != report.total:
+        raise CompilerError(f"edgetpu_compiler output: table has {report.total} operations, header says "
+                            f"{stats['total_operations']}")
+    return report
+
+
+def find_compiler() -> str | None:
+    return shutil.which(COMPILER)
+
+
+def missing_compiler_message() -> str:
+    return (f"{COMPILER} not found on PATH (Coral's Debian package, x86-64 Linux; install: {INSTALL_URL}); "
+            "showing the built-in compatibility check instead")
+
+
+def compile_tflite(path: "str | os.PathLike[str]", out_dir: "str | os.PathLike[str] | None" = None, *,
+                   timeout_s: int = DEFAULT_TIMEOUT_S, compiler: str | None = None) -> CompileResult:
+    """Compiles `path` for the Edge TPU into `out_dir` (default: beside the model) with `-s`, and parses the result.
+
+    Without the compiler the result holds our own check (`compiled=False`) and a one-line message saying so.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise ModelFileError(f"{path}: no such file")
+    exe = compiler or find_compiler()
+    if exe is None:
+        return CompileResult(report=check_tflite(path), compiled=False, message=missing_compiler_message())
+    out_dir = os.fspath(out_dir) if out_dir is not None else (os.path.dirname(os.path.abspath(path)) or ".")
+    os.makedirs(out_dir, exist_ok=True)
+    cmd = [exe, "-s", "-o", out_dir, "-t", str(int(timeout_s)), path]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s + 30)
+    except subprocess.TimeoutExpired:
+        raise CompilerError(f"{path}: {COMPILER} did not finish within {timeout_s + 30} s") from None
+    except OSError as e:
+        raise CompilerError(f"{exe}: cannot run ({e.strerror or e})") from None
+    if proc.returncode != 0:
+        text = (proc.stderr + "\n" + proc.stdout).strip().splitlines()
+        first = next((ln for ln in text if "error" in ln.lower()), text[0] if text else "no output")
+        raise CompilerError(f"{path}: {COMPILER} failed (exit {proc.returncode}): {first.strip()}")
+    stem = os.path.splitext(os.path.basename(path))[0]
+    output_path = os.path.join(out_dir, f"{stem}_edgetpu.tflite")
+    log_path = os.path.join(out_dir, f"{stem}_edgetpu.log")
+    log_text = None
+    if os.path.exists(log_path):
+        with open(log_path, encoding="utf-8", errors="replace") as f:
+            log_text = f.read()
+    else:
+        log_path = None
+    report = parse_compiler_output(proc.stdout, log_text, model=path)
+    return CompileResult(report=report, compiled=True,
+                         output_path=output_path if os.path.exists(output_path) else None, log_path=log_path,
+                         message=f"compiled with {COMPILER} {report.stats.get('compiler_version', '')}".strip())

@@ -1,0 +1,80 @@
+"""CLI: `quantize` (quantization-aware fine-tuning to a .keras) and `quant-report` (per-layer int8 error)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+from ..errors import EdgeTPUModelsError
+from ..zoo_commands import add_model_args
+
+
+def cmd_quantize(args: argparse.Namespace) -> int:
+    from ..data import load_image_folder
+    from ..deploy.model_ref import load_model_ref, write_model_meta
+    from .qat import qat_finetune, quantize_model, save_model
+
+    if not args.out.endswith(".keras"):
+        raise EdgeTPUModelsError(f"--out {args.out}: expected a .keras file name")
+    loaded = load_model_ref(args.model, args.variant, args.resolution)
+    model = loaded.model
+    size = int(model.input_shape[1])
+    data = load_image_folder(args.data, size, loaded.normalization, batch_size=args.batch_size,
+                             validation_split=0.2, seed=args.seed, augment=True)
+    outputs = int(model.output_shape[-1])
+    if outputs != data.num_classes:
+        from ..train import replace_head
+
+        print(f"{loaded.name}: {outputs} outputs, {args.data} has {data.num_classes} classes: new classifier head")
+        model = replace_head(model, data.num_classes)
+    qat = quantize_model(model)
+    print(f"{loaded.name}: wrapped for quantization-aware training (batch norm folded, {len(qat.layers)} layers); "
+          f"{data.num_train} training / {data.num_val} validation images, {args.qat_steps} steps")
+    stats = qat_finetune(qat, data.train, args.qat_steps, learning_rate=args.learning_rate,
+                         val=data.val if data.num_val else None, progress=not args.no_progress)
+    save_model(qat, args.out)
+    write_model_meta(args.out, loaded.name, loaded.normalization, list(data.class_names))
+    if "val_accuracy" in stats:
+        print(f"validation accuracy (fake-quantized): {100 * stats['val_accuracy']:.1f}%")
+    print(f"wrote {os.path.abspath(args.out)}  (export it: edgetpu-models export {args.out} --data {args.data} "
+          f"--out MODEL.tflite)")
+    return 0
+
+
+def cmd_quant_report(args: argparse.Namespace) -> int:
+    from ..deploy.model_ref import load_model_ref
+    from .ptq import calibration_set
+    from .report import quantization_report
+
+    loaded = load_model_ref(args.model, args.variant, args.resolution)
+    size = int(loaded.model.input_shape[1])
+    cal = calibration_set(args.data, size, loaded.normalization, count=max(args.calibration_images, 100))
+    report = quantization_report(loaded.model, cal, images=args.images, model_name=loaded.name)
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=1))
+    else:
+        print(report.format(args.top))
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("quantize", help="quantization-aware fine-tuning (tfmot, batch norm folded) to a .keras model")
+    add_model_args(p)
+    p.add_argument("--data", required=True, help="dataset folder (one sub-folder of images per class)")
+    p.add_argument("--qat-steps", type=int, default=100, help="fine-tuning steps with fake quantization (0: wrap only)")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--learning-rate", type=float, default=1e-4)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--out", required=True, metavar="FILE.keras")
+    p.set_defaults(func=cmd_quantize)
+
+    p = sub.add_parser("quant-report", help="per-layer int8 vs float error: which layers lose accuracy")
+    add_model_args(p)
+    p.add_argument("--data", required=True, help="dataset folder: calibration and debug images")
+    p.add_argument("--images", type=int, default=32, help="debug images compared layer by layer")
+    p.add_argument("--calibration-images", type=int, default=200)
+    p.add_argument("--top", type=int, default=10, help="how many of the worst layers to list")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_quant_report)

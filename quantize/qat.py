@@ -1,0 +1,248 @@
+"""Quantization-aware training with tensorflow-model-optimization, batch norm folded the way the converter folds it.
+
+The TFLite converter folds every BatchNormalization that follows a convolution into that convolution's kernel and
+bias (w * gamma / sqrt(var + eps), beta - mean * gamma / sqrt(var + eps)) and only then quantizes the kernel, per
+output channel. `quantize_model` does the same folding first (`fold_batch_norms`), so the fake-quantized kernels that
+QAT trains are exactly the int8 kernels the exported file will hold; tfmot's default 8-bit scheme then wraps every
+layer (conv + ReLU fused, activations quantized after the activation, as the converter fuses them).
+
+tfmot-wrapped models do not round-trip through tf_keras' `.keras` format out of the box (the wrappers list the inner
+layer's variables as their own, and the input quantize layer is built twice on load); `save_model`/`load_model`
+here make that round trip work, and load plain models too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import os
+import threading
+from typing import Any, Iterator
+
+import numpy as np
+
+from ..errors import EdgeTPUModelsError, ModelFileError
+from ..io_utils import atomic_path
+
+_FOLDABLE = ("Conv2D", "DepthwiseConv2D")
+
+
+class QATError(EdgeTPUModelsError, ValueError):
+    """A model tfmot cannot wrap for quantization-aware training (a layer with no quantize config)."""
+
+
+def _inbound_names(layer_cfg: dict) -> list[str]:
+    return [inbound[0] for node in layer_cfg.get("inbound_nodes", []) for inbound in node]
+
+
+def _fold_pairs(model: Any) -> dict[str, str]:
+    """{batch norm layer name: conv layer name} for every BN fed only by a conv that feeds only that BN."""
+    config = model.get_config()
+    by_name = {lc["name"]: lc for lc in config["layers"]}
+    consumers: dict[str, list[str]] = {}
+    for lc in config["layers"]:
+        for src in _inbound_names(lc):
+            consumers.setdefault(src, []).append(lc["name"])
+    outputs = {o[0] for o in config["output_layers"]}
+    pairs = {}
+    for lc in config["layers"]:
+        if lc["class_name"] != "BatchNormalization":
+            continue
+        src = _inbound_names(lc)
+        if len(src) != 1 or len(lc.get("inbound_nodes", [])) != 1:
+            continue
+        conv = by_name.get(src[0])
+        if conv is None or conv["class_name"] not in _FOLDABLE or len(conv.get("inbound_nodes", [])) != 1:
+            continue
+        if consumers.get(conv["name"]) != [lc["name"]] or conv["name"] in outputs:
+            continue
+        axis = lc["config"].get("axis", -1)
+        if axis not in (-1, 3, [3], [-1]):
+            continue
+        pairs[lc["name"]] = conv["name"]
+    return pairs
+
+
+def fold_batch_norms(model: Any) -> Any:
+    """The same function with every conv -> BatchNormalization pair replaced by one conv with bias (inference BN).
+
+    Returns `model` itself when it has nothing to fold. Works on functional tf_keras models of stock layers.
+    """
+    import tf_keras as keras
+
+    pairs = _fold_pairs(model)
+    if not pairs:
+        return model
+    config = copy.deepcopy(model.get_config())
+    convs = set(pairs.values())
+    layers = []
+    for lc in config["layers"]:
+        if lc["name"] in pairs:
+            continue
+        if lc["name"] in convs:
+            lc["config"]["use_bias"] = True
+        for node in lc.get("inbound_nodes", []):
+            for inbound in node:
+                inbound[0] = pairs.get(inbound[0], inbound[0])
+        layers.append(lc)
+    config["layers"] = layers
+    for out in config["output_layers"]:
+        out[0] = pairs.get(out[0], out[0])
+    folded = keras.Model.from_config(config)
+    bn_of = {conv: bn for bn, conv in pairs.items()}
+    for layer in folded.layers:
+        old = model.get_layer(layer.name)
+        if layer.name not in bn_of:
+            layer.set_weights(old.get_weights())
+            continue
+        bn = model.get_layer(bn_of[layer.name])
+        kernel = old.get_weights()[0]
+        bias = old.get_weights()[1] if old.use_bias else np.zeros(bn.moving_mean.shape, np.float32)
+        gamma = bn.gamma.numpy() if bn.scale else np.ones(bn.moving_mean.shape, np.float32)
+        beta = bn.beta.numpy() if bn.center else np.zeros(bn.moving_mean.shape, np.float32)
+        scale = gamma / np.sqrt(bn.moving_variance.numpy() + bn.epsilon)
+        if isinstance(old, keras.layers.DepthwiseConv2D):  # kernel [kh, kw, in, mult]; output channel = c * mult + m
+            new_kernel = kernel * scale.reshape(kernel.shape[2], kernel.shape[3])
+        else:  # kernel [kh, kw, in, out]
+            new_kernel = kernel * scale
+        new_bias = (bias - bn.moving_mean.numpy()) * scale + beta
+        layer.set_weights([new_kernel.astype(np.float32), new_bias.astype(np.float32)])
+    return folded
+
+
+def quantize_model(model: Any, *, fold_bn: bool = True) -> Any:
+    """Wraps a tf_keras model for quantization-aware training (tfmot's default 8-bit scheme), after folding batch
+    norm into the convolutions as the converter will. The result trains like any Keras model and exports to int8."""
+    import tensorflow_model_optimization as tfmot
+
+    if is_qat_model(model):
+        return model
+    base = fold_batch_norms(model) if fold_bn else model
+    try:
+        annotated = tfmot.quantization.keras.quantize_annotate_model(base)
+        with tfmot.quantization.keras.quantize_scope():
+            return tfmot.quantization.keras.quantize_apply(annotated)
+    except (ValueError, RuntimeError, TypeError) as e:
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise QATError(f"model {model.name}: tfmot cannot wrap it for quantization-aware training ({first[:200]})") \
+            from None
+
+
+def is_qat_model(model: Any) -> bool:
+    return any(type(layer).__name__ in ("QuantizeWrapperV2", "QuantizeWrapper", "QuantizeLayer")
+               for layer in getattr(model, "layers", ()))
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Saving and loading
+
+_PATCH_LOCK = threading.Lock()
+
+
+def _own_variables(wrapper: Any) -> list:
+    """A wrapper's variables that its inner layer does not own (quantizer ranges, optimizer step), deduplicated."""
+    inner = {id(v) for v in wrapper.layer.weights}
+    seen: set[int] = set()
+    out = []
+    for v in list(wrapper._trainable_weights) + list(wrapper._non_trainable_weights):
+        if id(v) in inner or id(v) in seen:
+            continue
+        seen.add(id(v))
+        out.append(v)
+    return out
+
+
+@contextlib.contextmanager
+def _tfmot_serialization() -> Iterator[None]:
+    """Makes tfmot's wrappers save and load their own variables consistently in the `.keras` format (the inner layer
+    saves its own), and stops QuantizeLayer from being built twice on load."""
+    import tensorflow_model_optimization as tfmot
+    from tensorflow_model_optimization.python.core.quantization.keras.quantize_layer import QuantizeLayer
+    from tensorflow_model_optimization.python.core.quantization.keras.quantize_wrapper import QuantizeWrapper
+
+    def save_own(self, store):
+        for i, v in enumerate(_own_variables(self)):
+            store[f"{i}"] = v.numpy()
+
+    def load_own(self, store):
+        own = _own_variables(self)
+        if len(store.keys()) != len(own):
+            raise ValueError(f"layer {self.name}: expected {len(own)} variables, the file has {len(store.keys())}")
+        for i, v in enumerate(own):
+            v.assign(store[f"{i}"])
+
+    original_build = QuantizeLayer.build
+
+    def build_once(self, input_shape):
+        if self.built:
+            return
+        original_build(self, input_shape)
+        self.built = True
+
+    with _PATCH_LOCK:
+        saved = (QuantizeWrapper.save_own_variables, QuantizeWrapper.load_own_variables, QuantizeLayer.build)
+        QuantizeWrapper.save_own_variables, QuantizeWrapper.load_own_variables = save_own, load_own
+        QuantizeLayer.build = build_once
+        try:
+            with tfmot.quantization.keras.quantize_scope():
+                yield
+        finally:
+            QuantizeWrapper.save_own_variables, QuantizeWrapper.load_own_variables, QuantizeLayer.build = saved
+
+
+def save_model(model: Any, path: "str | os.PathLike[str]") -> None:
+    """Saves a plain or QAT model as `.keras` (or `.h5`), atomically."""
+    path = os.fspath(path)
+    if not path.endswith((".keras", ".h5")):
+        raise ModelFileError(f"{path}: expected a .keras or .h5 file name")
+    with atomic_path(path) as tmp:
+        if is_qat_model(model):
+            with _tfmot_serialization():
+                model.save(tmp)
+        else:
+            model.save(tmp)
+
+
+def load_model(path: "str | os.PathLike[str]") -> Any:
+    """Loads a .keras/.h5 model, plain or quantization-aware (ModelFileError when missing or unreadable)."""
+    import tf_keras as keras
+
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise ModelFileError(f"{path}: no such model file")
+    if not path.endswith((".keras", ".h5")):
+        raise ModelFileError(f"{path}: expected a .keras or .h5 model file")
+    try:
+        with _tfmot_serialization():
+            return keras.models.load_model(path, compile=False)
+    except (OSError, ValueError, TypeError, KeyError, AttributeError) as e:
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ModelFileError(f"{path}: not a readable Keras model ({first[:200]})") from None
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Fine-tuning
+
+def qat_finetune(qat_model: Any, train: Any, steps: int, *, learning_rate: float = 1e-4, val: Any = None,
+                 progress: bool = True) -> dict[str, float]:
+    """Trains a QAT model for `steps` batches of `train` ((images, int labels) tf.data, repeated as needed) with Adam
+    and sparse cross-entropy. Returns {"loss": last loss, "val_accuracy": ...} (val accuracy when `val` is given)."""
+    import tf_keras as keras
+
+    if steps < 0:
+        raise QATError(f"qat steps: expected an integer >= 0, got {steps}")
+    qat_model.compile(optimizer=keras.optimizers.Adam(learning_rate),
+                      loss=keras.losses.SparseCategoricalCrossentropy(), metrics=["accuracy"])
+    out: dict[str, float] = {}
+    if steps:
+        callbacks = []
+        if progress:
+            from tqdm.keras import TqdmCallback
+
+            callbacks.append(TqdmCallback(verbose=1, desc="QAT"))
+        hist = qat_model.fit(train.repeat(), steps_per_epoch=steps, epochs=1, verbose=0, callbacks=callbacks)
+        out["loss"] = float(hist.history["loss"][-1])
+        out["accuracy"] = float(hist.history["accuracy"][-1])
+    if val is not None:
+        out["val_accuracy"] = float(qat_model.evaluate(val, verbose=0, return_dict=True)["accuracy"])
+    return out
