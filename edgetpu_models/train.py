@@ -56,6 +56,9 @@ class TrainConfig:
     """L2 on conv/dense kernels (weight_decay * sum(w**2) / 2 added to the loss), as in the reference."""
     ema: float | None = None
     """Momentum of an exponential moving average of the weights (the reference: 0.9999); None: no EMA."""
+    bn_momentum: float | None = None
+    """Overrides the spec's batch-norm momentum (e.g. 0.9 for runs of a few hundred steps, whose moving statistics
+    would otherwise still be near their initial values at the end); None keeps the spec's."""
     validation_split: float = 0.2
     seed: int = 0
     augment: bool = True
@@ -77,6 +80,8 @@ class TrainConfig:
             raise TrainError(f"label_smoothing: expected a value in [0, 1), got {self.label_smoothing!r}")
         if self.ema is not None and not 0 < self.ema < 1:
             raise TrainError(f"ema: expected a momentum in (0, 1), got {self.ema!r}")
+        if self.bn_momentum is not None and not 0 < self.bn_momentum < 1:
+            raise TrainError(f"bn_momentum: expected a value in (0, 1), got {self.bn_momentum!r}")
         if self.warmup_epochs < 0 or self.weight_decay < 0:
             raise TrainError("warmup_epochs and weight_decay must be >= 0")
 
@@ -348,6 +353,10 @@ def train(model_ref: Any, data_dir: str, out_dir: str, config: TrainConfig = Tra
         if model.input_shape[1] != data.image_size:
             raise TrainError(f"{weights}: the model takes {model.input_shape[1]}x{model.input_shape[2]} input, the data "
                              f"was prepared at {data.image_size}")
+        if config.bn_momentum is not None:
+            for layer in model.layers:
+                if isinstance(layer, keras.layers.BatchNormalization):
+                    layer.momentum = config.bn_momentum
         _compile(model, config, steps, top_k)
         model.optimizer.build(model.trainable_variables)
         epoch_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
