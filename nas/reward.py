@@ -72,7 +72,7 @@ class Reward:
         for name, v in (("alpha", alpha), ("beta", beta)):
             if v is not None and not (isinstance(v, (int, float)) and math.isfinite(v) and v <= 0):
                 raise RewardError(f"reward {name}: expected a number <= 0, got {v!r}")
-        if kind != "mnas" and (alpha, beta) != {"mnas-soft": MNAS_SOFT, "mnas-hard": MNAS_HARD}.get(kind):
+        if kind in ("mnas-soft", "mnas-hard") and (alpha, beta) != {"mnas-soft": MNAS_SOFT, "mnas-hard": MNAS_HARD}[kind]:
             kind = "mnas"  # user-chosen exponents: no longer the named preset
         return cls(kind, float(target_ms), None if alpha is None else float(alpha), float(beta))
 
