@@ -48,7 +48,9 @@ def cmd_export(args: argparse.Namespace) -> int:
     result = export_tflite(loaded.model, args.out, int8=args.int8, io_dtype=args.io, representative=representative,
                            random_calibration=args.random_calibration, model_name=loaded.name,
                            normalization=loaded.normalization, labels=labels)
-    print(f"wrote {os.path.abspath(result.path)} ({result.size_bytes / 2**20:.2f} MiB, "
+    size_text = (f"{result.size_bytes / 2**20:.2f} MiB" if result.size_bytes >= 2**20
+                 else f"{result.size_bytes / 1024:.1f} KiB")
+    print(f"wrote {os.path.abspath(result.path)} ({size_text}, "
           f"{'int8, ' + args.io + ' input/output' if args.int8 else 'float32'}, 1x{size}x{size}x3)")
     print(f"wrote {os.path.abspath(result.metadata_path)}"
           + (f" and {os.path.abspath(result.labels_path)}" if result.labels_path else " (no labels)"))

@@ -1,0 +1,138 @@
+"""edgetpu_compiler wrapper: parsing its published output format, running it, and the fallback without it."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+
+import pytest
+
+from edgetpu_models.deploy.compiler import (INSTALL_URL, CompilerError, compile_tflite, parse_compiler_output,
+                                            size_to_bytes)
+from edgetpu_models.deploy.edgetpu_check import MAPPED, NOT_SUPPORTED, SUBGRAPH
+
+from tflite_testmodels import convert, tiny_keras
+
+DATA = os.path.join(os.path.dirname(__file__), "data")
+
+
+def _read(name: str) -> str:
+    with open(os.path.join(DATA, name), encoding="utf-8") as f:
+        return f.read()
+
+
+@pytest.fixture(scope="module")
+def tiny_tflite(tmp_path_factory) -> str:
+    path = tmp_path_factory.mktemp("compile") / "tiny.tflite"
+    path.write_bytes(convert(tiny_keras()))
+    return str(path)
+
+
+def test_size_units():
+    assert size_to_bytes("0.00B") == 0
+    assert size_to_bytes("41.75KiB") == 42752
+    assert size_to_bytes("6.03MiB") == round(6.03 * 2**20)
+    assert size_to_bytes("n/a") is None
+
+
+def test_parse_partial_mapping_stdout():
+    r = parse_compiler_output(_read("edgetpu_compiler_v16_partial.stdout"))
+    assert r.tool == "edgetpu_compiler" and r.model == "model_full_integer_quant.tflite"
+    assert (r.total, r.on_edgetpu, r.on_cpu) == (143, 139, 4)
+    assert r.stats["ops_on_edgetpu"] == 139 and r.stats["ops_on_cpu"] == 4
+    assert r.stats["compiler_version"] == "16.0.384591198" and r.stats["compile_ms"] == 1354
+    assert r.stats["on_chip_used_bytes"] == round(6.03 * 2**20) and r.stats["off_chip_used_bytes"] == 0
+    assert r.edgetpu_subgraphs == 1 and not r.fully_mapped
+    statuses = {(row.operator, row.status): row.count for row in r.rows}
+    assert statuses[("TRANSPOSE", NOT_SUPPORTED)] == 2
+    assert statuses[("CONCATENATION", SUBGRAPH)] == 2 and statuses[("CONCATENATION", MAPPED)] == 4
+    # the same layout comes back out
+    text = r.format()
+    assert "Number of operations that will run on CPU: 4" in text
+    assert "TRANSPOSE                      2          Operation not supported" in text
+
+
+def test_log_alone_gives_the_same_table():
+    a = parse_compiler_output(_read("edgetpu_compiler_v16_partial.stdout"))
+    b = parse_compiler_output("", _read("edgetpu_compiler_v16_partial.log"))
+    assert a.rows == b.rows and b.model == "model_full_integer_quant.tflite"
+
+
+def test_v15_table_from_log_and_matches_our_check_structure():
+    r = parse_compiler_output(_read("edgetpu_compiler_v15_full.stdout"), _read("edgetpu_compiler_v15_full.log"))
+    assert r.fully_mapped and r.total == 66 and r.fraction_on_edgetpu == 1.0
+    assert r.stats["off_chip_used_bytes"] == 42752
+    assert set(r.to_dict()) >= {"total", "on_edgetpu", "on_cpu", "rows", "fully_mapped"}
+
+
+def test_unreadable_output_and_inconsistent_header():
+    with pytest.raises(CompilerError, match="no operator table"):
+        parse_compiler_output("Edge TPU Compiler version 16.0\nsomething else\n")
+    text = _read("edgetpu_compiler_v16_partial.stdout").replace("Total number of operations: 143",
+                                                                "Total number of operations: 150")
+    with pytest.raises(CompilerError, match="header says 150"):
+        parse_compiler_output(text)
+
+
+def test_without_compiler_falls_back_to_check(tiny_tflite, monkeypatch):
+    monkeypatch.setenv("PATH", "/nonexistent")
+    result = compile_tflite(tiny_tflite)
+    assert not result.compiled and result.output_path is None
+    assert "edgetpu_compiler not found" in result.message and INSTALL_URL in result.message
+    assert "\n" not in result.message
+    assert result.report.tool == "check" and result.report.fully_mapped
+
+
+def _fake_compiler(folder, exit_code=0) -> str:
+    """A stand-in for edgetpu_compiler that records its arguments and writes what the real one writes."""
+    stdout = os.path.join(DATA, "edgetpu_compiler_v15_full.stdout")
+    log = os.path.join(DATA, "edgetpu_compiler_v15_full.log")
+    script = folder / "edgetpu_compiler"
+    script.write_text(f"""#!{sys.executable}
+import os, shutil, sys
+args = sys.argv[1:]
+open(os.path.join({str(folder)!r}, "args.txt"), "w").write(" ".join(args))
+if {exit_code}:
+    print("ERROR: Didn't find op for builtin opcode 'FOO'", file=sys.stderr); sys.exit({exit_code})
+out = args[args.index("-o") + 1]
+stem = os.path.splitext(os.path.basename(args[-1]))[0]
+shutil.copy(args[-1], os.path.join(out, stem + "_edgetpu.tflite"))
+shutil.copy({log!r}, os.path.join(out, stem + "_edgetpu.log"))
+sys.stdout.write(open({stdout!r}).read())
+""")
+    script.chmod(script.stat().st_mode | stat.S_IEXEC)
+    return str(script)
+
+
+def test_runs_compiler_with_show_ops_timeout_and_out_dir(tiny_tflite, tmp_path, monkeypatch):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    _fake_compiler(bin_dir)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    out = tmp_path / "out"
+    result = compile_tflite(tiny_tflite, out, timeout_s=60)
+    args = (bin_dir / "args.txt").read_text().split()
+    assert args[0] == "-s" and args[args.index("-o") + 1] == str(out) and args[args.index("-t") + 1] == "60"
+    assert args[-1] == tiny_tflite
+    assert result.compiled and result.output_path == str(out / "tiny_edgetpu.tflite")
+    assert os.path.exists(result.output_path) and result.log_path == str(out / "tiny_edgetpu.log")
+    assert result.report.total == 66 and result.report.fully_mapped
+
+
+def test_compiler_failure_is_one_line(tiny_tflite, tmp_path):
+    exe = _fake_compiler(tmp_path, exit_code=1)
+    with pytest.raises(CompilerError) as e:
+        compile_tflite(tiny_tflite, tmp_path / "out", compiler=exe)
+    assert "exit 1" in str(e.value) and "Didn't find op" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_cli_compile_without_compiler(tiny_tflite, tmp_path):
+    env = dict(os.environ, PATH=os.path.dirname(sys.executable))
+    r = subprocess.run([sys.executable, "-m", "edgetpu_models.cli", "compile", tiny_tflite, "--out-dir",
+                        str(tmp_path)], capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stderr
+    first = r.stdout.splitlines()[0]
+    assert first.startswith("edgetpu_compiler not found on PATH") and INSTALL_URL in first
+    assert "Number of operations that will run on Edge TPU: 7" in r.stdout
