@@ -212,6 +212,8 @@ def _prepare_dir(cfg: SearchConfig, out_dir: str, resume: bool) -> tuple[SearchC
 def _init_ray(cfg: SearchConfig):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    # Ray renices its workers to 15 by default; here the trials are the search's foreground work, not background.
+    os.environ.setdefault("RAY_worker_niceness", "0")
     import ray
 
     common = dict(include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR,

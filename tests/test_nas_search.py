@@ -170,3 +170,45 @@ def test_cli_bad_settings_are_one_line_errors(tmp_path, capsys, argv, message):
 def test_cli_resume_of_a_missing_search(tmp_path, capsys):
     assert cli.main(["nas", "search", "--resume", "--out", str(tmp_path / "none")]) == 2
     assert "nothing to resume" in capsys.readouterr().err
+
+
+def test_latency_server_gives_the_same_numbers_as_in_process():
+    import numpy as np
+
+    from edgetpu_models.nas.search import LatencySource
+    from edgetpu_models.nas.server import LatencyServer, ServerConfig
+    from edgetpu_models.nas.space import load_space
+
+    space = load_space()
+    rng = np.random.default_rng(7)
+    specs = [space.decode(tuple(int(rng.integers(s)) for s in space.sizes)) for _ in range(8)]
+    local = LatencySource("coral-usb")
+    with LatencyServer(ServerConfig(port=0)) as srv:
+        remote = LatencySource("coral-usb", server=srv.address)
+        try:
+            assert [remote(s) for s in specs] == [local(s) for s in specs]
+        finally:
+            remote.close()
+
+
+def test_proxy_trains_the_candidate_on_an_image_folder(tmp_path):
+    import shutil
+
+    from edgetpu_models.data import default_dataset_dir
+    from edgetpu_models.nas.proxy import ProxyConfig, ProxyEvaluator
+    from edgetpu_models.nas.space import load_space
+
+    src = default_dataset_dir()
+    for cls in ("0", "1"):  # a small two-class folder keeps the test quick
+        os.makedirs(tmp_path / "data" / cls)
+        for name in sorted(os.listdir(os.path.join(src, cls)))[:20]:
+            shutil.copy(os.path.join(src, cls, name), tmp_path / "data" / cls / name)
+    space = load_space()
+    small = tuple(0 if d.key != "repeats_delta" else d.choices.index(min(d.choices)) for d in space.decisions)
+    spec = space.decode(small)  # the fewest blocks the space allows: a quick build
+    assert sum(st.repeats for st in spec.stages) == 5
+    ev = ProxyEvaluator(ProxyConfig(steps=3, resolution=32, width=0.25, batch_size=8,
+                                    data_dir=str(tmp_path / "data")))
+    out = ev(spec.to_dict(), 0)
+    assert ev.name == "train3-r32-w0.25-b8"
+    assert 0.0 <= out["accuracy"] <= 1.0 and out["proxy_params"] > 0 and out["val_loss"] > 0
