@@ -14,6 +14,7 @@ from timing the int8 TFLite model on the worker's CPU. The driver never imports 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import math
@@ -67,6 +68,8 @@ class SearchConfig:
     retries: int = 3
     """How often Ray re-runs a trial whose worker process died."""
     cpus_per_trial: float = 1.0
+    target_sha256: str | None = None
+    """Digest of the latency target file when the search started (set by run_search)."""
 
     RUNTIME_FIELDS = ("workers", "address", "latency_server", "retries", "cpus_per_trial")
     """Settings a resumed search may change: where and how it runs, not what it searches."""
@@ -115,7 +118,11 @@ class SearchResult:
 # Latency sources (driver side) and the trial task (worker side).
 
 class LatencySource:
-    """Latency of a full-size candidate on the target, in the driver: the model in-process or a latency server."""
+    """Latency of a full-size candidate on the target, in the driver: the model in-process or a latency server.
+
+    In-process, the target's constants are read once, when the source is made: a target file recalibrated while a
+    search runs does not change the latencies halfway through it.
+    """
 
     def __init__(self, target: str, server: str | None = None):
         self.target = target
@@ -127,23 +134,33 @@ class LatencySource:
             self._client = LatencyClient(server)
             self.name = f"server {server}"
         else:
-            from .latency import list_targets
+            from .latency import load_target
 
-            if target not in list_targets():
-                raise TargetError(f"target: unknown latency target {target!r} (available: "
-                                  f"{', '.join(list_targets())})")
+            self._target = load_target(target)  # TargetError naming the available targets
             self.name = "latency model (in-process)"
 
     def __call__(self, spec: Spec) -> float:
         if self._client is not None:
             return float(self._client.estimate(spec, self.target)["latency_ms"])
-        from .latency import estimate_spec
+        from .frontends import spec_graph
+        from .latency import estimate_graph
 
-        return float(estimate_spec(spec, self.target).latency_ms)
+        return float(estimate_graph(spec_graph(spec), self._target).latency_ms)
 
     def close(self) -> None:
         if self._client is not None:
             self._client.close()
+
+
+def target_file_digest(target: str) -> str | None:
+    """sha256 of the target's constants file: a resumed search must cost latencies with the same model."""
+    from .latency import target_path
+
+    path = target_path(target)
+    if not os.path.exists(path):
+        return None
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
 
 
 def run_trial(evaluator: Evaluator, spec_dict: Mapping[str, Any], trial: int) -> dict[str, Any]:
@@ -198,10 +215,14 @@ def _prepare_dir(cfg: SearchConfig, out_dir: str, resume: bool) -> tuple[SearchC
         for name in SearchConfig.RUNTIME_FIELDS:  # where it runs may change; what it searches may not
             setattr(stored, name, getattr(cfg, name))
         stored.validate()
+        if stored.target_sha256 is not None and target_file_digest(stored.target) != stored.target_sha256:
+            raise SearchError(f"{out_dir}: the latency target {stored.target!r} changed since this search started "
+                              f"(recalibrated?); resuming would mix latencies of two models: start a new search")
         return stored, load_space(space_copy)
     if os.path.exists(cfg_path) or os.path.exists(os.path.join(out_dir, "trials.jsonl")):
         raise SearchError(f"{out_dir}: already holds a search (use --resume to continue it, or another --out)")
     cfg.validate()
+    cfg.target_sha256 = target_file_digest(cfg.target)
     space = load_space(cfg.space)
     os.makedirs(out_dir, exist_ok=True)
     shutil.copyfile(space.source, space_copy)  # the run keeps its own copy: resume decodes points identically
@@ -266,6 +287,10 @@ def run_search(cfg: SearchConfig, out_dir: str, *, resume: bool = False, evaluat
                 results[t] = ev
                 controller.tell(points[t], ev.get("reward"))
         completed_results(log.events)
+        logged = {r.get("accuracy_proxy") for r in results.values() if r.get("cached_from") is None} - {None}
+        if logged and logged != {proxy_name}:
+            raise SearchError(f"{out_dir}: the search was run with accuracy proxy {', '.join(sorted(logged))}; "
+                              f"resuming it with {proxy_name} would mix two objectives")
         resumed_from = len(results)
         pending = [t for t in sorted(points) if t not in results]
         cache = {r["key"]: r for r in results.values() if r.get("status") == "ok" and r.get("cached_from") is None}
@@ -390,7 +415,12 @@ def _write_outputs(out_dir: str, space: SearchSpace, template: Spec, results: li
     if best is not None:
         name = f"{space.name}_best_trial{best['trial']}"
         write_spec(out_dir, space.decode(best["point"], template=template, name=name), BEST_SPEC)
-        os.makedirs(os.path.join(out_dir, FRONT_DIR), exist_ok=True)
+        front_dir = os.path.join(out_dir, FRONT_DIR)
+        os.makedirs(front_dir, exist_ok=True)
+        keep = {f"trial_{r['trial']:04d}.yaml" for r in front}
+        for fname in os.listdir(front_dir):  # a trial that left the front leaves the folder
+            if fname.startswith("trial_") and fname.endswith(".yaml") and fname not in keep:
+                os.unlink(os.path.join(front_dir, fname))
         for r in front:
             fname = os.path.join(FRONT_DIR, f"trial_{r['trial']:04d}.yaml")
             if not os.path.exists(os.path.join(out_dir, fname)):

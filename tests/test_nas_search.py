@@ -130,9 +130,23 @@ def test_outputs_csv_front_plot_and_show(killed_and_resumed, capsys):
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
     summary = json.load(open(os.path.join(d, "summary.json")))
     assert summary["complete"] and summary["trials"] == TRIALS and summary["accuracy_proxy"] == "capacity-test-proxy"
-    assert cli.main(["nas", "show", d]) == 0
+    front_files = sorted(os.listdir(os.path.join(d, "front")))
+    assert front_files == sorted(f"trial_{int(r['trial']):04d}.yaml" for r in front)  # one spec per front member
+    os.unlink(os.path.join(d, "trials.png"))
+    assert cli.main(["nas", "show", d, "--plot"]) == 0
     shown = capsys.readouterr().out
     assert f"{TRIALS}/{TRIALS} trials" in shown and "capacity-test-proxy" in shown and "best spec" in shown
+    assert os.path.getsize(os.path.join(d, "trials.png")) > 1000
+
+
+def test_resume_refuses_another_accuracy_proxy(killed_and_resumed):
+    from conftest_nas import CapacityEvaluator
+    from edgetpu_models.nas.search import SearchConfig, SearchError, run_search
+
+    out, _, _ = killed_and_resumed
+    with pytest.raises(SearchError, match="would mix two objectives"):
+        run_search(SearchConfig(), os.path.join(out, "search"), resume=True,
+                   evaluator=CapacityEvaluator(name="another-proxy"))
 
 
 def test_best_spec_builds_exports_int8_and_passes_the_edgetpu_check(killed_and_resumed, tmp_path, capsys):
@@ -212,3 +226,19 @@ def test_proxy_trains_the_candidate_on_an_image_folder(tmp_path):
     out = ev(spec.to_dict(), 0)
     assert ev.name == "train3-r32-w0.25-b8"
     assert 0.0 <= out["accuracy"] <= 1.0 and out["proxy_params"] > 0 and out["val_loss"] > 0
+
+
+def test_resume_refuses_a_recalibrated_latency_target(killed_and_resumed, tmp_path):
+    import shutil
+
+    from edgetpu_models.nas.search import SearchConfig, SearchError, run_search
+
+    out, _, _ = killed_and_resumed
+    copy = tmp_path / "search"
+    shutil.copytree(os.path.join(out, "search"), copy)
+    cfg = json.loads((copy / "config.json").read_text())
+    assert cfg["target_sha256"]  # the search recorded which latency model it used
+    cfg["target_sha256"] = "0" * 64
+    (copy / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(SearchError, match="changed since this search started"):
+        run_search(SearchConfig(), str(copy), resume=True)
