@@ -117,12 +117,16 @@ def quantization_report(model: Any, representative: Iterable[np.ndarray], *, ima
     debugger.layer_statistics_dump(buf)
     buf.seek(0)
     names = [layer.name for layer in model.layers]
+    output_layer = model.layers[-1].name
     layers = []
     for row in csv.DictReader(buf):
         scale = float(row.get("scale") or 0.0)
         rmse = math.sqrt(max(float(row.get("mean_squared_error") or 0.0), 0.0))
         tensor = row.get("tensor_name", "")
-        layers.append(LayerError(layer=keras_layer_of(tensor, names), op=row.get("op_name", ""), tensor=tensor,
+        layer = keras_layer_of(tensor, names)
+        if layer == tensor and tensor.startswith("StatefulPartitionedCall"):  # the graph's output keeps no layer name
+            layer = output_layer
+        layers.append(LayerError(layer=layer, op=row.get("op_name", ""), tensor=tensor,
                                  rmse=rmse, max_abs_error=float(row.get("max_abs_error") or 0.0), scale=scale,
                                  rmse_per_scale=rmse / scale if scale > 0 else float("inf")))
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -126,16 +124,18 @@ def test_out_must_be_tflite(model, tmp_path):
         export_tflite(model, tmp_path / "x.bin", random_calibration=True)
 
 
-def test_cli_export_keras_file_random_calibration(model, tmp_path):
+def test_cli_export_keras_file_random_calibration(model, tmp_path, capsys):
+    from edgetpu_models.cli import main
+
     path = tmp_path / "m.keras"
     model.save(path)
     out = tmp_path / "m.tflite"
-    r = subprocess.run([sys.executable, "-m", "edgetpu_models.cli", "export", str(path), "--random-calibration",
-                        "--io", "int8", "--out", str(out)], capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr
-    assert "RANDOM" in r.stdout and "Edge TPU: 5 of 5 ops mapped (100.0%)" in r.stdout
+    assert main(["export", str(path), "--random-calibration", "--io", "int8", "--out", str(out)]) == 0
+    stdout = capsys.readouterr().out
+    assert "RANDOM" in stdout and "Edge TPU: 5 of 5 ops mapped (100.0%)" in stdout
     meta = json.loads((tmp_path / "m.json").read_text())
     assert meta["calibration"] == "random" and meta["input"]["dtype"] == "int8"
-    none = subprocess.run([sys.executable, "-m", "edgetpu_models.cli", "export", str(path), "--out",
-                           str(tmp_path / "n.tflite")], capture_output=True, text=True)
-    assert none.returncode == 2 and "--random-calibration" in none.stderr and not (tmp_path / "n.tflite").exists()
+    assert main(["export", str(path), "--out", str(tmp_path / "n.tflite")]) == 2
+    err = capsys.readouterr().err
+    assert "--random-calibration" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "n.tflite").exists()
