@@ -115,7 +115,7 @@ class LatencyClient:
     """
 
     def __init__(self, address: str, *, timeout_s: float = 10.0, retries: int = 5, token: str | None = None,
-                 tls_ca: str | None = None, backoff_s: float = 0.1, max_backoff_s: float = 2.0) -> None:
+                 tls_ca: str | None = None, backoff_s: float = 0.2, max_backoff_s: float = 5.0) -> None:
         host, sep, port = address.rpartition(":")
         if not sep or not host or not port.isdigit():
             raise LatencyServerError(f"{address}: expected a server address HOST:PORT")
@@ -145,12 +145,16 @@ class LatencyClient:
         self._stub = latency_pb2_grpc.LatencyEstimatorStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
         self._closed = threading.Event()
+        self._stats_lock = threading.Lock()
+        self._stats = {"calls": 0, "retries": 0}
 
     # -- calls ---------------------------------------------------------------------------------------------------------
     def _call(self, method: Any, request: Any, what: str) -> Any:
         if self._closed.is_set():
             raise LatencyServerError(f"{self.address}: client is closed")
         attempt = 0
+        with self._stats_lock:
+            self._stats["calls"] += 1
         while True:
             try:
                 return method(request, timeout=self.timeout_s, metadata=self._metadata)
@@ -160,6 +164,8 @@ class LatencyClient:
                     delay = min(self.max_backoff_s, self.backoff_s * (2 ** attempt))
                     time.sleep(delay * random.uniform(0.5, 1.0))
                     attempt += 1
+                    with self._stats_lock:
+                        self._stats["retries"] += 1
                     continue
                 raise self._error(e, what, attempt + 1) from None
 
@@ -220,6 +226,12 @@ class LatencyClient:
                 last = str(e)
             time.sleep(0.05)
         raise LatencyServerError(f"{self.address}: latency server not ready after {timeout_s:g} s ({last})")
+
+    @property
+    def stats(self) -> dict[str, int]:
+        """Calls made and UNAVAILABLE retries so far (a search can log how often the server was away)."""
+        with self._stats_lock:
+            return dict(self._stats)
 
     # -- lifetime ------------------------------------------------------------------------------------------------------
     def close(self) -> None:

@@ -83,9 +83,32 @@ def parse_spec_text(text: str, where: str = "request spec") -> Spec:
     return spec_from_dict(data, source=where)
 
 
-def estimate_request(request: latency_pb2.EstimateRequest, where: str = "request") -> "_latency.LatencyEstimate":
+def served_targets(measured: bool = False) -> list[str]:
+    """The targets a server offers: every latency target, less the measured ones unless `measured`."""
+    out = []
+    for name in _latency.list_targets():
+        try:
+            kind = _latency.load_target(name).kind
+        except TargetError:  # a broken target file is not offered; asking for it names the problem
+            continue
+        if measured or kind != "measured":
+            out.append(name)
+    return out
+
+
+def check_target(target: str, measured: bool = False) -> None:
+    """TargetError for an unknown target, or a measured one (it builds and times a real model with TensorFlow on the
+    server host, seconds per call) on a server not started with `measured`."""
+    if _latency.load_target(target).kind == "measured" and not measured:
+        raise TargetError(f"{target}: measured target not served here (it times a real model on the server host); "
+                          f"available: {', '.join(served_targets(False))}")
+
+
+def estimate_request(request: latency_pb2.EstimateRequest, where: str = "request",
+                     measured: bool = False) -> "_latency.LatencyEstimate":
     """Runs the estimator for one request; raises the library's typed errors (SpecError, ModelFileError, ...)."""
     target = request.target or DEFAULT_TARGET
+    check_target(target, measured)
     resolution = request.resolution if request.HasField("resolution") else None
     variant = request.variant if request.HasField("variant") else None
     kind = request.WhichOneof("model")
@@ -186,8 +209,9 @@ def _rpc(method: Callable[..., Any]) -> Callable[..., Any]:
 class LatencyService(latency_pb2_grpc.LatencyEstimatorServicer):
     """The RPC methods. Every call is counted in flight (for draining) and turns errors into status codes."""
 
-    def __init__(self, cache_size: int = DEFAULT_CACHE_SIZE) -> None:
+    def __init__(self, cache_size: int = DEFAULT_CACHE_SIZE, measured: bool = False) -> None:
         self.cache = _LRUCache(cache_size)
+        self.measured = measured
         self.draining = threading.Event()
         self._inflight = 0
         self._idle = threading.Condition()
@@ -207,7 +231,7 @@ class LatencyService(latency_pb2_grpc.LatencyEstimatorServicer):
         hit = self.cache.get(key)
         if hit is not None:
             return hit
-        resp = to_response(estimate_request(request, where))
+        resp = to_response(estimate_request(request, where, self.measured))
         self.cache.put(key, resp)
         return resp
 
@@ -220,13 +244,17 @@ class LatencyService(latency_pb2_grpc.LatencyEstimatorServicer):
     @_rpc
     def EstimateBatch(self, request: latency_pb2.EstimateBatchRequest,
                       context: grpc.ServicerContext) -> latency_pb2.EstimateBatchResponse:
-        results = [self._estimate_cached(r, f"requests[{i}]") for i, r in enumerate(request.requests)]
+        results = []
+        for i, r in enumerate(request.requests):
+            if not context.is_active():  # the client gave up (deadline, cancel): stop spending CPU on it
+                context.abort(grpc.StatusCode.CANCELLED, f"EstimateBatch abandoned by the client at requests[{i}]")
+            results.append(self._estimate_cached(r, f"requests[{i}]"))
         return latency_pb2.EstimateBatchResponse(results=results)
 
     @_rpc
     def ListTargets(self, request: latency_pb2.ListTargetsRequest,
                     context: grpc.ServicerContext) -> latency_pb2.ListTargetsResponse:
-        return latency_pb2.ListTargetsResponse(targets=list(_latency.list_targets()))
+        return latency_pb2.ListTargetsResponse(targets=served_targets(self.measured))
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -318,6 +346,8 @@ class ServerConfig:
     cache_size: int = DEFAULT_CACHE_SIZE
     grace_s: float = 10.0
     """How long a drain waits for in-flight calls before cancelling them."""
+    measured: bool = False
+    """Serve measured targets too (each call builds, converts and times a model with TensorFlow here)."""
 
 
 class LatencyServer:
@@ -333,7 +363,7 @@ class LatencyServer:
         if not is_loopback(config.host) and not (config.token or config.tls_cert):
             raise ServerError(f"{config.host}: refusing to serve a non-loopback address without a token file or TLS")
         self.config = config
-        self.service = LatencyService(config.cache_size)
+        self.service = LatencyService(config.cache_size, config.measured)
         self.health = health.HealthServicer()
         self._server: grpc.Server | None = None
         self._port: int | None = None
@@ -446,6 +476,7 @@ def _reserve_port(host: str, port: int) -> socket.socket:
     h = host.strip("[]")
     family = socket.AF_INET6 if ":" in h else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gRPC does: a restart next to TIME_WAITs binds
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     try:
         sock.bind((h, port))

@@ -52,7 +52,7 @@ def cmd_latency_server(args: argparse.Namespace) -> int:
     tls_key = _read_file(args.tls_key, "TLS private key") if args.tls_key else None
     config = ServerConfig(host=args.host, port=args.port, threads=args.threads, token=token, tls_cert=tls_cert,
                           tls_key=tls_key, max_message_bytes=args.max_message_bytes, cache_size=args.cache_size,
-                          grace_s=args.grace)
+                          grace_s=args.grace, measured=args.measured)
     logging.basicConfig(level=logging.WARNING, format="latency-server: %(levelname)s: %(message)s")
 
     def ready(serving: Serving) -> None:
@@ -89,4 +89,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="identical requests answered from a cache of this many estimates (default 4096; 0: off)")
     p.add_argument("--grace", type=float, default=10.0, metavar="S",
                    help="on SIGTERM, seconds calls in flight get to finish (default 10)")
+    p.add_argument("--measured", action="store_true",
+                   help="also serve measured targets (each call builds, converts and times a model here with "
+                        "TensorFlow; seconds per call). Off by default: the spec path stays TF-free and fast")
     p.set_defaults(func=cmd_latency_server)

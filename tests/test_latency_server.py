@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -182,8 +184,13 @@ def test_health_and_reflection_for_generic_tools(server):
             assert resp.status == health_pb2.HealthCheckResponse.SERVING
 
 
-def test_list_targets(client):
-    assert client.list_targets() == latency.list_targets()
+def test_list_targets_and_measured_targets_off_by_default(client, stub):
+    targets = client.list_targets()
+    assert "coral-usb" in targets and set(targets) <= set(latency.list_targets())
+    measured = [t for t in latency.list_targets() if latency.load_target(t).kind == "measured"]
+    assert measured and not set(measured) & set(targets)
+    code, detail = _code(stub, latency_pb2.EstimateRequest(zoo_model="mobilenet_edgetpu", target=measured[0]))
+    assert code == grpc.StatusCode.NOT_FOUND and "measured target not served" in detail
 
 
 def test_identical_requests_come_from_a_bounded_cache():
@@ -248,6 +255,7 @@ def test_drain_finishes_calls_in_flight_and_refuses_new_ones():
         with pytest.raises(LatencyServerError) as info:
             late.list_targets()
         assert info.value.code == grpc.StatusCode.UNAVAILABLE
+        assert late.health() == "NOT_SERVING"
         assert srv.service.inflight == 1, "the batch should still be running: make it longer"
     t.join(60)
     drainer.join(60)
@@ -256,8 +264,9 @@ def test_drain_finishes_calls_in_flight_and_refuses_new_ones():
     assert srv.wait_stopped(0)
 
 
-def _start_server_process(port: int) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "edgetpu_models.cli", "latency-server", "--port", str(port)],
+def _start_server_process(port: int, workers: int = 1) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "edgetpu_models.cli", "latency-server", "--port", str(port),
+                             "--workers", str(workers)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
 
 
@@ -269,6 +278,7 @@ def test_server_killed_and_restarted_loses_no_request():
     expected = [latency.estimate_spec(spec, resolution=r, variant=variant).to_dict() for r in resolutions]
     got: list = []
     failures: list = []
+    stats: dict = {}
     proc = _start_server_process(port)
     procs = [proc]
     try:
@@ -276,13 +286,15 @@ def test_server_killed_and_restarted_loses_no_request():
             probe.wait_ready(60)
 
         def run():
-            with LatencyClient(address, timeout_s=10, retries=10, backoff_s=0.05, max_backoff_s=1.0) as c:
+            with LatencyClient(address, timeout_s=10, retries=20, backoff_s=0.05, max_backoff_s=1.0) as c:
                 for r in resolutions:
                     try:
                         got.append(c.estimate(spec, resolution=r, variant=variant))
                     except Exception as e:  # pragma: no cover - reported by the assertion below
                         failures.append(e)
+                        break
                     time.sleep(0.005)
+                stats.update(c.stats)
 
         t = threading.Thread(target=run)
         t.start()
@@ -293,13 +305,14 @@ def test_server_killed_and_restarted_loses_no_request():
         proc.wait(10)
         killed_at = len(got)
         time.sleep(0.3)
-        proc = _start_server_process(port)
+        proc = _start_server_process(port, workers=2)  # comes back as two worker processes sharing the port
         procs.append(proc)
         t.join(120)
         assert not t.is_alive()
         assert not failures, failures[:3]
         assert killed_at < len(resolutions), "the kill came after the run: nothing was tested"
         assert got == expected
+        assert stats["calls"] == len(resolutions) and stats["retries"] > 0, stats  # the outage was seen and ridden out
         # graceful stop: SIGTERM drains and exits 0
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0
@@ -311,6 +324,24 @@ def test_server_killed_and_restarted_loses_no_request():
                 p.wait(10)
             for stream in (p.stdout, p.stderr):
                 stream.close()
+
+
+def test_tls(tmp_path):
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl not on PATH: cannot make a test certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+                    "-days", "1", "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
+                   check=True, capture_output=True, timeout=60)
+    config = ServerConfig(port=0, tls_cert=cert.read_bytes(), tls_key=key.read_bytes())
+    with LatencyServer(config) as srv:
+        with LatencyClient(srv.address, tls_ca=str(cert)) as c:
+            assert c.estimate("mobilenet_edgetpu") == latency.estimate("mobilenet_edgetpu").to_dict()
+        with LatencyClient(srv.address, retries=0, timeout_s=5) as plain:  # plaintext to a TLS port fails
+            with pytest.raises(LatencyServerError):
+                plain.list_targets()
+    # TLS alone (no token) makes a non-loopback bind acceptable
+    LatencyServer(dataclasses.replace(config, host="0.0.0.0"))
 
 
 def test_spec_path_is_tensorflow_free():
