@@ -39,7 +39,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from ..errors import EdgeTPUModelsError, TargetError, UnknownModelError
-from ..spec import Spec, spec_from_dict
+from ..spec import Spec, pick_variant, round_repeats, spec_from_dict
 from ..zoo import zoo_spec
 from . import latency as _latency
 from . import latency_pb2, latency_pb2_grpc
@@ -52,6 +52,8 @@ DEFAULT_PORT = 50051
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 """Large enough for an int8 EfficientNet-EdgeTPU-L .tflite (about 11 MB) with room to spare."""
 DEFAULT_CACHE_SIZE = 4096
+MAX_BLOCKS = 1000
+"""Largest spec (blocks after depth scaling) the server estimates; the zoo's largest has 30."""
 ERROR_TYPE_KEY = "edgetpu-error-type"
 AUTH_KEY = "authorization"
 
@@ -96,12 +98,24 @@ def served_targets(measured: bool = False) -> list[str]:
     return out
 
 
-def check_target(target: str, measured: bool = False) -> None:
-    """TargetError for an unknown target, or a measured one (it builds and times a real model with TensorFlow on the
-    server host, seconds per call) on a server not started with `measured`."""
-    if _latency.load_target(target).kind == "measured" and not measured:
+def check_target(target: str, measured: bool = False) -> Any:
+    """The target (`latency.Target`); TargetError for an unknown one, or a measured one (it builds and times a real
+    model with TensorFlow on the server host, seconds per call) on a server not started with `measured`."""
+    t = _latency.load_target(target)
+    if t.kind == "measured" and not measured:
         raise TargetError(f"{target}: measured target not served here (it times a real model on the server host); "
                           f"available: {', '.join(served_targets(False))}")
+    return t
+
+
+def check_size(spec: Spec, variant: str | None, where: str, max_blocks: int = MAX_BLOCKS) -> None:
+    """A spec's block count after depth scaling, checked before the graph is built: `repeats: 1000000000` must be a
+    one-line INVALID_ARGUMENT, not a server that runs out of memory."""
+    _, v = pick_variant(spec, variant)
+    blocks = sum(round_repeats(st.repeats, v.depth) for st in spec.stages)
+    if blocks > max_blocks:
+        raise RequestError(f"{where}: stages: {blocks} blocks after depth scaling; this server takes at most "
+                           f"{max_blocks}")
 
 
 def estimate_request(request: latency_pb2.EstimateRequest, where: str = "request",
@@ -122,6 +136,7 @@ def estimate_request(request: latency_pb2.EstimateRequest, where: str = "request
         spec, zoo_variant = zoo_spec(request.zoo_model)
         return _latency.estimate_spec(spec, target, resolution=resolution, variant=variant or zoo_variant)
     spec = parse_spec_text(request.spec, f"{where}.spec")
+    check_size(spec, variant, f"{where}.spec")
     return _latency.estimate_spec(spec, target, resolution=resolution, variant=variant)
 
 
@@ -148,8 +163,11 @@ class _LRUCache:
         self.misses = 0
 
     @staticmethod
-    def key(request: latency_pb2.EstimateRequest) -> bytes:
-        return hashlib.blake2b(request.SerializeToString(deterministic=True), digest_size=20).digest()
+    def key(request: latency_pb2.EstimateRequest, version: str = "") -> bytes:
+        """`version` names the state of the target (its file's mtime), so a recalibrated target is not served stale."""
+        h = hashlib.blake2b(request.SerializeToString(deterministic=True), digest_size=20)
+        h.update(version.encode())
+        return h.digest()
 
     def get(self, key: bytes) -> latency_pb2.EstimateResponse | None:
         with self._lock:
@@ -227,7 +245,12 @@ class LatencyService(latency_pb2_grpc.LatencyEstimatorServicer):
             return self._idle.wait_for(lambda: self._inflight == 0, timeout=timeout)
 
     def _estimate_cached(self, request: latency_pb2.EstimateRequest, where: str) -> latency_pb2.EstimateResponse:
-        key = self.cache.key(request)
+        target = check_target(request.target or DEFAULT_TARGET, self.measured)
+        try:
+            version = f"{target.path}:{os.stat(target.path).st_mtime_ns}"
+        except OSError:
+            version = ""
+        key = self.cache.key(request, version)
         hit = self.cache.get(key)
         if hit is not None:
             return hit

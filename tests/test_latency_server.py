@@ -108,6 +108,8 @@ def test_bad_requests_get_the_right_status_and_the_server_keeps_serving(server, 
     _, float_tflite = tflite_models
     good_results, good_errors, stop = [], [], threading.Event()
     expected = latency.estimate("mobilenet_edgetpu_075").to_dict()
+    huge = zoo_spec("mobilenet_edgetpu")[0].to_dict()
+    huge["stages"][-1]["repeats"] = 10 ** 9
 
     def well_behaved():  # another client, calling throughout
         with LatencyClient(server.address, timeout_s=20, retries=0) as c:
@@ -132,6 +134,7 @@ def test_bad_requests_get_the_right_status_and_the_server_keeps_serving(server, 
              grpc.StatusCode.INVALID_ARGUMENT),
             (latency_pb2.EstimateRequest(spec="stem: [unclosed"), grpc.StatusCode.INVALID_ARGUMENT),
             (latency_pb2.EstimateRequest(target="coral-usb"), grpc.StatusCode.INVALID_ARGUMENT),
+            (build_request(huge), grpc.StatusCode.INVALID_ARGUMENT),  # must not build a billion-block graph
         ]
         details = []
         for request, want in cases:
@@ -143,6 +146,7 @@ def test_bad_requests_get_the_right_status_and_the_server_keeps_serving(server, 
         assert "coral-nano" in details[2] and "coral-usb" in details[2]
         assert "stages" in details[5]                 # names the missing field
         assert "no model" in details[7]
+        assert "blocks" in details[8]
         # batch: one bad spec fails the call and names its index
         with pytest.raises(grpc.RpcError) as info:
             stub.EstimateBatch(latency_pb2.EstimateBatchRequest(requests=[
