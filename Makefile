@@ -12,7 +12,7 @@ venv:
 	@$(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt -e ".[test]"
 
 demo: venv
-	$(BIN)/edgetpu-models list --build
+	$(BIN)/edgetpu-models demo
 
 test: venv
 	$(BIN)/python -m pytest -q tests

@@ -77,8 +77,8 @@ class Classifier:
         self.model_path = os.fspath(model_path)
         if not os.path.isfile(self.model_path):
             raise ModelFileError(f"{self.model_path}: no such model file")
-        self.meta, json_path = metadata_for(self.model_path)
         self.interpreter, self.backend = make_interpreter(self.model_path, threads, prefer=prefer)
+        self.meta, json_path = metadata_for(self.model_path)
         inp = self.interpreter.get_input_details()[0]
         out = self.interpreter.get_output_details()[0]
         self._in, self._out = inp, out

@@ -126,10 +126,13 @@ class ImageFolderData:
     """tf.data.Dataset: shuffled and (if augment) augmented, a new order every time it is iterated."""
     val: Any
     """tf.data.Dataset: centre crops, fixed order."""
-    class_names: list[str]
-    num_train: int
-    num_val: int
-    skipped: int
+    train_plain: Any = None
+    """tf.data.Dataset: the training images as validation sees them (centre crop, no augmentation), fixed order;
+    e.g. calibration images for int8 export that are not held-out images."""
+    class_names: list[str] = field(default_factory=list)
+    num_train: int = 0
+    num_val: int = 0
+    skipped: int = 0
     image_size: int = 0
     batch_size: int = 32
     train_files: list[str] = field(default_factory=list)
@@ -266,8 +269,10 @@ def load_image_folder(directory: "str | os.PathLike[str]", image_size: int,
     train_ds = train_base.shuffle(n_train, seed=seed, reshuffle_each_iteration=True)
     train_ds = with_augmentation(train_ds, seeds).batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
+    train_plain = train_base.map(center, num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size)
     return ImageFolderData(
-        train=train_ds, val=val_ds, class_names=folder.class_names, num_train=n_train, num_val=len(val_idx),
+        train=train_ds, val=val_ds, train_plain=train_plain.prefetch(tf.data.AUTOTUNE),
+        class_names=folder.class_names, num_train=n_train, num_val=len(val_idx),
         skipped=len(folder.skipped), image_size=image_size, batch_size=batch_size,
         train_files=[folder.files[i] for i in train_idx], val_files=[folder.files[i] for i in val_idx],
         val_labels=[folder.labels[i] for i in val_idx], _make_train=make_train_epoch)
