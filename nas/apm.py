@@ -1,16 +1,20 @@
 """Analytical performance model (APM) of the Edge TPU: a roofline with extra ceilings, costed layer by layer.
 
-Per layer the model takes the largest of four ceilings and adds a fixed per-layer overhead:
+Per layer the model takes the largest of the on-chip ceilings, adds the time to stream parameters that are not
+cached and a fixed per-layer overhead:
 
 - compute: MACs over the effective rate of the 16 tiles x 64 cells x 4-MAC array. The rate is lost to how the layer
   maps onto it: output feature-map positions are spread over a 4 x 4 grid of tiles (small maps leave tiles idle),
   output channels over the 64 cells of a tile (padded to a multiple of 64), and each output's reduction (k*k*Cin)
   over the 4 MAC lanes of a cell (padded to a multiple of 4), plus a fixed drain per output, so shallow reductions
   use the array poorly. A depthwise convolution reduces over no input channels: one lane, k*k cycles. Element-wise
-  ops (add, pooling, concat, ...) process one element per cell per cycle.
+  ops (add, mul, concat, pad, pooling) run on the cells' vector path at a fitted fraction of one element per cell
+  per cycle.
 - activations: bytes read and written in the tiles' narrow memory, over its bandwidth.
 - weights: parameter bytes read from the on-chip parameter cache.
 - param_stream: parameters that did not fit in the ~8 MiB cache are streamed over the host link on every inference.
+  A layer cannot start before its parameters have arrived, so link time adds to the layer's on-chip time (the bound
+  reported is param_stream when it is the larger part).
 
 Input and output tensors cross the host link too (plus a fixed invoke overhead); they are reported as two extra rows
 so the rows always add up to the total. The free constants (marked `calibrated` in the target files) are fitted to
@@ -28,7 +32,8 @@ from typing import Any, Mapping, NamedTuple
 from edgetpu_models.errors import TargetError
 from edgetpu_models.layer_graph import Layer, LayerGraph
 
-CALIBRATED = ("compute_efficiency", "act_bytes_per_cycle", "link_mb_per_s", "layer_overhead_us", "invoke_overhead_us")
+CALIBRATED = ("compute_efficiency", "vector_efficiency", "act_bytes_per_cycle", "link_mb_per_s", "layer_overhead_us",
+              "invoke_overhead_us")
 """The free constants fitted to measurements; every other field is a hardware fact or a written-down assumption."""
 
 FREE_OPS = frozenset({"reshape", "dropout"})
@@ -56,6 +61,9 @@ class EdgeTPUConstants:
     """Bandwidth of the on-chip parameter cache (assumption: 16 bytes per tile per cycle)."""
     # calibrated
     compute_efficiency: float = 0.5
+    """Fraction of the mapped MAC rate that convolutions sustain."""
+    vector_efficiency: float = 1.0
+    """Fraction of one element per cell per cycle that element-wise ops (add, mul, concat, pad, pooling) sustain."""
     act_bytes_per_cycle: float = 32.0
     link_mb_per_s: float = 400.0
     layer_overhead_us: float = 10.0
@@ -82,15 +90,21 @@ class EdgeTPUConstants:
         return self.tiles * self.cells_per_tile * self.macs_per_cell
 
 
-class LayerCost(NamedTuple):
+class LayerLatency(NamedTuple):
+    """One row of an estimate (re-exported by `latency`; a NamedTuple because ~100 are made per estimate)."""
+
     name: str
     op: str
     output_shape: tuple[int, ...]
     macs: int
     ms: float
     bound: str
-    param_bytes: int
-    streamed_bytes: int
+    """What limits the layer: compute, activations, weights, param_stream, overhead, host_link (Edge TPU); the
+    kernel type for the CPU predictor; 'measured' for a timed model."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "op": self.op, "output_shape": list(self.output_shape), "macs": self.macs,
+                "ms": self.ms, "bound": self.bound}
 
 
 def param_bytes(layer: Layer) -> int:
@@ -102,6 +116,8 @@ def param_bytes(layer: Layer) -> int:
 
 
 def _prod(shape: tuple[int, ...]) -> int:
+    if len(shape) == 3:
+        return shape[0] * shape[1] * shape[2]
     out = 1
     for d in shape:
         out *= d
@@ -116,8 +132,9 @@ def _fill(n: int, unit: int) -> float:
 
 
 def layer_terms(layer: Layer, c: EdgeTPUConstants) -> tuple[int, float, int, int]:
-    """(MACs, compute cycles at compute_efficiency 1, activation bytes moved, parameter bytes) of one layer. These
-    depend only on the chip's structure, not on the calibrated constants."""
+    """(MACs, compute cycles at efficiency 1, activation bytes moved, parameter bytes) of one layer: cycles on the MAC
+    array for convolutions and dense layers (MACs > 0), cycles on the cells' vector path for other ops. These
+    depend only on the chip's structure, not on the calibrated constants. (Inlined arithmetic: NAS hot path.)"""
     op = layer.op
     out_shape, in_shape = layer.output_shape, layer.input_shape
     out_elems = _prod(out_shape)
@@ -125,16 +142,25 @@ def layer_terms(layer: Layer, c: EdgeTPUConstants) -> tuple[int, float, int, int
     if op in CONV_OPS:
         cells = c.cells_per_tile
         cout, cin = out_shape[-1], in_shape[-1]
-        if op == "depthwise_conv2d":  # no reduction over input channels: k*k taps on one lane
-            reduction = layer.kernel_area / c.depthwise_lanes
+        hw = layer.kernel_hw
+        ka = hw[0] * hw[1] if hw else layer.kernel * layer.kernel
+        if op == "conv2d":
+            macs, kparams = out_elems * ka * cin, ka * cin * cout
+            reduction: float = -(-(ka * cin) // c.macs_per_cell)
+        elif op == "depthwise_conv2d":  # no reduction over input channels: k*k taps on one lane
+            macs, kparams = out_elems * ka, ka * cin
+            reduction = ka / c.depthwise_lanes
         else:
-            reduction = -(-(layer.kernel_area * cin) // c.macs_per_cell)
+            macs = kparams = cin * cout
+            reduction = -(-cin // c.macs_per_cell)
         if len(out_shape) == 3:  # positions over the tile grid, output channels over the cells of a tile
             grid = c.tile_grid
             rounds = -(-out_shape[0] // grid) * -(-out_shape[1] // grid) * -(-cout // cells)
         else:  # a vector (dense): output channels over every cell of every tile
             rounds = -(-cout // (c.tiles * cells))
-        return layer.macs, rounds * (reduction + c.drain_cycles), in_elems + out_elems, param_bytes(layer)
+        wp = layer.weight_params
+        pbytes = (wp if wp >= 0 else kparams + cout) + 3 * cout
+        return macs, rounds * (reduction + c.drain_cycles), in_elems + out_elems, pbytes
     if op == "max_pool2d" or op == "avg_pool2d":
         work = out_elems * layer.kernel_area
     elif op == "global_avg_pool" or op == "global_max_pool":
@@ -154,7 +180,7 @@ def layer_terms(layer: Layer, c: EdgeTPUConstants) -> tuple[int, float, int, int
     return 0, work / (c.tiles * c.cells_per_tile), act_bytes, pbytes
 
 
-def cost_graph(graph: LayerGraph, c: EdgeTPUConstants) -> tuple[list[LayerCost], int, int]:
+def cost_graph(graph: LayerGraph, c: EdgeTPUConstants) -> tuple[list[LayerLatency], int, int]:
     """Per-layer costs (transfer rows first and last), on-chip and off-chip parameter bytes."""
     cycle_ms = 1e-3 / c.clock_mhz  # one cycle in ms
     link_bytes_per_ms = c.link_mb_per_s * 1e3
@@ -162,14 +188,15 @@ def cost_graph(graph: LayerGraph, c: EdgeTPUConstants) -> tuple[list[LayerCost],
     act_ms_per_byte = cycle_ms / c.act_bytes_per_cycle
     weight_ms_per_byte = cycle_ms / c.weight_bytes_per_cycle
     compute_ms = cycle_ms / c.compute_efficiency
+    vector_ms = cycle_ms / c.vector_efficiency
     cache_left = c.param_cache_bytes
     on_chip = off_chip = 0
-    rows = [LayerCost("<input>", "transfer", tuple(graph.input_shape), 0,
-                      c.invoke_overhead_us * 1e-3 + _prod(graph.input_shape) / link_bytes_per_ms, "host_link", 0, 0)]
+    rows = [LayerLatency("<input>", "transfer", tuple(graph.input_shape), 0,
+                         c.invoke_overhead_us * 1e-3 + _prod(graph.input_shape) / link_bytes_per_ms, "host_link")]
     append = rows.append
     for layer in graph.layers:
         if layer.op in FREE_OPS:
-            append(LayerCost(layer.name, layer.op, layer.output_shape, 0, 0.0, "free", 0, 0))
+            append(LayerLatency(layer.name, layer.op, layer.output_shape, 0, 0.0, "free"))
             continue
         macs, cycles, act_bytes, pbytes = layer_terms(layer, c)
         cached = pbytes if pbytes <= cache_left else cache_left
@@ -177,21 +204,22 @@ def cost_graph(graph: LayerGraph, c: EdgeTPUConstants) -> tuple[list[LayerCost],
         streamed = pbytes - cached
         on_chip += cached
         off_chip += streamed
-        bound, top = "compute", cycles * compute_ms
+        bound, top = "compute", cycles * (compute_ms if layer.op in CONV_OPS else vector_ms)
         t = act_bytes * act_ms_per_byte
         if t > top:
             bound, top = "activations", t
         t = cached * weight_ms_per_byte
         if t > top:
             bound, top = "weights", t
+        # Streamed parameters must arrive before the layer can run: link time adds to the on-chip time.
         t = streamed / link_bytes_per_ms
         if t > top:
-            bound, top = "param_stream", t
-        if overhead_ms > top:
+            bound = "param_stream"
+        elif overhead_ms > top:
             bound = "overhead"
-        append(LayerCost(layer.name, layer.op, layer.output_shape, macs, top + overhead_ms, bound, pbytes, streamed))
-    rows.append(LayerCost("<output>", "transfer", graph.output_shape, 0,
-                          _prod(graph.output_shape) / link_bytes_per_ms, "host_link", 0, 0))
+        append(LayerLatency(layer.name, layer.op, layer.output_shape, macs, top + t + overhead_ms, bound))
+    append(LayerLatency("<output>", "transfer", graph.output_shape, 0,
+                        _prod(graph.output_shape) / link_bytes_per_ms, "host_link"))
     return rows, on_chip, off_chip
 
 
@@ -202,7 +230,8 @@ class GraphTerms(NamedTuple):
     """The constant-independent part of a graph's cost, one array entry per costed layer (see `terms_latency_ms`;
     `cost_graph` is the reference and the tests check that both agree)."""
 
-    compute_cycles: Any      # at compute_efficiency 1
+    compute_cycles: Any      # MAC array, at compute_efficiency 1
+    vector_cycles: Any       # vector path, at vector_efficiency 1
     act_bytes: Any
     cached_bytes: Any
     streamed_bytes: Any
@@ -214,7 +243,7 @@ class GraphTerms(NamedTuple):
 def graph_terms(graph: LayerGraph, c: EdgeTPUConstants) -> GraphTerms:
     import numpy as np
 
-    comp, act, cached_l, stream = [], [], [], []
+    comp, vec, act, cached_l, stream = [], [], [], [], []
     cache_left = c.param_cache_bytes
     for layer in graph.layers:
         if layer.op in FREE_OPS:
@@ -222,12 +251,14 @@ def graph_terms(graph: LayerGraph, c: EdgeTPUConstants) -> GraphTerms:
         _, cycles, act_bytes, pbytes = layer_terms(layer, c)
         cached = min(pbytes, cache_left)
         cache_left -= cached
-        comp.append(cycles)
+        conv = layer.op in CONV_OPS
+        comp.append(cycles if conv else 0.0)
+        vec.append(0.0 if conv else cycles)
         act.append(act_bytes)
         cached_l.append(cached)
         stream.append(pbytes - cached)
     io_bytes = _prod(graph.input_shape) + _prod(graph.output_shape)
-    return GraphTerms(np.array(comp, float), np.array(act, float), np.array(cached_l, float),
+    return GraphTerms(np.array(comp, float), np.array(vec, float), np.array(act, float), np.array(cached_l, float),
                       np.array(stream, float), io_bytes, int(sum(cached_l)), int(sum(stream)))
 
 
@@ -236,10 +267,10 @@ def terms_latency_ms(t: GraphTerms, c: EdgeTPUConstants) -> float:
 
     cycle_ms = 1e-3 / c.clock_mhz
     link = c.link_mb_per_s * 1e3
-    per_layer = np.maximum.reduce([t.compute_cycles * (cycle_ms / c.compute_efficiency),
+    per_layer = np.maximum.reduce([t.compute_cycles * (cycle_ms / c.compute_efficiency)
+                                   + t.vector_cycles * (cycle_ms / c.vector_efficiency),
                                    t.act_bytes * (cycle_ms / c.act_bytes_per_cycle),
-                                   t.cached_bytes * (cycle_ms / c.weight_bytes_per_cycle),
-                                   t.streamed_bytes / link])
+                                   t.cached_bytes * (cycle_ms / c.weight_bytes_per_cycle)]) + t.streamed_bytes / link
     per_layer = np.maximum(per_layer, 0.0)
     n = len(t.compute_cycles)
     return float(c.invoke_overhead_us * 1e-3 + t.io_bytes / link + per_layer.sum() + n * c.layer_overhead_us * 1e-3)

@@ -31,7 +31,7 @@ from .apm import CALIBRATED, EdgeTPUConstants, GraphTerms, graph_terms, terms_la
 from .frontends import graph_from_dict, graph_to_dict
 from .latency import Target, load_target, targets_dir
 
-BOUNDS = {"compute_efficiency": (0.01, 1.0), "act_bytes_per_cycle": (1.0, 4096.0), "link_mb_per_s": (10.0, 20000.0),
+BOUNDS = {"compute_efficiency": (0.01, 1.0), "vector_efficiency": (0.001, 1.0), "act_bytes_per_cycle": (1.0, 4096.0), "link_mb_per_s": (10.0, 20000.0),
           "layer_overhead_us": (0.05, 500.0), "invoke_overhead_us": (1.0, 20000.0)}
 
 
@@ -146,8 +146,10 @@ def calibration_graphs(rows: Sequence[CalibrationRow], rebuild: bool = False, wo
                 raise TargetError(f"{path}: missing calibration graph; run `edgetpu-models calibrate` without "
                                   f"--reuse-graphs to build it")
             os.makedirs(work_dir, exist_ok=True)
-            g = build_calibration_graph(row, work_dir)
-            write_text_atomic(path, json.dumps(graph_to_dict(g), separators=(",", ":")) + "\n")
+            d = graph_to_dict(build_calibration_graph(row, work_dir))
+            d["source"] = ("int8 .tflite (tf_keras.applications, weights=None, random calibration) via the .tflite "
+                           "front end")
+            write_text_atomic(path, json.dumps(d, separators=(",", ":")) + "\n")
         graphs.append(load_graph_json(path))
     return graphs
 

@@ -6,7 +6,7 @@ import argparse
 import json
 import os
 
-from edgetpu_models.errors import EdgeTPUModelsError, ModelFileError
+from edgetpu_models.errors import EdgeTPUModelsError
 from edgetpu_models.tables import fmt_int, format_table
 
 
@@ -38,28 +38,13 @@ def cmd_estimate(args: argparse.Namespace) -> int:
 
 
 def _estimate_remote(args: argparse.Namespace) -> dict:
-    from .client import LatencyClient  # helper C's client (gRPC); imported only when asked for
+    """Asks a running latency server (helper module `client`, gRPC; imported only when asked for)."""
+    from .client import LatencyClient
 
-    model = args.model
-    if model.lower().endswith(".tflite"):
-        try:
-            with open(model, "rb") as f:
-                payload: object = f.read()
-        except OSError as e:
-            raise ModelFileError(f"{model}: cannot read ({e.strerror or e})") from None
-    else:
-        from edgetpu_models.zoo import resolve_model_ref
-
-        spec, variant = resolve_model_ref(model, args.variant)
-        if variant is not None and variant not in spec.variants:
-            raise EdgeTPUModelsError(f"--variant {variant}: not a variant of {spec.name}")
-        payload = spec
-        if variant is not None:  # send the variant as the spec's default so the server resolves the same network
-            from dataclasses import replace
-
-            payload = replace(spec, default_variant=variant)
+    if args.threads is not None:
+        raise EdgeTPUModelsError("--threads applies to estimates made here, not with --server")
     with LatencyClient(args.server) as client:
-        return client.estimate(payload, target=args.target, resolution=args.resolution)
+        return client.estimate(args.model, target=args.target, resolution=args.resolution, variant=args.variant)
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:

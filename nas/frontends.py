@@ -187,9 +187,11 @@ def keras_graph(model: Any, name: str | None = None) -> LayerGraph:
         raise ModelFileError(f"{getattr(model, 'name', 'model')}: expected one static (H, W, C) image input, got "
                              f"{model.input_shape}")
     consumers: dict[str, int] = {}
+    consumer_layers: dict[str, list[Any]] = {}
     for layer in model.layers:
         for src in _inbound(layer):
             consumers[src] = consumers.get(src, 0) + 1
+            consumer_layers.setdefault(src, []).append(layer)
     tensor: dict[str, str] = {}       # keras layer name -> graph layer name carrying its output
     out: dict[str, Layer] = {}        # graph layers by name, in order
     order: list[str] = []
@@ -255,6 +257,9 @@ def keras_graph(model: Any, name: str | None = None) -> LayerGraph:
         elif cls == "Concatenate":
             emit(Layer(layer.name, "concat", ins, i_shape, o_shape))
         elif cls == "ZeroPadding2D":
+            if _pad_folds_into_conv(layer, consumer_layers.get(layer.name, [])):
+                tensor[layer.name] = ins[0]  # the converter turns pad + 'valid' conv into one 'same' conv
+                continue
             emit(Layer(layer.name, "pad", ins, i_shape, o_shape))
         elif cls in ("MaxPooling2D", "AveragePooling2D"):
             cfg = layer.get_config()
@@ -270,7 +275,7 @@ def keras_graph(model: Any, name: str | None = None) -> LayerGraph:
             continue
         elif cls in ("Flatten", "Reshape"):
             emit(Layer(layer.name, "reshape", ins, i_shape, o_shape))
-        elif cls == "Lambda" and len(ins) >= 1:
+        elif cls in ("Lambda", "CustomScaleLayer") and len(ins) >= 1:
             # keras.applications uses Lambda for scaled residuals (x + scale * r): a mul fused into the add
             emit(Layer(layer.name, "add", ins, i_shape, o_shape, activation=act))
         elif cls in ("Rescaling", "Normalization"):
@@ -281,6 +286,24 @@ def keras_graph(model: Any, name: str | None = None) -> LayerGraph:
         tensor[layer.name] = order[-1]
     layers = tuple(out[n] for n in order)
     return LayerGraph(name or model.name, in_shape, layers)  # type: ignore[arg-type]
+
+
+def _pad_folds_into_conv(pad: Any, consumers: list[Any]) -> bool:
+    """True when a ZeroPadding2D feeds only a 'valid' conv and pads exactly as TF 'same' padding would."""
+    if len(consumers) != 1 or type(consumers[0]).__name__ not in ("Conv2D", "DepthwiseConv2D"):
+        return False
+    cfg = consumers[0].get_config()
+    if cfg.get("padding") != "valid" or tuple(cfg.get("dilation_rate", (1, 1))) != (1, 1):
+        return False
+    (top, bottom), (left, right) = pad.padding
+    h, w = _shape(pad.input_shape)[:2]
+    for size, k, s, lo, hi in ((h, cfg["kernel_size"][0], cfg["strides"][0], top, bottom),
+                               (w, cfg["kernel_size"][1], cfg["strides"][1], left, right)):
+        out = -(-size // s)
+        total = max((out - 1) * s + k - size, 0)
+        if (lo, hi) != (total // 2, total - total // 2):
+            return False
+    return True
 
 
 def _with(layer: Layer, **changes: Any) -> Layer:

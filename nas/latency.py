@@ -13,7 +13,7 @@ import os
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
-from typing import Any, NamedTuple
+from typing import Any
 
 import yaml
 
@@ -21,26 +21,11 @@ from edgetpu_models.errors import TargetError
 from edgetpu_models.layer_graph import LayerGraph
 from edgetpu_models.spec import Spec
 
-from .apm import EdgeTPUConstants, cost_graph
+from .apm import EdgeTPUConstants, LayerLatency, cost_graph
 
 KINDS = ("edgetpu", "cpu", "measured")
-
-
-class LayerLatency(NamedTuple):
-    """One row of an estimate (immutable; a NamedTuple because the NAS hot path creates ~100 per model)."""
-
-    name: str
-    op: str
-    output_shape: tuple[int, ...]
-    macs: int
-    ms: float
-    bound: str
-    """What limits the layer: compute, activations, weights, param_stream, overhead, host_link (Edge TPU); the
-    kernel type for the CPU predictor; 'measured' for a timed model."""
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "op": self.op, "output_shape": list(self.output_shape), "macs": self.macs,
-                "ms": self.ms, "bound": self.bound}
+__all__ = ["LatencyEstimate", "LayerLatency", "estimate", "estimate_spec", "estimate_graph", "list_targets",
+           "load_target"]
 
 
 @dataclass(frozen=True)
@@ -130,8 +115,7 @@ def estimate_graph(graph: LayerGraph, target: "str | Target" = "coral-usb") -> L
     if t.kind == "edgetpu":
         assert t.constants is not None
         rows, on_chip, off_chip = cost_graph(graph, t.constants)
-        layers = tuple(LayerLatency(r[0], r[1], r[2], r[3], r[4], r[5]) for r in rows)
-        return LatencyEstimate(sum(r.ms for r in rows), t.name, on_chip, off_chip, layers)
+        return LatencyEstimate(sum(r.ms for r in rows), t.name, on_chip, off_chip, tuple(rows))
     if t.kind == "cpu":
         from .cpu import predict_graph
 

@@ -1,0 +1,218 @@
+"""Edge TPU analytical performance model: API contract, the paper's observations, zoo ordering, parameter cache,
+calibration (leave-one-out on the Coral table) and the TF-free spec path. No TensorFlow here."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from edgetpu_models.errors import ModelFileError, SpecError, TargetError
+from edgetpu_models.layer_graph import Layer, LayerGraph
+from edgetpu_models.nas import calibrate as cal
+from edgetpu_models.nas import latency
+from edgetpu_models.nas.frontends import spec_graph
+from edgetpu_models.nas.apm import cost_graph, graph_terms, param_bytes, terms_latency_ms
+from edgetpu_models.nas.latency import LatencyEstimate, estimate, estimate_graph, estimate_spec, list_targets
+from edgetpu_models.spec import spec_from_dict
+from edgetpu_models.zoo import zoo_spec
+
+BOUNDS = {"compute", "activations", "weights", "param_stream", "overhead", "host_link", "free"}
+
+
+def calibration_graph(key: str) -> LayerGraph:
+    return cal.load_graph_json(os.path.join(cal.calibration_dir(), f"{key}.json"))
+
+
+def probe_spec(block: str, res: int, cin: int, expansion: float, cout: int, kernel: int, stride: int = 1):
+    """Stem conv (stride 2, cin channels) + one block; the block is costed on its own below."""
+    return spec_from_dict({"name": "probe", "stem": {"filters": cin, "kernel": 3, "stride": 2},
+                           "stages": [{"block": block, "repeats": 1, "kernel": kernel, "stride": stride,
+                                       "expansion": expansion, "filters": cout}],
+                           "head": {"filters": 64}, "resolution": res})
+
+
+def block_ms(*args, target: str = "coral-usb") -> float:
+    est = estimate_spec(probe_spec(*args), target)
+    return sum(layer.ms for layer in est.layers if layer.name.startswith("blocks_"))
+
+
+# --- contract ------------------------------------------------------------------------------------------------------
+
+def test_targets_listed_and_unknown_target_is_a_target_error():
+    assert {"coral-usb", "coral-usb-std", "coral-devboard", "pixel4", "cpu", "cpu-measured"} <= set(list_targets())
+    with pytest.raises(TargetError, match="unknown latency target.*coral-usb"):
+        estimate("efficientnet_edgetpu_s", "coral-tpu-9000")
+
+
+def test_estimate_fields_json_and_rows_add_up():
+    est = estimate("efficientnet_edgetpu_s", "coral-usb")
+    assert isinstance(est, LatencyEstimate)
+    d = json.loads(json.dumps(est.to_dict()))
+    assert set(d) == {"latency_ms", "target", "on_chip_param_bytes", "off_chip_param_bytes", "layers"}
+    assert d["target"] == "coral-usb"
+    for row in d["layers"]:
+        assert set(row) == {"name", "op", "output_shape", "macs", "ms", "bound"}
+        assert row["bound"] in BOUNDS and row["ms"] >= 0
+    assert sum(r["ms"] for r in d["layers"]) == pytest.approx(d["latency_ms"], rel=1e-9)
+    # every conv of the network is there with its MACs
+    assert sum(r["macs"] for r in d["layers"]) == 1_788_731_008
+
+
+def test_spec_path_accepts_zoo_name_path_spec_and_graph_identically(tmp_path):
+    spec, variant = zoo_spec("efficientnet_edgetpu_m")
+    a = estimate("efficientnet_edgetpu_m").latency_ms
+    b = estimate(spec, variant="M").latency_ms
+    c = estimate_spec(spec, "coral-usb", variant="M").latency_ms
+    d = estimate(spec_graph(spec, "M")).latency_ms
+    assert a == b == c == d
+    assert estimate("efficientnet_edgetpu_s", resolution=160).latency_ms < estimate("efficientnet_edgetpu_s").latency_ms
+    with pytest.raises(SpecError):
+        estimate("efficientnet_edgetpu_s", variant="XXL")
+
+
+def test_spec_path_does_not_import_tensorflow():
+    code = ("import sys\nfrom edgetpu_models.nas.latency import estimate, estimate_spec\n"
+            "for t in ('coral-usb', 'coral-usb-std', 'coral-devboard', 'pixel4', 'cpu'):\n"
+            "    estimate('efficientnet_edgetpu_l', t)\n"
+            "assert 'tensorflow' not in sys.modules, 'tensorflow imported'\nprint('ok')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "ok"
+
+
+def test_malformed_tflite_is_a_model_file_error(tmp_path):
+    bad = tmp_path / "garbage.tflite"
+    bad.write_bytes(b"\x00" * 64)
+    with pytest.raises(ModelFileError, match="garbage.tflite: not a TFLite flatbuffer"):
+        estimate(str(bad))
+    with pytest.raises(ModelFileError, match="no such file"):
+        estimate(str(tmp_path / "missing.tflite"))
+    with pytest.raises(ModelFileError, match="not a TFLite flatbuffer"):
+        estimate(b"TFL3 but not really a model")
+
+
+# --- the model -----------------------------------------------------------------------------------------------------
+
+def test_paper_fused_block_wins_shallow_and_large_loses_deep_and_small():
+    # shallow depth (16 channels) on a large map (112x112): the fused block is faster despite ~3x the MACs
+    fused, dw = block_ms("fused_ibn", 224, 16, 4, 16, 3), block_ms("ibn", 224, 16, 4, 16, 3)
+    assert fused < dw
+    # deep (192 channels) on a small map (16x16): the fused block is more than 1.5x slower
+    fused, dw = block_ms("fused_ibn", 32, 192, 6, 192, 3), block_ms("ibn", 32, 192, 6, 192, 3)
+    assert fused > 1.5 * dw
+
+
+def test_paper_5x5_costs_less_than_mac_ratio_when_shallow_in_deep_out():
+    mac_ratio = 25 / 9
+    # shallow input (16) and deep output (256) on 56x56: far below the MAC ratio
+    shallow = block_ms("conv", 112, 16, 1, 256, 5) / block_ms("conv", 112, 16, 1, 256, 3)
+    # deep input and output (256 -> 256) on 32x32: close to the MAC ratio
+    deep = block_ms("conv", 64, 256, 1, 256, 5) / block_ms("conv", 64, 256, 1, 256, 3)
+    assert shallow < 0.7 * mac_ratio
+    assert deep > 0.85 * mac_ratio
+    assert deep > shallow + 0.5
+
+
+def test_zoo_ordering_on_coral_usb():
+    s, m, l_ = (estimate(f"efficientnet_edgetpu_{v}").latency_ms for v in "sml")
+    assert s < m < l_
+    resnet50 = estimate(calibration_graph("ResNet50_299")).latency_ms
+    mobilenet_v2 = estimate(calibration_graph("MobileNetV2_224")).latency_ms
+    assert mobilenet_v2 < s < resnet50
+
+
+def test_parameter_cache_and_streaming():
+    small = estimate("efficientnet_edgetpu_s")
+    graph = calibration_graph("ResNet50_299")
+    big = estimate(graph)
+    total = sum(param_bytes(layer) for layer in graph.layers if layer.op not in ("reshape", "dropout"))
+    assert small.off_chip_param_bytes == 0 and small.on_chip_param_bytes > 5_000_000
+    assert big.on_chip_param_bytes == 8 * 1024 * 1024
+    assert big.on_chip_param_bytes + big.off_chip_param_bytes == total
+    assert any(layer.bound == "param_stream" for layer in big.layers)
+    # streamed bytes cost link time: a slower host link makes only the streaming model much slower
+    t = latency.load_target("coral-usb")
+    slow = t.constants.with_values(link_mb_per_s=t.constants.link_mb_per_s / 4)
+    slow_big = sum(r.ms for r in cost_graph(graph, slow)[0])
+    slow_small = sum(r.ms for r in cost_graph(spec_graph("efficientnet_edgetpu_s"), slow)[0])
+    assert slow_big > 2.5 * big.latency_ms
+    assert slow_small < 1.5 * small.latency_ms
+
+
+def test_slower_clock_and_pixel4_targets():
+    usb, std = estimate("efficientnet_edgetpu_s", "coral-usb"), estimate("efficientnet_edgetpu_s", "coral-usb-std")
+    assert std.latency_ms > 1.2 * usb.latency_ms  # 250 vs 500 MHz; link and invoke overheads do not scale
+    assert latency.load_target("coral-usb-std").constants.link_mb_per_s == \
+        latency.load_target("coral-usb").constants.link_mb_per_s
+    pix = estimate("mobilenet_edgetpu", "pixel4").latency_ms
+    assert 3.6 * 0.8 < pix < 3.6 * 1.2  # published 3.6 ms, the value pixel4 is fitted to
+
+
+def test_small_feature_maps_and_channel_padding_lose_utilisation():
+    t = latency.load_target("coral-usb").constants
+
+    def conv(h, cin, cout):
+        layer = Layer("c", "conv2d", ("input",), (h, h, cin), (h, h, cout), kernel=3)
+        row = cost_graph(LayerGraph("g", (h, h, cin), (layer,)), t.with_values(act_bytes_per_cycle=1e9))[0][1]
+        return row.ms / row.macs
+
+    assert conv(5, 256, 256) > 1.3 * conv(8, 256, 256)      # 5x5 on a 4x4 tile grid: 2x2 rounds, 25/64 used
+    assert conv(16, 256, 80) > 1.3 * conv(16, 256, 128)     # 80 output channels padded to 128 cells' worth
+
+
+def test_vectorised_terms_agree_with_cost_graph():
+    t = latency.load_target("coral-usb").constants
+    for graph in (calibration_graph("ResNet50_299"), calibration_graph("DenseNet121_224")):
+        assert terms_latency_ms(graph_terms(graph, t), t) == pytest.approx(estimate_graph(graph).latency_ms,
+                                                                           rel=1e-9)
+
+
+# --- calibration -----------------------------------------------------------------------------------------------------
+
+def test_coral_usb_leave_one_out_meets_the_bar():
+    rows = cal.target_rows("coral-usb")
+    assert len(rows) >= 8
+    result = cal.run_calibration("coral-usb", rows, cal.calibration_graphs(rows))
+    assert result.spearman >= 0.9
+    assert result.median_abs_error <= 0.20
+    stored = latency.load_target("coral-usb").data["calibration"]["leave_one_out"]
+    assert stored["spearman"] >= 0.9 and stored["median_abs_error"] <= 0.20
+
+
+@pytest.fixture
+def targets_copy(tmp_path, monkeypatch):
+    src = latency.targets_dir()
+    dst = tmp_path / "targets"
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(latency, "targets_dir", lambda: str(dst))
+    monkeypatch.setattr(cal, "targets_dir", lambda: str(dst))
+    return dst
+
+
+def test_calibrate_cli_rewrites_target_and_prints_loo_table(targets_copy, capsys):
+    from edgetpu_models.cli import main
+
+    path = targets_copy / "coral-usb.yaml"
+    before = path.read_text()
+    assert main(["calibrate", "--target", "coral-usb", "--reuse-graphs"]) == 0
+    out = capsys.readouterr().out
+    assert "leave-one-out" in out and "ResNet-50 V1" in out and "VGG16" in out and "Spearman" in out
+    after = path.read_text()
+    assert after != before or "leave_one_out" in before
+    t = latency.load_target("coral-usb")
+    assert t.data["calibration"]["leave_one_out"]["rows"][0]["model"]
+    assert not [p for p in os.listdir(targets_copy) if p.startswith(".")]  # no temp file left behind
+
+
+def test_calibrate_rejects_inheriting_and_broken_targets(targets_copy):
+    from edgetpu_models.cli import main
+
+    assert main(["calibrate", "--target", "coral-usb-std", "--reuse-graphs"]) == 2
+    (targets_copy / "broken.yaml").write_text("kind: edgetpu\nconstants: {clock_mhz: -5}\n")
+    with pytest.raises(TargetError, match="clock_mhz: expected a number > 0"):
+        estimate("efficientnet_edgetpu_s", "broken")

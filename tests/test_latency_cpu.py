@@ -1,0 +1,91 @@
+"""The nn-Meter-style CPU predictor: kernel typing after fusion, the regressors, the shipped predictor, sampling.
+TF-free except the one-kernel conversion check."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+
+from edgetpu_models.errors import TargetError
+from edgetpu_models.layer_graph import Layer
+from edgetpu_models.nas import cpu
+from edgetpu_models.nas.frontends import spec_graph
+from edgetpu_models.nas.latency import estimate, load_target
+
+
+def conv(h, cin, cout, k=3, s=1, op="conv2d"):
+    out = (-(-h // s), -(-h // s), cin if op == "depthwise_conv2d" else cout)
+    return Layer("c", op, ("input",), (h, h, cin), out, kernel=k, stride=s, activation="relu")
+
+
+def test_kernel_types_follow_micro_kernels():
+    assert cpu.kernel_key(conv(56, 32, 64, k=1)) == "conv1x1s1"
+    assert cpu.kernel_key(conv(56, 32, 64, k=3, s=2)) == "conv3x3s2"
+    assert cpu.kernel_key(conv(56, 32, 32, k=5, op="depthwise_conv2d")) == "dwconv5x5s1"
+    add = Layer("a", "add", ("x", "y"), (7, 7, 96), (7, 7, 96))
+    assert cpu.kernel_key(add) == "elementwise_add_2" and cpu.kernel_family(add) == "elementwise"
+
+
+def test_fit_recovers_per_kernel_linear_costs():
+    rng = random.Random(0)
+    true = {"conv3x3s1": [0.01, 0.002, 0.0, 0.03, 0.0], "dwconv3x3s1": [0.005, 0.01, 0.02, 0.0, 0.0]}
+    timed = []
+    for _ in range(40):
+        for key, coef in true.items():
+            h, c = rng.choice([7, 14, 28, 56]), rng.choice([16, 32, 64, 96])
+            layer = conv(h, c, c, op="depthwise_conv2d" if key.startswith("dw") else "conv2d")
+            ms = sum(a * f for a, f in zip(coef, cpu.kernel_features(layer)))
+            timed.append((layer, ms))
+    kernels = cpu.fit_kernels(timed)
+    for key, coef in true.items():
+        assert kernels[key] == pytest.approx(coef, rel=1e-3, abs=1e-7)
+    assert "conv" in kernels and "dwconv" in kernels and "elementwise" in kernels
+
+
+def test_shipped_predictor_predicts_sensibly():
+    t = load_target("cpu")
+    pred = cpu.load_predictor(t)
+    assert pred.threads == 1 and pred.meta["samples"] >= 100
+    s = estimate("efficientnet_edgetpu_s", "cpu")
+    assert s.target == "cpu" and s.latency_ms > 0
+    assert sum(r.ms for r in s.layers) == pytest.approx(s.latency_ms)
+    # grows with resolution and width, roughly with MACs (a CPU is close to linear in compute)
+    small = estimate("efficientnet_edgetpu_s", "cpu", resolution=128).latency_ms
+    assert small < s.latency_ms < estimate("efficientnet_edgetpu_l", "cpu").latency_ms
+    assert 1.5 < s.latency_ms / small < 4.5  # (224/128)^2 = 3.1x MACs
+    # every conv is costed by its own kernel type's regressor
+    assert {r.bound for r in s.layers if r.op == "conv2d"} <= set(pred.kernels)
+
+
+def test_missing_or_corrupt_predictor_is_a_target_error(tmp_path, monkeypatch):
+    from edgetpu_models.nas import latency
+
+    t = load_target("cpu")
+    monkeypatch.setattr(cpu, "targets_dir", lambda: str(tmp_path))
+    with pytest.raises(TargetError, match="calibrate --target cpu"):
+        cpu.load_predictor(t)
+    (tmp_path / "cpu_predictor.json").write_text(json.dumps({"features": ["x"], "kernels": {}}))
+    with pytest.raises(TargetError, match="not a valid CPU predictor"):
+        cpu.load_predictor(t)
+    assert latency  # imported for the monkeypatch target's module
+
+
+def test_training_samples_and_held_out_architectures_are_disjoint():
+    train_names = {s.name for s, _ in cpu.random_specs(60, cpu.TRAIN_SEED)}
+    held = cpu.held_out_specs(32)
+    assert len(held) >= 30 and not train_names & {s.name for s, _ in held}
+    assert len({r for _, r in held}) >= 3  # several resolutions
+    kernels = cpu.sample_kernels(120)
+    assert len(kernels) == 120 and len({cpu.kernel_key(k) for k in kernels}) >= 10
+    for spec, res in held[:5]:
+        assert spec_graph(spec, None, res).macs > 0
+
+
+def test_one_kernel_model_converts_to_exactly_that_kernel():
+    from edgetpu_models.deploy.tflite_reader import read_tflite
+
+    m = read_tflite(cpu.kernel_tflite_bytes(conv(16, 8, 16, k=3, s=2)))
+    assert [op.opcode for op in m.operators] == ["CONV_2D"]
+    assert m.operators[0].options["fused_activation_function"] == "RELU"
