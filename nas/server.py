@@ -101,6 +101,8 @@ def served_targets(measured: bool = False) -> list[str]:
 def check_target(target: str, measured: bool = False) -> Any:
     """The target (`latency.Target`); TargetError for an unknown one, or a measured one (it builds and times a real
     model with TensorFlow on the server host, seconds per call) on a server not started with `measured`."""
+    if target not in _latency.list_targets():  # name what this server serves, not every target file
+        raise TargetError(f"{target}: unknown latency target (available: {', '.join(served_targets(measured))})")
     t = _latency.load_target(target)
     if t.kind == "measured" and not measured:
         raise TargetError(f"{target}: measured target not served here (it times a real model on the server host); "

@@ -143,6 +143,7 @@ def test_bad_requests_get_the_right_status_and_the_server_keeps_serving(server, 
             details.append(detail)
             assert client.estimate("mobilenet_edgetpu_075") == expected  # still serving, right after
         assert "not a TFLite flatbuffer" in details[0]
+        assert "int8" in details[1]                   # says the float model is not what the Edge TPU runs
         assert "coral-nano" in details[2] and "coral-usb" in details[2]
         assert "stages" in details[5]                 # names the missing field
         assert "no model" in details[7]
