@@ -64,6 +64,12 @@ def main(argv: list[str] | None = None) -> int:
           f"({60 * (result.trials - result.resumed_from) / wall:.1f} trials/min); budget {BUDGET_S} s: "
           f"{'met' if wall < BUDGET_S else 'MISSED'}; failed trials: {result.failed}; "
           f"median trial {train_s[len(train_s) // 2] if train_s else float('nan'):.1f} s (build + train + eval)")
+    cpu = [r["cpu_seconds"] for r in ok if "cpu_seconds" in r]
+    if cpu:
+        load = os.getloadavg()[1]
+        print(f"CPU time of the {len(cpu)} trained trials: {sum(cpu):.0f} s (median {sorted(cpu)[len(cpu) // 2]:.1f} s "
+              f"per trial) -> on {args.workers} otherwise idle cores about {sum(cpu) / args.workers:.0f} s of trial "
+              f"work; load average during the run: {load:.1f} on {os.cpu_count()} cores")
     print(f"accuracy proxy: {proxy_name} on the bundled dataset's held-out split")
 
     refs = []

@@ -165,7 +165,7 @@ def target_file_digest(target: str) -> str | None:
 
 def run_trial(evaluator: Evaluator, spec_dict: Mapping[str, Any], trial: int) -> dict[str, Any]:
     """The body of one Ray task. An exception in the evaluator is a failed trial, not a failed search."""
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     try:
         out = dict(evaluator(spec_dict, trial))
         acc = out.get("accuracy")
@@ -174,6 +174,7 @@ def run_trial(evaluator: Evaluator, spec_dict: Mapping[str, Any], trial: int) ->
     except Exception as e:  # noqa: BLE001 - recorded in the log as the trial's error
         out = {"error": f"{type(e).__name__}: {e}"}
     out["seconds"] = time.perf_counter() - t0
+    out["cpu_seconds"] = time.process_time() - c0  # all threads of the worker: what the trial costs on idle cores
     out["worker_pid"] = os.getpid()
     return out
 
@@ -320,7 +321,7 @@ def run_search(cfg: SearchConfig, out_dir: str, *, resume: bool = False, evaluat
                     error = f"{type(e).__name__}: {e}"
             if error is not None:
                 ev.update(status="failed", accuracy=None, latency_ms=None, reward=None, error=str(error)[:500])
-            for k in ("val_loss", "proxy_params", "train_seconds", "worker_pid"):
+            for k in ("val_loss", "proxy_params", "train_seconds", "cpu_seconds", "worker_pid"):
                 if k in out:
                     ev[k] = out[k]
             log.append(ev)
