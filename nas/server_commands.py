@@ -33,7 +33,11 @@ def _read_file(path: str, what: str) -> bytes:
 
 def cmd_latency_server(args: argparse.Namespace) -> int:
     import logging
+    import os
 
+    # gRPC core logs its own copy of errors we already report in one line (e.g. a busy port); GRPC_VERBOSITY=debug
+    # still turns them on.
+    os.environ.setdefault("GRPC_VERBOSITY", "NONE")
     from .server import ServerConfig, ServerError, Serving, is_loopback, read_token_file, serve
 
     if args.workers < 1:
