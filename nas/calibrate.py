@@ -158,8 +158,9 @@ def calibration_graphs(rows: Sequence[CalibrationRow], rebuild: bool = False, wo
 # Fitting
 
 def fit_constants(terms: Sequence[GraphTerms], measured: Sequence[float], base: EdgeTPUConstants,
-                  free: Sequence[str]) -> EdgeTPUConstants:
-    """Least squares on log latency over the `free` constants (in log space, within BOUNDS), from a few starts."""
+                  free: Sequence[str], multistart: bool = True) -> EdgeTPUConstants:
+    """Least squares on log latency over the `free` constants (in log space, within BOUNDS), from the base values
+    and (multistart) a few other starts across the bounds."""
     import numpy as np
     from scipy.optimize import least_squares
 
@@ -173,7 +174,7 @@ def fit_constants(terms: Sequence[GraphTerms], measured: Sequence[float], base: 
         return np.log([terms_latency_ms(t, c) for t in terms]) - target
 
     x0 = np.clip(np.log([getattr(base, k) for k in free]), lo + 1e-6, hi - 1e-6)
-    starts = [x0, (lo + hi) / 2, lo + (hi - lo) * 0.3, lo + (hi - lo) * 0.7]
+    starts = [x0, (lo + hi) / 2, lo + (hi - lo) * 0.3, lo + (hi - lo) * 0.7] if multistart else [x0]
     best = None
     for start in starts:
         r = least_squares(residuals, start, bounds=(lo, hi), method="trf", x_scale=1.0, max_nfev=400)
@@ -205,7 +206,7 @@ def run_calibration(target: str, rows: Sequence[CalibrationRow], graphs: Sequenc
     loo = []
     for i, r in enumerate(rows):
         keep = [j for j in range(len(rows)) if j != i]
-        c = fit_constants([terms[j] for j in keep], [measured[j] for j in keep], full, free)
+        c = fit_constants([terms[j] for j in keep], [measured[j] for j in keep], full, free, multistart=False)
         loo.append(LooRow(r.model, r.measured_ms, terms_latency_ms(terms[i], c)))
     rho = spearman([x.measured_ms for x in loo], [x.predicted_ms for x in loo]) if len(loo) > 2 else float("nan")
     mae = float(np.median([abs(x.error) for x in loo]))

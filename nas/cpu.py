@@ -115,6 +115,9 @@ class Predictor:
     invoke_ms: float
     threads: int
     meta: dict[str, Any]
+    composition: float = 1.0
+    """Whole-model time / sum of isolated kernel times, fitted on a few training architectures (kernels timed alone
+    run with warm caches; in a model each kernel's weights and inputs are colder)."""
 
     def kernel_ms(self, layer: Layer) -> tuple[float, str]:
         key = kernel_key(layer)
@@ -122,11 +125,11 @@ class Predictor:
         if coef is None:
             key = kernel_family(layer)
             coef = self.kernels.get(key) or self.kernels["elementwise"]
-        return max(0.0, sum(c * f for c, f in zip(coef, kernel_features(layer)))), key
+        return max(0.0, sum(c * f for c, f in zip(coef, kernel_features(layer)))) * self.composition, key
 
     def to_dict(self) -> dict[str, Any]:
         return {"features": list(FEATURES), "threads": self.threads, "invoke_ms": self.invoke_ms,
-                "kernels": self.kernels, "meta": self.meta}
+                "composition": self.composition, "kernels": self.kernels, "meta": self.meta}
 
 
 def predictor_path(target: Target) -> str:
@@ -151,7 +154,7 @@ def _load_predictor(path: str, _mtime: int) -> Predictor:
         if list(d["features"]) != list(FEATURES) or "elementwise" not in d["kernels"]:
             raise ValueError("features or kernel types do not match this version")
         return Predictor({k: [float(x) for x in v] for k, v in d["kernels"].items()}, float(d["invoke_ms"]),
-                         int(d["threads"]), dict(d.get("meta", {})))
+                         int(d["threads"]), dict(d.get("meta", {})), float(d.get("composition", 1.0)))
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise TargetError(f"{path}: not a valid CPU predictor file ({e})") from None
 
@@ -314,6 +317,7 @@ def random_specs(n: int, seed: int, resolutions: Sequence[int] = RESOLUTIONS) ->
 
 
 TRAIN_SEED = 1
+COMPOSITION_SEED = 2
 HELD_OUT_SEED = 1000
 
 
@@ -419,9 +423,11 @@ def _baseline_ms(threads: int) -> float:
 
 
 def train(samples: int = 300, threads: int = 1, seed: int = TRAIN_SEED, cache_path: str | None = None,
-          progress: Callable[[Iterable[Any]], Iterable[Any]] | None = None) -> dict[str, Any]:
-    """Times `samples` kernels (resumable: timings are appended to `cache_path`) and fits the regressors.
-    Returns the predictor data (what `predictor_path` holds)."""
+          progress: Callable[[Iterable[Any]], Iterable[Any]] | None = None,
+          composition_models: int = 5) -> dict[str, Any]:
+    """Times `samples` kernels (resumable: timings are appended to `cache_path`), fits the regressors, then times
+    `composition_models` whole training architectures to fit the composition factor. Returns the predictor data
+    (what `predictor_path` holds). None of these architectures is in the held-out set."""
     cache_path = cache_path or os.path.join(os.path.expanduser("~"), ".cache", "edgetpu_models",
                                             f"cpu_kernels_t{threads}.jsonl")
     os.makedirs(os.path.dirname(cache_path), exist_ok=True)
@@ -453,10 +459,30 @@ def train(samples: int = 300, threads: int = 1, seed: int = TRAIN_SEED, cache_pa
         records.append(done[sig])
     timed = [(graph_from_dict(r["graph"]).layers[0], max(r["ms"] - baseline, 1e-4)) for r in records]
     kernels = fit_kernels(timed)
-    return {"features": list(FEATURES), "threads": threads, "invoke_ms": baseline, "kernels": kernels,
+    data = {"features": list(FEATURES), "threads": threads, "invoke_ms": baseline, "composition": 1.0,
+            "kernels": kernels,
             "meta": {"trained": datetime.date.today().isoformat(), "samples": len(timed),
                      "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
                      "cpu_count": os.cpu_count(), "clock": "thread CPU time" if threads == 1 else "wall clock"}}
+    if composition_models > 0:
+        measured = measure_held_out(composition_models, threads=threads, seed=COMPOSITION_SEED, progress=progress)
+        data["composition"], data["meta"]["composition_models"] = fit_composition(data, measured, composition_models)
+    return data
+
+
+def fit_composition(data: dict[str, Any], measured: dict[str, float], n: int) -> tuple[float, int]:
+    """Median of (measured - invoke) / (sum of kernel predictions) over the composition architectures."""
+    from .frontends import spec_graph
+
+    pred = Predictor(data["kernels"], data["invoke_ms"], data["threads"], {}, 1.0)
+    ratios = []
+    for spec, res in random_specs(n, COMPOSITION_SEED):
+        if spec.name not in measured:
+            continue
+        g = spec_graph(spec, None, res)
+        kernel_sum = sum(pred.kernel_ms(layer)[0] for layer in g.layers if layer.op not in FREE)
+        ratios.append((measured[spec.name] - pred.invoke_ms) / kernel_sum)
+    return (float(statistics.median(ratios)), len(ratios)) if ratios else (1.0, 0)
 
 
 def _append(path: str, rec: dict[str, Any]) -> None:
@@ -503,11 +529,13 @@ def train_from_cli(args: Any, target: Target) -> int:
 
     threads = args.threads or _threads(target)
     data = train(samples=args.samples or int(target.data.get("train_samples", 300)), threads=threads,
-                 progress=lambda it: tqdm(it, desc="timing kernels", unit="kernel"))
+                 progress=lambda it: tqdm(it, desc="timing", unit="item"),
+                 composition_models=int(target.data.get("composition_models", 5)))
     path = predictor_path(target)
     write_text_atomic(path, json.dumps(data, indent=1) + "\n")
     print(f"{target.name}: {len(data['kernels'])} kernel regressors from {data['meta']['samples']} timed kernels "
-          f"({threads} thread(s)); invoke overhead {data['invoke_ms']:.4f} ms")
+          f"({threads} thread(s)); invoke overhead {data['invoke_ms']:.4f} ms; composition factor "
+          f"{data['composition']:.3f} from {data['meta'].get('composition_models', 0)} whole models")
     print(f"wrote {path}")
     return 0
 
@@ -541,8 +569,8 @@ def measure_held_out(n: int = 32, threads: int = 1, seed: int = HELD_OUT_SEED, c
 
     from .convert import int8_tflite_bytes
 
-    cache_path = cache_path or os.path.join(os.path.expanduser("~"), ".cache", "edgetpu_models",
-                                            f"cpu_held_out_t{threads}.jsonl")
+    name = f"cpu_held_out_t{threads}.jsonl" if seed == HELD_OUT_SEED else f"cpu_models_s{seed}_t{threads}.jsonl"
+    cache_path = cache_path or os.path.join(os.path.expanduser("~"), ".cache", "edgetpu_models", name)
     os.makedirs(os.path.dirname(cache_path), exist_ok=True)
     done: dict[str, float] = {}
     if os.path.exists(cache_path):
@@ -553,7 +581,7 @@ def measure_held_out(n: int = 32, threads: int = 1, seed: int = HELD_OUT_SEED, c
                     done[rec["name"]] = float(rec["ms"])
                 except (ValueError, KeyError):
                     continue
-    specs = held_out_specs(n, seed)
+    specs = random_specs(n, seed)
     for spec, res in (progress(specs) if progress else specs):
         if spec.name in done:
             continue

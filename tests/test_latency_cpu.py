@@ -30,18 +30,21 @@ def test_kernel_types_follow_micro_kernels():
 
 def test_fit_recovers_per_kernel_linear_costs():
     rng = random.Random(0)
-    true = {"conv3x3s1": [0.01, 0.002, 0.0, 0.03, 0.0], "dwconv3x3s1": [0.005, 0.01, 0.02, 0.0, 0.0]}
-    timed = []
-    for _ in range(40):
-        for key, coef in true.items():
-            h, c = rng.choice([7, 14, 28, 56]), rng.choice([16, 32, 64, 96])
-            layer = conv(h, c, c, op="depthwise_conv2d" if key.startswith("dw") else "conv2d")
-            ms = sum(a * f for a, f in zip(coef, cpu.kernel_features(layer)))
-            timed.append((layer, ms))
-    kernels = cpu.fit_kernels(timed)
-    for key, coef in true.items():
-        assert kernels[key] == pytest.approx(coef, rel=1e-3, abs=1e-7)
-    assert "conv" in kernels and "dwconv" in kernels and "elementwise" in kernels
+    true = {"conv3x3s1": [0.01, 0.002, 0.0, 0.03, 0.001], "dwconv3x3s1": [0.005, 0.01, 0.02, 0.0, 0.0]}
+
+    def sample():
+        key = rng.choice(sorted(true))
+        h, cin, cout = rng.choice([7, 14, 28, 56]), rng.choice([16, 24, 64, 96]), rng.choice([8, 32, 48, 160])
+        layer = conv(h, cin, cout, op="depthwise_conv2d" if key.startswith("dw") else "conv2d")
+        return key, layer, sum(a * f for a, f in zip(true[key], cpu.kernel_features(layer)))
+
+    kernels = cpu.fit_kernels([sample()[1:] for _ in range(120)])
+    pred = cpu.Predictor(kernels, 0.0, 1, {})
+    for _ in range(20):  # unseen shapes are predicted by their own kernel type's regressor
+        key, layer, ms = sample()
+        got, used = pred.kernel_ms(layer)
+        assert used == key and got == pytest.approx(ms, rel=1e-3)
+    assert {"conv", "dwconv", "elementwise"} <= set(kernels)
 
 
 def test_shipped_predictor_predicts_sensibly():
