@@ -328,19 +328,25 @@ def train(model_ref: Any, data_dir: str, out_dir: str, config: TrainConfig = Tra
     from .builder import resolve_arch
     from .data import load_image_folder
 
-    arch = resolve_arch(model_ref, variant, config.resolution) if not (weights or "").endswith(".keras") else None
-    resolution = config.resolution or (arch.resolution if arch else None)
+    from_keras_file = isinstance(weights, str) and weights.endswith(".keras")
+    arch = None if from_keras_file else resolve_arch(model_ref, variant, config.resolution)
     if config.dropout_seeded:
         keras.backend.experimental.enable_tf_random_generator()
     keras.utils.set_random_seed(config.seed)
     dist = make_strategy(strategy, tpu)
+    base = None
+    if from_keras_file:  # fine-tuning a trained .keras model: its input size is the default resolution
+        with dist.scope():
+            base = load_keras_model(weights)
+    resolution = config.resolution or (arch.resolution if arch else int(base.input_shape[1]))
     if data is None:
-        norm = arch.normalization if arch else None
-        if norm is None:
+        if arch is not None:
+            norm = arch.normalization
+        else:
             from .preprocessing import normalization_of
 
             norm = normalization_of(model_ref)
-        data = load_image_folder(data_dir, resolution or 224, norm, batch_size=config.batch_size,
+        data = load_image_folder(data_dir, resolution, norm, batch_size=config.batch_size,
                                  validation_split=config.validation_split, seed=config.seed, augment=config.augment,
                                  flip=config.flip)
     say(f"data: {data.num_train} train / {data.num_val} validation images, {data.num_classes} classes"
@@ -348,8 +354,11 @@ def train(model_ref: Any, data_dir: str, out_dir: str, config: TrainConfig = Tra
     top_k = min(5, data.num_classes)
     steps = data.steps_per_epoch()
     with dist.scope():
-        model = build_for_training(model_ref, data.num_classes, variant=variant, resolution=resolution,
-                                   weights=weights)
+        if base is not None:
+            model = replace_head(base, data.num_classes)
+        else:
+            model = build_for_training(model_ref, data.num_classes, variant=variant, resolution=resolution,
+                                       weights=weights)
         if model.input_shape[1] != data.image_size:
             raise TrainError(f"{weights}: the model takes {model.input_shape[1]}x{model.input_shape[2]} input, the data "
                              f"was prepared at {data.image_size}")

@@ -146,3 +146,18 @@ def test_resume_with_other_settings_is_refused(tmp_path):
               progress=False)
     again = train(spec, data, str(tmp_path / "run"), cfg, resume=True, progress=False)  # finished: evaluates only
     assert again.initial_epoch == 1
+
+
+def test_finetune_from_a_trained_keras_model(tmp_path):
+    spec = tiny_spec(tmp_path)
+    two = digits_subset(tmp_path / "two", classes=("0", "1"), per_class=10)
+    first = train(spec, two, str(tmp_path / "first"), TrainConfig(epochs=1, batch_size=8, resolution=32),
+                  progress=False)
+    three = digits_subset(tmp_path / "three", classes=("2", "3", "4"), per_class=10)
+    tuned = train(spec, three, str(tmp_path / "tuned"), TrainConfig(epochs=1, batch_size=8, learning_rate=1e-7,
+                                                                     warmup_epochs=0),
+                  weights=first.model_path, progress=False)
+    assert first.model.output_shape == (None, 2) and tuned.model.output_shape == (None, 3)
+    assert tuned.model.input_shape == (None, 32, 32, 3)  # the .keras model's resolution, not the spec's default
+    a = first.model.get_layer("stem_conv").get_weights()[0]
+    assert np.allclose(tuned.model.get_layer("stem_conv").get_weights()[0], a, atol=1e-4)
