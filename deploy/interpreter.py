@@ -64,8 +64,8 @@ def _cpu_interpreter_class(prefer: str | None) -> tuple[Any, str]:
 
 def make_interpreter(path: "str | os.PathLike[str]", threads: int | None = None, *,
                      prefer: str | None = None) -> tuple[Any, str]:
-    """(allocated interpreter, backend name) for a .tflite file; backend names: 'pycoral (Edge TPU)', 'litert',
-    'tflite_runtime', 'tf.lite'. `prefer` forces one of BACKENDS (e.g. 'litert' to skip the Edge TPU)."""
+    """(allocated interpreter, backend name) for a .tflite file; backend names: 'pycoral (Edge TPU)' (or 'pycoral
+    (CPU: ...)' for an uncompiled file on a machine with a device), 'litert', 'tflite_runtime', 'tf.lite'. `prefer` forces one of BACKENDS (e.g. 'litert' to skip the Edge TPU)."""
     path = os.fspath(path)
     if prefer is not None and prefer not in BACKENDS:
         raise ModelFileError(f"backend: expected one of {', '.join(BACKENDS)}, got {prefer!r}")
@@ -82,7 +82,8 @@ def make_interpreter(path: "str | os.PathLike[str]", threads: int | None = None,
                 interp.allocate_tensors()
             except (RuntimeError, ValueError) as e:
                 raise ModelFileError(f"{path}: the Edge TPU runtime cannot load it ({str(e).splitlines()[0]})") from None
-            return interp, "pycoral (Edge TPU)"
+            # an uncompiled file has nothing for the delegate: every op runs on the CPU, and the name says so
+            return interp, "pycoral (Edge TPU)" if compiled else "pycoral (CPU: file not compiled for the Edge TPU)"
         if compiled or prefer == "pycoral":
             what = "compiled for the Edge TPU (edgetpu-custom-op)" if compiled else "asked for the Edge TPU"
             raise ModelFileError(f"{path}: {what}, but {why}; run the uncompiled .tflite on the CPU, or install "

@@ -165,6 +165,8 @@ def test_a_compiled_model_without_an_edge_tpu_is_a_clear_error(exported, tmp_pat
     fake.devices = [{"type": "usb", "path": "/sys/bus/usb/devices/2-1"}]
     interp, backend = make_interpreter(compiled)
     assert backend == "pycoral (Edge TPU)" and interp.path == compiled and interp.allocated
+    _, backend = make_interpreter(exported["paths"]["uint8"])  # an uncompiled file: the name says it runs on the CPU
+    assert backend.startswith("pycoral (CPU")
 
 
 def _fake_pycoral(monkeypatch, devices):
