@@ -137,10 +137,20 @@ def export_tflite(model: Any, out_path: "str | os.PathLike[str]", *, int8: bool 
                   labels: Sequence[str] | None = None) -> ExportResult:
     """Converts a tf_keras model (plain, fine-tuned or tfmot-QAT) to a TFLite file for the Edge TPU.
 
+    `model` may also be a zoo name, spec file or .keras/.h5 path (built with random weights / loaded); its name,
+    normalisation and labels then default to the ones found for it.
+
     `representative`: float32 batches [N,H,W,3] already normalised (N may be 1), e.g. `ImageFolderData.train`; at
     least MIN_CALIBRATION_IMAGES images are required. `random_calibration=True` calibrates on random pixels instead,
     which gives working but less accurate ranges; the JSON then says "calibration": "random".
     """
+    if isinstance(model, (str, os.PathLike)):
+        from .model_ref import load_model_ref
+
+        loaded = load_model_ref(model)
+        model, model_name = loaded.model, model_name or loaded.name
+        normalization = normalization or loaded.normalization
+        labels = labels if labels is not None else loaded.labels
     out_path = os.fspath(out_path)
     if not out_path.endswith(".tflite"):
         raise ExportError(f"{out_path}: expected a .tflite output file name")

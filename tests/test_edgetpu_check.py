@@ -121,3 +121,17 @@ def test_cli_check_exit_codes_json_and_tf_free(models, tmp_path):
     code = ("import sys; from edgetpu_models.deploy.edgetpu_check import check_tflite; "
             f"assert check_tflite({models['int8']!r}).fully_mapped; assert 'tensorflow' not in sys.modules")
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+@pytest.mark.parametrize("name", ["efficientnet_edgetpu_s", "efficientnet_edgetpu_m", "efficientnet_edgetpu_l",
+                                  "mobilenet_edgetpu", "mobilenet_edgetpu_075"])
+def test_every_zoo_model_exports_fully_mapped(name, tmp_path):
+    """Small resolution (the op types and wiring do not depend on it); full size: benchmarks/export.py."""
+    from edgetpu_models.builder import build_model
+    from edgetpu_models.deploy.export import export_tflite
+
+    r = export_tflite(build_model(name, resolution=64, classes=10), tmp_path / f"{name}.tflite",
+                      random_calibration=True)
+    report = check_tflite(r.path)
+    assert report.fully_mapped and report.on_edgetpu == report.total > 50, report.format()
+    assert {"CONV_2D", "DEPTHWISE_CONV_2D", "ADD"} <= {row.operator for row in report.rows}

@@ -139,3 +139,11 @@ def test_cli_export_keras_file_random_calibration(model, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "--random-calibration" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "n.tflite").exists()
+
+
+def test_model_reference_brings_its_name_and_normalisation(tmp_path):
+    spec = os.path.join(os.path.dirname(__file__), "data", "tiny_edgetpu_spec.yaml")
+    r = export_tflite(spec, tmp_path / "spec.tflite", random_calibration=True)
+    meta = read_metadata(r.path)
+    assert meta["model"] == "tiny_edgetpu" and meta["input_size"] == [64, 64]
+    assert meta["normalization"] == {"mean": [127.0] * 3, "std": [128.0] * 3}
