@@ -8,12 +8,7 @@ import os
 
 from edgetpu_models.errors import EdgeTPUModelsError
 from edgetpu_models.tables import fmt_int, format_table
-
-
-def _available_targets() -> str:
-    from .latency import list_targets
-
-    return ", ".join(list_targets())
+from edgetpu_models.zoo_commands import add_model_args
 
 
 def cmd_estimate(args: argparse.Namespace) -> int:
@@ -78,12 +73,14 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("estimate", help="latency of a model on a target (Edge TPU model, CPU predictor or measured)")
-    p.add_argument("model", metavar="MODEL", help="zoo name, spec file (.yaml), .keras/.h5 or int8 .tflite")
+    add_model_args(p)
+    for action in p._actions:  # estimate also takes model files
+        if action.dest == "model":
+            action.help = "zoo name, spec file (.yaml), Keras model (.keras/.h5) or int8 .tflite"
     p.add_argument("--target", default="coral-usb",
                    help="coral-usb, coral-usb-std, coral-devboard, pixel4, cpu, cpu-measured (default coral-usb)")
-    p.add_argument("--variant", help="variant of the spec's scaling table (specs only)")
-    p.add_argument("--resolution", type=int, help="input resolution (specs only; default: the variant's)")
-    p.add_argument("--threads", type=int, help="CPU threads for cpu-measured (default: the target file's)")
+    p.add_argument("--threads", type=int,
+                   help="CPU threads for cpu-measured (default: the target file's; sets EDGETPU_MODELS_CPU_THREADS)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--server", metavar="HOST:PORT", help="ask a running latency server instead of estimating here")
     p.set_defaults(func=cmd_estimate)

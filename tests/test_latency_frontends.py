@@ -31,15 +31,15 @@ def built(tmp_path_factory):
     return {"model": model, "keras": keras_path, "tflite": str(tflite_path)}
 
 
-@pytest.mark.parametrize("target", TARGETS)
-def test_same_network_same_estimate_through_every_front_end(built, target):
-    spec_ms = estimate("efficientnet_edgetpu_s", target, resolution=RES).latency_ms
-    keras_ms = estimate(built["keras"], target).latency_ms
-    live_ms = estimate(built["model"], target).latency_ms
-    tflite_ms = estimate(built["tflite"], target).latency_ms
-    assert keras_ms == live_ms
-    for other in (keras_ms, tflite_ms):
-        assert abs(other / spec_ms - 1) <= 0.02, (target, spec_ms, keras_ms, tflite_ms)
+def test_same_network_same_estimate_through_every_front_end(built):
+    keras_file_ms = estimate(built["keras"], "coral-usb").latency_ms  # loads the .keras file (once: it is slow)
+    assert keras_file_ms == estimate(built["model"], "coral-usb").latency_ms
+    for target in TARGETS:
+        spec_ms = estimate("efficientnet_edgetpu_s", target, resolution=RES).latency_ms
+        keras_ms = estimate(built["model"], target).latency_ms
+        tflite_ms = estimate(built["tflite"], target).latency_ms
+        for other in (keras_ms, tflite_ms):
+            assert abs(other / spec_ms - 1) <= 0.02, (target, spec_ms, keras_ms, tflite_ms)
 
 
 def test_front_ends_see_the_same_layers(built):
