@@ -131,8 +131,8 @@ def plot_trials(path: str, results: Sequence[dict[str, Any]], target_ms: float |
     if best is not None:
         ax.scatter([best["latency_ms"]], [best["accuracy"]], marker="*", s=260, color="gold", edgecolors="black",
                    zorder=5, label=f"best reward (trial {best['trial']})")
-    for ref in references:
-        ax.scatter([ref.latency_ms], [ref.accuracy], marker="D", s=70, color="tab:orange", edgecolors="black",
+    for ref, colour in zip(references, ("tab:orange", "tab:cyan", "tab:pink", "tab:brown", "tab:olive")):
+        ax.scatter([ref.latency_ms], [ref.accuracy], marker="D", s=70, color=colour, edgecolors="black",
                    zorder=6, label=ref.label)
     if target_ms is not None:
         ax.axvline(target_ms, color="gray", ls="--", lw=1.2, label=f"target {target_ms:g} ms")

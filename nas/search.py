@@ -362,7 +362,8 @@ def run_search(cfg: SearchConfig, out_dir: str, *, resume: bool = False, evaluat
                     if len(results) < target_new and not pending and len(points) >= cfg.trials:
                         break
                     continue
-                ready, _ = ray_mod.wait(list(in_flight), num_returns=1)
+                # a short timeout keeps Ctrl-C responsive (a blocking wait defers KeyboardInterrupt to the next result)
+                ready, _ = ray_mod.wait(list(in_flight), num_returns=1, timeout=0.5)
                 for ref in ready:
                     t = in_flight.pop(ref)
                     try:
