@@ -160,7 +160,7 @@ def test_best_spec_builds_exports_int8_and_passes_the_edgetpu_check(killed_and_r
     from edgetpu_models.deploy.edgetpu_check import check_tflite
     from edgetpu_models.deploy.export import export_tflite
 
-    model = build_model(path, resolution=96, classes=10)
+    model = build_model(path, resolution=64, classes=10)
     res = export_tflite(model, tmp_path / "best.tflite", int8=True, random_calibration=True,
                         normalization=spec.normalization)
     report = check_tflite(res.path)
