@@ -116,3 +116,22 @@ def test_constant_values(tiny_int8):
     w = m.constant(fc.inputs[1])
     assert w.shape == (4, 8) and w.dtype.name == "int8" and w.any()
     assert m.constant(m.inputs[0]) is None  # activations have no value
+
+
+def test_every_truncation_and_random_corruption_is_a_model_file_error(tiny_int8):
+    """Cut at every byte: always ModelFileError. Random byte flips: parse or ModelFileError, never another error."""
+    import random
+
+    data = open(tiny_int8, "rb").read()
+    for cut in range(len(data)):
+        with pytest.raises(ModelFileError):
+            read_tflite(data[:cut])
+    rng = random.Random(0)
+    for _ in range(500):
+        b = bytearray(data)
+        for _ in range(rng.randint(1, 8)):
+            b[rng.randrange(8, len(b))] = rng.randrange(256)
+        try:
+            read_tflite(bytes(b))
+        except ModelFileError:
+            pass
