@@ -303,6 +303,22 @@ def train(model_ref: Any, data_dir: str, out_dir: str, config: TrainConfig = Tra
     `log` receives one-line notes (data summary, resume point); the library prints nothing itself.
     """
     config.validate()
+    import tf_keras as keras
+
+    # Dropout layers built while this is on hold a tf.random.Generator (re-seeded per epoch, for resumable runs);
+    # the switch is process-wide, so it is put back as it was for whatever builds models next.
+    was_on = keras.backend.experimental.is_tf_random_generator_enabled()
+    try:
+        return _train(model_ref, data_dir, out_dir, config, variant=variant, weights=weights, resume=resume,
+                      strategy=strategy, tpu=tpu, progress=progress, log=log, data=data)
+    finally:
+        if not was_on:
+            keras.backend.experimental.disable_tf_random_generator()
+
+
+def _train(model_ref: Any, data_dir: str, out_dir: str, config: TrainConfig, *, variant: str | None,
+           weights: str | None, resume: bool, strategy: str, tpu: str | None, progress: bool,
+           log: Callable[[str], None] | None, data: Any) -> TrainResult:
     say = log or (lambda _msg: None)
     ckpt_dir = os.path.join(out_dir, "checkpoints")
     cfg_path = os.path.join(out_dir, "train_config.json")
