@@ -243,7 +243,11 @@ def _init_ray(cfg: SearchConfig):
     if ray.is_initialized():
         return ray, False
     if cfg.address:
-        ray.init(address=cfg.address, **common)
+        try:
+            ray.init(address=cfg.address, **common)
+        except (ConnectionError, RuntimeError, ValueError) as e:
+            raise SearchError(f"--address {cfg.address}: cannot join the Ray cluster "
+                              f"({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
     else:
         ray.init(num_cpus=max(1, math.ceil(cfg.workers * cfg.cpus_per_trial)), num_gpus=0,
                  object_store_memory=96 * 1024 * 1024, **common)
