@@ -249,7 +249,8 @@ def _init_ray(cfg: SearchConfig):
             raise SearchError(f"--address {cfg.address}: cannot join the Ray cluster "
                               f"({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
     else:
-        ray.init(num_cpus=max(1, math.ceil(cfg.workers * cfg.cpus_per_trial)), num_gpus=0,
+        # address="local": always a fresh Ray of our own, never a cluster some `ray start` left on this machine
+        ray.init(address="local", num_cpus=max(1, math.ceil(cfg.workers * cfg.cpus_per_trial)), num_gpus=0,
                  object_store_memory=96 * 1024 * 1024, **common)
     return ray, True
 
