@@ -86,8 +86,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     _add_train_args(p, epochs=5, lr=0.004, warmup=0.5)
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("demo", help="the whole pipeline on the bundled dataset: fine-tune, QAT, int8 export, Edge TPU "
-                                    "check, latency estimate, compile (if installed), classify, summary")
+    p = sub.add_parser("demo", help="the whole pipeline on the bundled dataset: train (fine-tune when ImageNet weights are "
+                                    "cached), QAT, int8 export, Edge TPU check, latency estimate, compile (if "
+                                    "installed), classify, benchmark, summary")
     p.add_argument("--model", default="efficientnet_edgetpu_s", help="zoo name or spec file "
                                                                      "(default efficientnet_edgetpu_s)")
     p.add_argument("--data", metavar="DIR", help="image folder (default: the bundled handwritten digits)")
