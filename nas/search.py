@@ -24,9 +24,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
-from ..errors import EdgeTPUModelsError, TargetError
+from ..errors import EdgeTPUModelsError
 from ..io_utils import write_text_atomic
-from ..spec import Spec, spec_from_dict
+from ..spec import Spec
 from .controllers import CONTROLLERS, make_controller
 from .results import (BEST_SPEC, FRONT_DIR, PLOT, Reference, best_result, plot_trials, write_spec, write_summary,
                       write_tables)
@@ -479,4 +479,4 @@ def spec_of_result(out_dir: str, result: Mapping[str, Any]) -> Spec:
 
 
 __all__ = ["SearchConfig", "SearchResult", "SearchError", "run_search", "load_search", "reference_point",
-           "LatencySource", "run_trial", "spec_from_dict"]
+           "LatencySource", "run_trial", "target_file_digest"]

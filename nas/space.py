@@ -22,7 +22,7 @@ from typing import Any, Iterator, Mapping, Sequence
 
 import yaml
 
-from ..errors import EdgeTPUModelsError, SpecError
+from ..errors import EdgeTPUModelsError
 from ..spec import Spec, Stage, make_divisible
 from ..zoo import resolve_model_ref
 
