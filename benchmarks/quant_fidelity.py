@@ -128,7 +128,8 @@ def main() -> int:
     else:
         t = time.perf_counter()
         qat = quantize_model(model)
-        qat_finetune(qat, data.train, args.qat_steps, learning_rate=1e-4, progress=True)
+        qat_finetune(qat, data.train, args.qat_steps, learning_rate=1e-4, progress=True,
+                     checkpoint_dir=qat_path + ".ckpt")
         save_model(qat, qat_path)
         print(f"stage 3: QAT fine-tune, {args.qat_steps} steps, {time.perf_counter() - t:.0f} s")
     qat_keras_pred = _keras_predict(qat, val_images)

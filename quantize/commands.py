@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 
 from ..errors import EdgeTPUModelsError
 from ..zoo_commands import add_model_args
@@ -31,10 +32,15 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     qat = quantize_model(model)
     print(f"{loaded.name}: wrapped for quantization-aware training (batch norm folded, {len(qat.layers)} layers); "
           f"{data.num_train} training / {data.num_val} validation images, {args.qat_steps} steps")
+    ckpt_dir = args.out + ".ckpt"
     stats = qat_finetune(qat, data.train, args.qat_steps, learning_rate=args.learning_rate,
-                         val=data.val if data.num_val else None, progress=not args.no_progress)
+                         val=data.val if data.num_val else None, progress=not args.no_progress,
+                         checkpoint_dir=ckpt_dir)
+    if stats["resumed_from"]:
+        print(f"resumed from the checkpoint at step {int(stats['resumed_from'])} ({ckpt_dir})")
     save_model(qat, args.out)
     write_model_meta(args.out, loaded.name, loaded.normalization, list(data.class_names))
+    shutil.rmtree(ckpt_dir, ignore_errors=True)  # finished: the .keras holds everything
     if "val_accuracy" in stats:
         print(f"validation accuracy (fake-quantized): {100 * stats['val_accuracy']:.1f}%")
     print(f"wrote {os.path.abspath(args.out)}  (export it: edgetpu-models export {args.out} --data {args.data} "
@@ -62,7 +68,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("quantize", help="quantization-aware fine-tuning (tfmot, batch norm folded) to a .keras model")
     add_model_args(p)
     p.add_argument("--data", required=True, help="dataset folder (one sub-folder of images per class)")
-    p.add_argument("--qat-steps", type=int, default=100, help="fine-tuning steps with fake quantization (0: wrap only)")
+    p.add_argument("--qat-steps", type=int, default=100,
+                   help="fine-tuning steps with fake quantization (0: wrap only); checkpointed in FILE.keras.ckpt/ "
+                        "every 25 steps, and a rerun with the same --out resumes there")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--learning-rate", type=float, default=1e-4)
     p.add_argument("--seed", type=int, default=0)

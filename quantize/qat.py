@@ -224,25 +224,53 @@ def load_model(path: "str | os.PathLike[str]") -> Any:
 # Fine-tuning
 
 def qat_finetune(qat_model: Any, train: Any, steps: int, *, learning_rate: float = 1e-4, val: Any = None,
-                 progress: bool = True) -> dict[str, float]:
+                 progress: bool = True, checkpoint_dir: "str | os.PathLike[str] | None" = None,
+                 checkpoint_every: int = 25) -> dict[str, float]:
     """Trains a QAT model for `steps` batches of `train` ((images, int labels) tf.data, repeated as needed) with Adam
-    and sparse cross-entropy. Returns {"loss": last loss, "val_accuracy": ...} (val accuracy when `val` is given)."""
+    and sparse cross-entropy. Returns {"loss", "accuracy", "steps_done", "resumed_from"} (+ "val_accuracy" when `val`
+    is given).
+
+    With `checkpoint_dir`, model, optimizer and step count are saved every `checkpoint_every` steps, and a run
+    started again with the same directory continues from the last checkpoint instead of step 0.
+    """
+    import tensorflow as tf
     import tf_keras as keras
 
     if steps < 0:
         raise QATError(f"qat steps: expected an integer >= 0, got {steps}")
-    qat_model.compile(optimizer=keras.optimizers.Adam(learning_rate),
-                      loss=keras.losses.SparseCategoricalCrossentropy(), metrics=["accuracy"])
-    out: dict[str, float] = {}
-    if steps:
-        callbacks = []
-        if progress:
-            from tqdm.keras import TqdmCallback
+    optimizer = keras.optimizers.Adam(learning_rate)
+    qat_model.compile(optimizer=optimizer, loss=keras.losses.SparseCategoricalCrossentropy(), metrics=["accuracy"])
+    done = tf.Variable(0, dtype=tf.int64, trainable=False)
+    manager = None
+    resumed = 0
+    if checkpoint_dir is not None:
+        ckpt = tf.train.Checkpoint(model=qat_model, optimizer=optimizer, step=done)
+        manager = tf.train.CheckpointManager(ckpt, os.fspath(checkpoint_dir), max_to_keep=1)
+        if manager.latest_checkpoint:
+            ckpt.restore(manager.latest_checkpoint)
+            resumed = int(done.numpy())
+    out: dict[str, float] = {"resumed_from": float(resumed)}
+    bar = None
+    if progress and steps > resumed:
+        from tqdm.auto import tqdm
 
-            callbacks.append(TqdmCallback(verbose=1, desc="QAT"))
-        hist = qat_model.fit(train.repeat(), steps_per_epoch=steps, epochs=1, verbose=0, callbacks=callbacks)
+        bar = tqdm(total=steps, initial=resumed, desc="QAT", unit="step")
+    stream = train.repeat()  # each chunk starts a fresh (reshuffled) pass
+    chunk = max(1, checkpoint_every) if manager is not None else max(1, steps)
+    while int(done.numpy()) < steps:
+        n = min(chunk, steps - int(done.numpy()))
+        hist = qat_model.fit(stream, steps_per_epoch=n, epochs=1, verbose=0)
+        done.assign_add(n)
         out["loss"] = float(hist.history["loss"][-1])
         out["accuracy"] = float(hist.history["accuracy"][-1])
+        if manager is not None:
+            manager.save()
+        if bar is not None:
+            bar.update(n)
+            bar.set_postfix(loss=f"{out['loss']:.3f}")
+    if bar is not None:
+        bar.close()
+    out["steps_done"] = float(int(done.numpy()))
     if val is not None:
         out["val_accuracy"] = float(qat_model.evaluate(val, verbose=0, return_dict=True)["accuracy"])
     return out

@@ -64,10 +64,21 @@ def test_qat_wraps_trains_round_trips_and_exports(tiny_model, tmp_path):
     y = rng.integers(0, 10, 32)
     from edgetpu_models.quantize.qat import qat_finetune
 
+    ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(8)
     before = [w.numpy().copy() for w in qat.trainable_weights]
-    stats = qat_finetune(qat, tf.data.Dataset.from_tensor_slices((x, y)).batch(8), 3, progress=False)
-    assert np.isfinite(stats["loss"])
+    ckpt = tmp_path / "ckpt"
+    first = qat_finetune(qat, ds, 2, progress=False, checkpoint_dir=ckpt, checkpoint_every=1)
+    assert np.isfinite(first["loss"]) and first["steps_done"] == 2 and first["resumed_from"] == 0
     assert any(not np.array_equal(b, w.numpy()) for b, w in zip(before, qat.trainable_weights))
+    # a fresh process would rebuild the wrapped model and find the checkpoint: it continues at step 2
+    restarted = quantize_model(tiny_model)
+    again_stats = qat_finetune(restarted, ds, 2, progress=False, checkpoint_dir=ckpt)
+    assert again_stats["resumed_from"] == 2 and again_stats["steps_done"] == 2 and "loss" not in again_stats
+    for a, b in zip(restarted.weights, qat.weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    stats = qat_finetune(restarted, ds, 3, progress=False, checkpoint_dir=ckpt)
+    assert stats["resumed_from"] == 2 and stats["steps_done"] == 3 and np.isfinite(stats["loss"])
+    qat = restarted
     path = tmp_path / "qat.keras"
     save_model(qat, path)
     again = load_model(path)
@@ -153,6 +164,7 @@ def test_cli_quantize_then_export_then_report(tmp_path, capsys):
              "--out", str(out))
     assert r.returncode == 0, r.stderr
     assert out.exists() and "validation accuracy (fake-quantized)" in r.stdout
+    assert not (tmp_path / "tiny_qat.keras.ckpt").exists()  # checkpoints go once the model is written
     meta = json.loads((tmp_path / "tiny_qat.meta.json").read_text())
     assert meta["labels"] == [str(i) for i in range(10)] and meta["normalization"]["mean"] == [127.0] * 3
     tfl = tmp_path / "tiny_qat.tflite"
