@@ -19,7 +19,6 @@ from typing import Any
 
 import numpy as np
 
-from ..tables import format_table
 from .tflite_reader import TFLiteModel, TFLiteOperator, TFLiteTensor, read_tflite
 
 MAPPED = "Mapped to Edge TPU"
