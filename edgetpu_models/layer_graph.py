@@ -15,9 +15,9 @@ from .spec import Arch, BlockArgs
 OPS = ("conv2d", "depthwise_conv2d", "add", "global_avg_pool", "global_max_pool", "dropout", "dense",
        # Ops that Keras-applications networks and converted .tflite files add (the latency front ends emit them):
        "max_pool2d", "avg_pool2d", "concat", "pad", "mul", "activation", "reshape", "softmax", "quantize")
-"""Spec graphs use the first seven. `kernel`/`stride` also describe the window of max_pool2d/avg_pool2d; `mul` and
-`add` with one input are affine ops against constants (a standalone BatchNormalization becomes mul + add); `reshape`
-(flatten, squeeze) moves no data."""
+"""Spec graphs use the first seven. `kernel`/`stride` also describe the window of max_pool2d/avg_pool2d; a `mul` or
+`add` with one input works against constants (a standalone BatchNormalization is one per-channel affine `mul`);
+`reshape` (flatten, squeeze) moves no data."""
 
 
 @dataclass(frozen=True)
