@@ -6,6 +6,10 @@ fsynced per event). `run_search(..., resume=True)` rebuilds the controller by re
 proposal is checked against the logged one), re-dispatches the trials that were in flight when the search died and
 continues: after a kill -9, nothing completed is lost and nothing completed is run again.
 
+Results reach the controller in trial order, and trial t is proposed once exactly the results of trials 0 .. t-W are
+in (W = workers; the ask event logs that count), so a parallel search proposes the same trials whichever worker
+happens to finish first: the same seed and settings give the same search.
+
 Latency comes from the Edge TPU latency model in this process (`edgetpu_models.nas.latency.estimate_spec`), from a
 latency server (`latency_server=ADDR`, same numbers: the server runs the same model), or, for target `cpu-measured`,
 from timing the int8 TFLite model on the worker's CPU. The driver never imports TensorFlow.
@@ -278,10 +282,20 @@ def run_search(cfg: SearchConfig, out_dir: str, *, resume: bool = False, evaluat
     log = TrialLog(out_dir)
     points: dict[int, tuple[int, ...]] = {}
     results: dict[int, dict[str, Any]] = {}
+    told = [0]  # trials 0 .. told-1 have been told to the controller, always in trial order
+
+    def tell_up_to(n: int) -> None:
+        while told[0] < n:
+            controller.tell(points[told[0]], results[told[0]].get("reward"))
+            told[0] += 1
+
     try:
         for ev in log.events:  # replay: the controller ends in exactly the state it had when the log was written
             t = int(ev["trial"])
             if ev["event"] == "ask":
+                if not isinstance(ev.get("told"), int) or any(i not in results for i in range(told[0], ev["told"])):
+                    raise TrialLogError(f"{log.path}: trial {t}: ask event without a valid 'told' count")
+                tell_up_to(ev["told"])
                 p = controller.ask()
                 if list(p) != list(ev["point"]) or t != len(points):
                     raise TrialLogError(f"{log.path}: trial {t}: the controller replays a different proposal "
@@ -291,7 +305,6 @@ def run_search(cfg: SearchConfig, out_dir: str, *, resume: bool = False, evaluat
                 if t not in points or t in results:
                     raise TrialLogError(f"{log.path}: result for trial {t} without a unique proposal")
                 results[t] = ev
-                controller.tell(points[t], ev.get("reward"))
         completed_results(log.events)
         logged = {r.get("accuracy_proxy") for r in results.values() if r.get("cached_from") is None} - {None}
         if logged and logged != {proxy_name}:
@@ -331,10 +344,15 @@ def run_search(cfg: SearchConfig, out_dir: str, *, resume: bool = False, evaluat
                     ev[k] = out[k]
             log.append(ev)
             results[t] = ev
-            controller.tell(points[t], ev["reward"])
             if ev["status"] == "ok" and cached_from is None:
                 cache.setdefault(ev["key"], ev)
             _write_outputs(out_dir, space, template, list(results.values()))
+
+        def can_ask() -> bool:
+            """Trial t is proposed after exactly the results of trials 0 .. t-W have been told (W = workers): the
+            proposals do not depend on which worker finished first, so a parallel search is reproducible too."""
+            need = max(told[0], len(points) - cfg.workers + 1)
+            return all(i in results for i in range(told[0], need))
 
         target_new = cfg.trials if max_new_trials is None else min(cfg.trials, resumed_from + max_new_trials)
         ray_mod = remote = None
@@ -344,13 +362,14 @@ def run_search(cfg: SearchConfig, out_dir: str, *, resume: bool = False, evaluat
         try:
             while len(results) < target_new:
                 while len(in_flight) < cfg.workers and len(results) + len(in_flight) < target_new and (
-                        pending or len(points) < cfg.trials):
+                        pending or (len(points) < cfg.trials and can_ask())):
                     if pending:
                         t = pending.pop(0)
                     else:
                         t = len(points)
+                        tell_up_to(max(told[0], t - cfg.workers + 1))
                         points[t] = controller.ask()
-                        log.append({"event": "ask", "trial": t, "point": list(points[t])})
+                        log.append({"event": "ask", "trial": t, "point": list(points[t]), "told": told[0]})
                     spec = spec_of(t)
                     hit = cache.get(arch_key(spec))
                     if hit is not None:  # the same network was already trained: reuse, do not train it again
@@ -364,8 +383,8 @@ def run_search(cfg: SearchConfig, out_dir: str, *, resume: bool = False, evaluat
                         evaluator_ref = ray_mod.put(evaluator)
                     in_flight[remote.remote(evaluator_ref, spec.to_dict(), t)] = t
                 if not in_flight:
-                    if len(results) < target_new and not pending and len(points) >= cfg.trials:
-                        break
+                    if not pending and not (len(points) < cfg.trials and can_ask()):
+                        break  # nothing running and nothing to start: done (or max_new_trials reached)
                     continue
                 # a short timeout keeps Ctrl-C responsive (a blocking wait defers KeyboardInterrupt to the next result)
                 ready, _ = ray_mod.wait(list(in_flight), num_returns=1, timeout=0.5)

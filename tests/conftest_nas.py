@@ -27,6 +27,8 @@ class CapacityEvaluator:
     delay_s: float = 0.0
     die_once_dir: str | None = None
     die_trial: int = 1
+    delays: tuple[float, ...] = ()
+    """Extra per-trial sleep, cycled by trial number: changes which worker finishes first."""
     calls_file: str | None = None
     """Each call appends its trial number here: shows which trials ran (and how often)."""
     name: str = "capacity-test-proxy"
@@ -40,8 +42,8 @@ class CapacityEvaluator:
             if not os.path.exists(marker):
                 open(marker, "w").close()
                 os.kill(os.getpid(), signal.SIGKILL)
-        if self.delay_s:
-            time.sleep(self.delay_s)
+        if self.delay_s or self.delays:
+            time.sleep(self.delay_s + (self.delays[trial % len(self.delays)] if self.delays else 0.0))
         params = profile(spec_from_dict(spec_dict), include_top=False).params
         return {"accuracy": 1.0 - math.exp(-params / 3e6)}
 

@@ -242,3 +242,26 @@ def test_resume_refuses_a_recalibrated_latency_target(killed_and_resumed, tmp_pa
     (copy / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(SearchError, match="changed since this search started"):
         run_search(SearchConfig(), str(copy), resume=True)
+
+
+def test_parallel_search_is_reproducible_whatever_the_completion_order(tmp_path, monkeypatch):
+    import ray
+
+    from conftest_nas import CapacityEvaluator
+    from edgetpu_models.nas.search import SearchConfig, run_search
+
+    monkeypatch.setenv("PYTHONPATH", TESTS_DIR + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        asks, orders = [], []
+        for n, delays in enumerate([(0.3, 0.0), (0.0, 0.3)]):  # odd trials finish first, then even trials do
+            cfg = SearchConfig(target="coral-usb", latency_target_ms=4.0, controller="evolution", trials=10,
+                               workers=2, controller_options={"population": 3, "sample": 2})
+            run_search(cfg, str(tmp_path / f"run{n}"), evaluator=CapacityEvaluator(delays=delays))
+            events = _events(str(tmp_path / f"run{n}" / "trials.jsonl"))
+            asks.append([e["point"] for e in events if e["event"] == "ask"])
+            orders.append([e["trial"] for e in events if e["event"] == "result"])
+    finally:
+        ray.shutdown()
+    assert orders[0] != orders[1]  # the workers finished in another order ...
+    assert len(asks[0]) == 10 and asks[0] == asks[1]  # ... and the search proposed the same trials
