@@ -69,13 +69,10 @@ class DemoResult:
 
 
 def _cached_imagenet(model: str) -> bool:
-    from .zoo import ZOO
+    from .weights import imagenet_cache_path
 
-    entry = ZOO.get(model)
-    if entry is None or entry.timm_name is None:
-        return False
-    home = os.path.expanduser(os.environ.get("KERAS_HOME", "~/.keras"))
-    return os.path.exists(os.path.join(home, "models", f"{entry.timm_name}.in1k.safetensors"))
+    path = imagenet_cache_path(model)
+    return path is not None and os.path.exists(path)
 
 
 def _fmt_size(n: int) -> str:

@@ -109,18 +109,26 @@ def _timm_module_of(keras_name: str) -> str:
     return f"blocks.{m.group(1)}.{m.group(2)}.{m.group(3)}" if m else keras_name
 
 
-def imagenet_weights_path(model_name: str | None) -> str:
-    """Downloads (once, into the Keras cache) timm's port of the official ImageNet checkpoint for a zoo model."""
+def imagenet_cache_path(model_name: str | None) -> str | None:
+    """Where the Keras cache keeps a zoo model's ImageNet checkpoint (None: the model has no published one)."""
     entry = ZOO.get(model_name or "")
     if entry is None or entry.timm_name is None:
+        return None
+    home = os.path.expanduser(os.environ.get("KERAS_HOME", "~/.keras"))
+    return os.path.join(home, "models", f"{entry.timm_name}.in1k.safetensors")
+
+
+def imagenet_weights_path(model_name: str | None) -> str:
+    """Downloads (once, into the Keras cache) timm's port of the official ImageNet checkpoint for a zoo model."""
+    cached = imagenet_cache_path(model_name)
+    if cached is None:
         have = ", ".join(n for n, e in ZOO.items() if e.timm_name)
         raise WeightsError(f"weights='imagenet': no published ImageNet checkpoint for {model_name or 'this spec'} "
                            f"(available for: {have}); pass weights=None or a .safetensors/.h5 file")
-    url = HF_URL.format(name=entry.timm_name)
-    fname = f"{entry.timm_name}.in1k.safetensors"
-    cached = os.path.join(os.path.expanduser(os.environ.get("KERAS_HOME", "~/.keras")), "models", fname)
     if os.path.exists(cached):
         return cached
+    url = HF_URL.format(name=ZOO[model_name].timm_name)
+    fname = os.path.basename(cached)
     hint = (f"download {url} on a machine with network access and pass it as weights='path/to/{fname}' "
             f"(or put it at {cached})")
     try:  # fail at once when offline instead of hanging in the downloader
