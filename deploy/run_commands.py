@@ -6,19 +6,8 @@ import argparse
 import json
 import os
 
+from ..cli_args import positive_int
 from ..tables import format_table
-
-
-def _positive(name: str):
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{name}: expected a positive integer, got {text!r}") from None
-        if value < 1:
-            raise argparse.ArgumentTypeError(f"{name}: expected a positive integer, got {text!r}")
-        return value
-    return parse
 
 
 def cmd_classify(args: argparse.Namespace) -> int:
@@ -70,17 +59,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("classify", help="classify images with an exported .tflite (labels/normalisation from X.json)")
     p.add_argument("model", metavar="MODEL.tflite")
     p.add_argument("images", metavar="IMAGE", nargs="+")
-    p.add_argument("--top-k", type=_positive("--top-k"), default=3, help="classes to show per image (default 3)")
+    p.add_argument("--top-k", type=positive_int, default=3, help="classes to show per image (default 3)")
     p.add_argument("--labels", metavar="FILE", help="class names, one a line (default: the one X.json names)")
-    p.add_argument("--threads", type=_positive("--threads"), help="CPU interpreter threads")
+    p.add_argument("--threads", type=positive_int, help="CPU interpreter threads")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_classify)
 
     p = sub.add_parser("benchmark", help="time a .tflite on this machine (median, p90, p99 ms)")
     p.add_argument("model", metavar="MODEL.tflite")
-    p.add_argument("--runs", type=_positive("--runs"), default=100, help="timed runs (default 100)")
+    p.add_argument("--runs", type=positive_int, default=100, help="timed runs (default 100)")
     p.add_argument("--warmup", type=int, default=10, help="untimed runs first (default 10)")
-    p.add_argument("--threads", type=_positive("--threads"), help="CPU interpreter threads")
+    p.add_argument("--threads", type=positive_int, help="CPU interpreter threads")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_benchmark)
 

@@ -5,27 +5,8 @@ from __future__ import annotations
 import argparse
 import os
 
+from ..cli_args import positive_float, positive_int
 from ..tables import format_table
-
-
-def _positive_float(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not v > 0:
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
-    return v
-
-
-def _positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
-    return v
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -39,16 +20,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                    "trial is logged as it finishes; --resume continues a killed search.")
     p.add_argument("--target", default=None, help="latency target device (default coral-usb; see `estimate "
                                                   "--list-targets`; cpu-measured times each candidate on the CPU)")
-    p.add_argument("--latency-target-ms", type=_positive_float, default=None, metavar="T",
+    p.add_argument("--latency-target-ms", type=positive_float, default=None, metavar="T",
                    help="latency target T in ms (required for a new search)")
     p.add_argument("--controller", choices=("reinforce", "evolution", "random"), default=None,
                    help="search controller (default reinforce)")
-    p.add_argument("--trials", type=_positive_int, default=None, metavar="N", help="number of trials (default 50)")
-    p.add_argument("--proxy-steps", type=_positive_int, default=None, metavar="K",
+    p.add_argument("--trials", type=positive_int, default=None, metavar="N", help="number of trials (default 50)")
+    p.add_argument("--proxy-steps", type=positive_int, default=None, metavar="K",
                    help="training steps per candidate (default 100)")
     p.add_argument("--proxy-resolution", type=int, default=None, metavar="PX",
                    help="input size of the proxy training (default 64)")
-    p.add_argument("--proxy-width", type=_positive_float, default=None, metavar="W",
+    p.add_argument("--proxy-width", type=positive_float, default=None, metavar="W",
                    help="width multiplier of the proxy training (default 0.5)")
     p.add_argument("--data", default=None, metavar="DIR",
                    help="image folder (one sub-folder per class) for proxy training (default: the bundled dataset)")
@@ -58,7 +39,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--beta", type=float, default=None, help="MnasNet exponent when LAT > T, or TuNAS's weight")
     p.add_argument("--space", default=None, metavar="YAML", help="search-space file (default: the shipped one)")
     p.add_argument("--seed", type=int, default=None, help="controller and proxy seed (default 0)")
-    p.add_argument("--workers", type=_positive_int, default=2, metavar="W", help="trials in parallel (default 2)")
+    p.add_argument("--workers", type=positive_int, default=2, metavar="W", help="trials in parallel (default 2)")
     p.add_argument("--address", default=None, metavar="ADDR",
                    help="join an existing Ray cluster (e.g. ray://head:10001 or auto); default: a local Ray")
     p.add_argument("--latency-server", default=None, metavar="HOST:PORT",

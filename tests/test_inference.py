@@ -221,4 +221,4 @@ def test_benchmark_reports_percentiles(exported, capsys):
     assert "no such model file" in capsys.readouterr().err
     with pytest.raises(SystemExit) as e:
         cli.main(["benchmark", exported["paths"]["uint8"], "--runs", "0"])
-    assert e.value.code == 2 and "--runs: expected a positive integer" in capsys.readouterr().err
+    assert e.value.code == 2 and "argument --runs: expected an integer >= 1" in capsys.readouterr().err
