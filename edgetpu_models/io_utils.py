@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-from typing import Iterator
+from typing import Any, Iterator
 
 
 @contextlib.contextmanager
@@ -36,3 +36,21 @@ def write_bytes_atomic(path: "str | os.PathLike[str]", data: bytes) -> None:
 def write_text_atomic(path: "str | os.PathLike[str]", text: str) -> None:
     with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
         f.write(text)
+
+
+def read_yaml(path: "str | os.PathLike[str]", what: str, error: type[Exception]) -> Any:
+    """Parses a YAML file; any failure raises `error` with one line naming the file (and the line, for bad YAML)."""
+    import yaml
+
+    path = os.fspath(path)
+    try:
+        with open(path, encoding="utf-8") as f:
+            return yaml.safe_load(f)
+    except FileNotFoundError:
+        raise error(f"{path}: no such {what}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise error(f"{path}: cannot read {what} ({e})") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        at = f" at line {mark.line + 1}" if mark is not None else ""
+        raise error(f"{path}: not valid YAML{at}: {getattr(e, 'problem', e)}") from None

@@ -221,18 +221,10 @@ def spec_from_dict(data: Any, source: str | None = None) -> Spec:
 
 def load_spec(path: str | os.PathLike[str]) -> Spec:
     """Reads and validates a YAML spec file."""
+    from .io_utils import read_yaml
+
     path = os.fspath(path)
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = yaml.safe_load(f)
-    except FileNotFoundError:
-        raise SpecError(f"{path}: no such spec file") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise SpecError(f"{path}: cannot read spec file ({e})") from None
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        at = f" at line {mark.line + 1}" if mark is not None else ""
-        raise SpecError(f"{path}: not valid YAML{at}: {getattr(e, 'problem', e)}") from None
+    data = read_yaml(path, "spec file", SpecError)
     return spec_from_dict(data, source=path)
 
 

@@ -20,9 +20,9 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any, Iterator, Mapping, Sequence
 
-import yaml
 
 from ..errors import EdgeTPUModelsError
+from ..io_utils import read_yaml
 from ..spec import Spec, Stage, make_divisible
 from ..zoo import resolve_model_ref
 
@@ -366,15 +366,7 @@ def _check_choices(values: Any, at: str, key: str, where: str) -> tuple[Any, ...
 def load_space(path: "str | os.PathLike[str] | None" = None) -> SearchSpace:
     """Reads and validates a search-space YAML file (default: the shipped `search_space.yaml`)."""
     path = os.fspath(path) if path is not None else default_space_path()
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = yaml.safe_load(f)
-    except FileNotFoundError:
-        raise SearchSpaceError(f"{path}: no such search-space file") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise SearchSpaceError(f"{path}: cannot read search-space file ({e})") from None
-    except yaml.YAMLError as e:
-        raise SearchSpaceError(f"{path}: not valid YAML: {getattr(e, 'problem', e)}") from None
+    data = read_yaml(path, "search-space file", SearchSpaceError)
     return SearchSpace.from_dict(data, source=path)
 
 
