@@ -15,9 +15,9 @@ from functools import lru_cache
 from importlib import resources
 from typing import Any
 
-import yaml
 
 from edgetpu_models.errors import TargetError
+from edgetpu_models.io_utils import read_yaml
 from edgetpu_models.layer_graph import LayerGraph
 from edgetpu_models.spec import Spec
 
@@ -73,11 +73,7 @@ def load_target(name: str) -> Target:
 
 @lru_cache(maxsize=32)
 def _load_target(name: str, path: str, _mtime: int) -> Target:
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = yaml.safe_load(f)
-    except (OSError, yaml.YAMLError) as e:
-        raise TargetError(f"{path}: cannot read target file ({e})") from None
+    data = read_yaml(path, "target file", TargetError)
     if not isinstance(data, dict):
         raise TargetError(f"{path}: expected a mapping")
     kind = data.get("kind")

@@ -18,8 +18,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = sub.add_parser("search", help="run or resume a search; writes the best spec, trials CSV, front and plot",
                        description="Search the space for the best accuracy/latency trade-off on a target. Every "
                                    "trial is logged as it finishes; --resume continues a killed search.")
-    p.add_argument("--target", default=None, help="latency target device (default coral-usb; see `estimate "
-                                                  "--list-targets`; cpu-measured times each candidate on the CPU)")
+    p.add_argument("--target", default=None, help="latency target device (default coral-usb; `edgetpu-models estimate --help` "
+                                                  "lists them; cpu-measured times each candidate on the CPU)")
     p.add_argument("--latency-target-ms", type=positive_float, default=None, metavar="T",
                    help="latency target T in ms (required for a new search)")
     p.add_argument("--controller", choices=("reinforce", "evolution", "random"), default=None,
