@@ -38,8 +38,8 @@ setup(
     package_dir=PACKAGES,
     package_data={name: PACKAGE_DATA for name in PACKAGES},
     # Pinned to the versions tested together (tfmot 0.8.1 needs tf_keras 2.x beside TensorFlow 2.21).
-    # pycoral / libedgetpu / edgetpu_compiler come from Coral's own repositories and are used when present; the
-    # PyPI package named "pycoral" is an unrelated project and must never be listed here.
+    # Coral's Python API, libedgetpu and edgetpu_compiler come from Coral's own repositories and are used when
+    # present; the PyPI project that shares the Python API's name is unrelated and must never be listed here.
     install_requires=[
         "numpy==2.4.6",
         "PyYAML==6.0.4",

@@ -16,6 +16,8 @@ TF-free (numpy only).
 
 from __future__ import annotations
 
+import abc
+
 import collections
 from typing import Any, Sequence
 
@@ -31,7 +33,7 @@ class ControllerError(EdgeTPUModelsError, ValueError):
     """Unknown controller or bad controller setting."""
 
 
-class Controller:
+class Controller(abc.ABC):
     """Base class: `ask()` -> point (tuple of choice indices), `tell(point, reward)`; reward None = failed trial."""
 
     name = "base"
@@ -43,11 +45,13 @@ class Controller:
         self.seed = int(seed)
         self.rng = np.random.default_rng(self.seed)
 
+    @abc.abstractmethod
     def ask(self) -> Point:
-        raise NotImplementedError
+        """The next point to evaluate."""
 
+    @abc.abstractmethod
     def tell(self, point: Sequence[int], reward: float | None) -> None:
-        raise NotImplementedError
+        """Feeds back the reward of an evaluated point (None: the trial failed)."""
 
     def _random_point(self) -> Point:
         return tuple(int(self.rng.integers(s)) for s in self.sizes)
