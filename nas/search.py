@@ -206,17 +206,21 @@ def _evaluator_name(evaluator: Evaluator) -> str:
     return str(getattr(evaluator, "name", type(evaluator).__name__))
 
 
+def _read_config(cfg_path: str) -> SearchConfig:
+    try:
+        with open(cfg_path, encoding="utf-8") as f:
+            return SearchConfig.from_dict(json.load(f), cfg_path)
+    except (OSError, ValueError) as e:
+        raise SearchError(f"{cfg_path}: unreadable search config ({e})") from None
+
+
 def _prepare_dir(cfg: SearchConfig, out_dir: str, resume: bool) -> tuple[SearchConfig, SearchSpace]:
     cfg_path = os.path.join(out_dir, CONFIG_NAME)
     space_copy = os.path.join(out_dir, SPACE_NAME)
     if resume:
         if not os.path.exists(cfg_path):
             raise SearchError(f"{out_dir}: nothing to resume (no {CONFIG_NAME}; start a search with --out)")
-        try:
-            with open(cfg_path, encoding="utf-8") as f:
-                stored = SearchConfig.from_dict(json.load(f), cfg_path)
-        except (OSError, ValueError) as e:
-            raise SearchError(f"{cfg_path}: unreadable search config ({e})") from None
+        stored = _read_config(cfg_path)
         for name in SearchConfig.RUNTIME_FIELDS:  # where it runs may change; what it searches may not
             setattr(stored, name, getattr(cfg, name))
         stored.validate()
@@ -467,12 +471,7 @@ def load_search(out_dir: str) -> tuple[SearchConfig, list[dict[str, Any]]]:
     cfg_path = os.path.join(out_dir, CONFIG_NAME)
     if not os.path.exists(cfg_path):
         raise SearchError(f"{out_dir}: not a search folder (no {CONFIG_NAME})")
-    try:
-        with open(cfg_path, encoding="utf-8") as f:
-            cfg = SearchConfig.from_dict(json.load(f), cfg_path)
-    except (OSError, ValueError) as e:
-        raise SearchError(f"{cfg_path}: unreadable search config ({e})") from None
-    return cfg, completed_results(read_events(os.path.join(out_dir, "trials.jsonl")))
+    return _read_config(cfg_path), completed_results(read_events(os.path.join(out_dir, "trials.jsonl")))
 
 
 def reference_point(spec: Spec, cfg: SearchConfig, evaluator: Evaluator | None = None, label: str | None = None
