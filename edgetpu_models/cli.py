@@ -51,13 +51,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 _NATIVE_NOISE = re.compile(rb"^(WARNING: All log messages before absl::InitializeLog\(\)|[IW]\d{4} |"
-                           rb"E\d{4} .*(cuInit|cuda|CUDA))")
+                           rb"E\d{4} .*(cuInit|cuda|CUDA)|INFO: Created TensorFlow Lite XNNPACK delegate|"
+                           rb"fully_quantize: \d+, inference_type: )")
 
 
 def _quiet_tensorflow() -> threading.Thread | None:
     """TensorFlow's C++ runtime logs start-up chatter (oneDNN, CUDA probing) straight to file descriptor 2 before
     TF_CPP_MIN_LOG_LEVEL is read. Python's own stderr (progress bars, our errors) keeps the terminal; native writes to
-    fd 2 go through a filter thread that drops only those INFO/WARNING/CUDA-probe lines."""
+    fd 2 go through a filter thread that drops only those INFO/WARNING/CUDA-probe lines (and the converter's and
+    LiteRT's one-line notices)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("CUDA_VISIBLE_DEVICES", "-1")  # this package never needs a GPU; skip the cuInit probe
     try:
