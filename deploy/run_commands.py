@@ -40,7 +40,7 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
 
     from .benchmark import benchmark
 
-    with tqdm(total=args.runs, desc="benchmark", unit="run", leave=False, disable=args.json) as bar:
+    with tqdm(total=args.runs, desc="benchmark", unit="run", leave=False, disable=args.json, delay=0.5) as bar:
         result = benchmark(args.model, runs=args.runs, warmup=args.warmup, threads=args.threads,
                            on_run=lambda _i: bar.update(1))
     if args.json:
