@@ -142,7 +142,7 @@ class LatencyClient:
             self._channel = grpc.secure_channel(address, grpc.ssl_channel_credentials(root_certificates=root), options)
         else:
             self._channel = grpc.insecure_channel(address, options)
-        self._stub = latency_pb2_grpc.LatencyEstimatorStub(self._channel)
+        self._rpc = latency_pb2_grpc.LatencyEstimatorStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
         self._closed = threading.Event()
         self._stats_lock = threading.Lock()
@@ -187,7 +187,7 @@ class LatencyClient:
                  variant: str | None = None) -> dict[str, Any]:
         """Latency of one model (see `build_request` for what `model` may be): `LatencyEstimate.to_dict()`."""
         req = build_request(model, target, resolution, variant)
-        return response_to_dict(self._call(self._stub.Estimate, req, "Estimate"))
+        return response_to_dict(self._call(self._rpc.Estimate, req, "Estimate"))
 
     def estimate_batch(self, specs: Iterable[Any], target: str = DEFAULT_TARGET, resolution: int | None = None, *,
                        variant: str | None = None) -> list[dict[str, Any]]:
@@ -196,12 +196,12 @@ class LatencyClient:
         out: list[dict[str, Any]] = []
         for i in range(0, len(reqs), BATCH_CHUNK):
             chunk = latency_pb2.EstimateBatchRequest(requests=reqs[i:i + BATCH_CHUNK])
-            resp = self._call(self._stub.EstimateBatch, chunk, "EstimateBatch")
+            resp = self._call(self._rpc.EstimateBatch, chunk, "EstimateBatch")
             out.extend(response_to_dict(r) for r in resp.results)
         return out
 
     def list_targets(self) -> list[str]:
-        return list(self._call(self._stub.ListTargets, latency_pb2.ListTargetsRequest(), "ListTargets").targets)
+        return list(self._call(self._rpc.ListTargets, latency_pb2.ListTargetsRequest(), "ListTargets").targets)
 
     def health(self, service: str = "") -> str:
         """Health status name (SERVING, NOT_SERVING, ...) of the server or one of its services; one attempt."""
