@@ -15,6 +15,7 @@ demo: venv
 	$(BIN)/edgetpu-models demo
 
 test: venv
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q tests
 
 clean:

@@ -11,7 +11,8 @@ from setuptools import setup
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SUBPACKAGE_DIRS = ("searched_archs", "nas", "quantize", "deploy")
-PACKAGE_DATA = [f"{d}*.{ext}" for d in ("", "**/") for ext in ("yaml", "proto", "json", "csv", "txt", "npz", "jpg", "png")]
+DATA_SUFFIXES = ("yaml", "proto", "json", "csv", "txt", "npz", "jpg", "png")
+PACKAGE_DATA = [f"{d}*.{ext}" for d in ("", "**/") for ext in DATA_SUFFIXES]
 
 
 def _packages() -> dict[str, str]:
@@ -60,6 +61,6 @@ setup(
         "protobuf==7.36.2",
         "ray[default]==2.60.0",
     ],
-    extras_require={"test": ["pytest==9.2.0", "grpcio-tools==1.85.1"]},
+    extras_require={"test": ["pytest==9.2.0", "grpcio-tools==1.85.1", "ruff==0.17.6"]},
     entry_points={"console_scripts": ["edgetpu-models=edgetpu_models.cli:main"]},
 )

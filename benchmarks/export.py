@@ -97,7 +97,7 @@ def child(name: str, out_dir: str, calibration_images: int, runs: int, threads: 
     return row
 
 
-def main() -> int:
+def _parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", nargs="+", default=list(MODELS))
     ap.add_argument("--calibration-images", type=int, default=100)
@@ -108,24 +108,24 @@ def main() -> int:
     ap.add_argument("--out-dir", help="keep the .tflite files here (default: a temporary folder)")
     ap.add_argument("--json", help="also write the rows to this JSON file")
     ap.add_argument("--child", help=argparse.SUPPRESS)
-    args = ap.parse_args()
-    if args.child:
-        row = child(args.child, args.out_dir, args.calibration_images, args.runs, args.threads,
-                    args.qat_steps if args.qat else None)
-        print("ROW " + json.dumps(row), flush=True)
-        return 0
+    return ap.parse_args()
 
-    from edgetpu_models.tables import format_table
 
+def _child_command(args: argparse.Namespace, name: str, out_dir: str) -> list[str]:
+    """This script again, as the child process that measures model `name`."""
+    return [sys.executable, os.path.abspath(__file__), "--child", name, "--out-dir", out_dir,
+            "--calibration-images", str(args.calibration_images), "--runs", str(args.runs),
+            "--threads", str(args.threads), "--qat-steps", str(args.qat_steps)] + (["--qat"] if args.qat else [])
+
+
+def _measure_all(args: argparse.Namespace) -> list[dict]:
+    """One child process per model; the rows of those that succeeded (a line printed per model as it ends)."""
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         out_dir = args.out_dir or tmp
         os.makedirs(out_dir, exist_ok=True)
         for name in args.models:
-            cmd = [sys.executable, os.path.abspath(__file__), "--child", name, "--out-dir", out_dir,
-                   "--calibration-images", str(args.calibration_images), "--runs", str(args.runs),
-                   "--threads", str(args.threads), "--qat-steps", str(args.qat_steps)] + (["--qat"] if args.qat else [])
-            proc = subprocess.run(cmd, capture_output=True, text=True)
+            proc = subprocess.run(_child_command(args, name, out_dir), capture_output=True, text=True)
             line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("ROW ")), None)
             if proc.returncode != 0 or line is None:
                 print(f"{name}: failed (exit {proc.returncode}): {proc.stderr.strip().splitlines()[-1:]}")
@@ -134,13 +134,22 @@ def main() -> int:
             rows.append(row)
             print(f"{name}: export {row['export_s']:.1f} s, peak {row['peak_gib']:.2f} GiB, "
                   f"{row['edgetpu_ops']}/{row['total_ops']} ops on the Edge TPU", flush=True)
-    headers = ["model", "res", "build s", "export s", "export CPU s", "peak GiB", "int8 MiB", "Edge TPU ops", "CPU ms (2 thr)",
-               "load avg"]
+    return rows
+
+
+def _mapped(on_edgetpu: int, total: int, fully_mapped: bool) -> str:
+    return f"{on_edgetpu}/{total}" + (" (100%)" if fully_mapped else " NOT FULLY MAPPED")
+
+
+def _print_tables(args: argparse.Namespace, rows: list[dict]) -> None:
+    from edgetpu_models.tables import format_table
+
+    headers = ["model", "res", "build s", "export s", "export CPU s", "peak GiB", "int8 MiB", "Edge TPU ops",
+               "CPU ms (2 thr)", "load avg"]
     table = [(r["model"], r["resolution"], f"{r['build_s']:.1f}", f"{r['export_s']:.1f}",
               f"{r.get('export_cpu_s', float('nan')):.1f}", f"{r['peak_gib']:.2f}",
-              f"{r['size_bytes'] / 2**20:.2f}", f"{r['edgetpu_ops']}/{r['total_ops']}"
-              + (" (100%)" if r["fully_mapped"] else " NOT FULLY MAPPED"), f"{r['cpu_ms']:.1f}",
-              f"{r['load_avg']:.1f}") for r in rows]
+              f"{r['size_bytes'] / 2**20:.2f}", _mapped(r["edgetpu_ops"], r["total_ops"], r["fully_mapped"]),
+              f"{r['cpu_ms']:.1f}", f"{r['load_avg']:.1f}") for r in rows]
     print()
     print(f"int8 export, calibration on {args.calibration_images} real images (bundled dataset); LiteRT CPU latency "
           f"median of {args.runs} at {args.threads} threads")
@@ -149,9 +158,13 @@ def main() -> int:
         print()
         print(format_table(["model", "QAT wrap+train+export s", "QAT loss", "Edge TPU ops (QAT export)"],
                            [(r["model"], f"{r['qat_s']:.1f}", f"{r['qat_loss']:.3f}",
-                             f"{r['qat_edgetpu_ops']}/{r['qat_total_ops']}"
-                             + (" (100%)" if r["qat_fully_mapped"] else " NOT FULLY MAPPED")) for r in rows],
+                             _mapped(r["qat_edgetpu_ops"], r["qat_total_ops"], r["qat_fully_mapped"]))
+                            for r in rows],
                            right=(1, 2)))
+
+
+def _print_limits(rows: list[dict]) -> None:
+    """The must-show limits (LIMIT_S) of the models that have them: within or over."""
     for r in rows:
         if r["model"] in LIMIT_S:
             max_s, max_gib = LIMIT_S[r["model"]]
@@ -159,6 +172,19 @@ def main() -> int:
             print(f"\n{r['model']}: export {r['export_s']:.1f} s wall, {r.get('export_cpu_s', float('nan')):.1f} s "
                   f"CPU (limit {max_s:.0f} s), peak memory "
                   f"{r['peak_gib']:.2f} GiB (limit {max_gib:.0f} GiB): {'within' if ok else 'OVER'} the limits")
+
+
+def main() -> int:
+    args = _parse_args()
+    if args.child:
+        row = child(args.child, args.out_dir, args.calibration_images, args.runs, args.threads,
+                    args.qat_steps if args.qat else None)
+        print("ROW " + json.dumps(row), flush=True)
+        return 0
+
+    rows = _measure_all(args)
+    _print_tables(args, rows)
+    _print_limits(rows)
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump(rows, f, indent=1)

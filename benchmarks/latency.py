@@ -23,9 +23,9 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from edgetpu_models.nas import calibrate as cal  # noqa: E402
-from edgetpu_models.nas.cpu import held_out_rows, measure_held_out, random_specs  # noqa: E402
-from edgetpu_models.nas.latency import estimate, estimate_spec  # noqa: E402
+from edgetpu_models.nas.latency import calibrate as cal  # noqa: E402
+from edgetpu_models.nas.latency.cpu.fit import held_out_rows, measure_held_out, random_specs  # noqa: E402
+from edgetpu_models.nas.latency.estimator import estimate, estimate_spec  # noqa: E402
 from edgetpu_models.tables import format_table  # noqa: E402
 from edgetpu_models.zoo import ZOO, zoo_spec  # noqa: E402
 
@@ -48,7 +48,8 @@ def bench_spec_path(n_random: int = 200, repeats: int = 5) -> None:
     print(f"== spec path (coral-usb): {len(specs)} specs ({len(ZOO)} zoo + {n_random} random), fastest of {repeats} "
           f"per model; load average {load:.1f} on {os.cpu_count()} cores")
     for label, t in (("CPU time", cpu), ("wall clock", wall)):
-        print(f"   {label:10s}: {len(specs) / sum(t):,.0f} estimates/s; ms per model: mean {1e3 * sum(t) / len(t):.3f}, "
+        print(f"   {label:10s}: {len(specs) / sum(t):,.0f} estimates/s; "
+              f"ms per model: mean {1e3 * sum(t) / len(t):.3f}, "
               f"median {1e3 * statistics.median(t):.3f}, worst {1e3 * max(t):.3f}")
     print(f"   'tensorflow' imported: {'tensorflow' in sys.modules}")
     print()

@@ -26,6 +26,7 @@ import socket
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from typing import Any
 
 PHASES = ("single-unique", "single-repeated", "batch-unique")
@@ -53,55 +54,84 @@ def candidate(rng: random.Random, bases: list[tuple[dict[str, Any], str]]) -> di
     return spec
 
 
+@dataclass(frozen=True)
+class _Load:
+    """What every client thread of one phase sends, and when."""
+
+    address: str
+    phase: str
+    start_at: float
+    duration: float
+    batch_size: int
+    bases: list[tuple[dict[str, Any], str]]
+    """Zoo specs (as dicts) and their zoo variants: what the unique candidates perturb."""
+    repeated: list[tuple[str, int]]
+    """(zoo model, resolution): the requests of the cached phase."""
+
+    def call(self, client: Any, rng: random.Random, tid: int, i: int) -> tuple[float, int]:
+        """Call i of thread `tid`: its latency in ms and how many estimates it returned."""
+        if self.phase == "single-unique":
+            spec = candidate(rng, self.bases)
+            t0 = time.perf_counter()
+            client.estimate(spec)
+            n = 1
+        elif self.phase == "single-repeated":
+            name, res = self.repeated[(tid + i) % len(self.repeated)]
+            t0 = time.perf_counter()
+            client.estimate(name, resolution=res)
+            n = 1
+        else:
+            batch = [candidate(rng, self.bases) for _ in range(self.batch_size)]
+            t0 = time.perf_counter()
+            client.estimate_batch(batch)
+            n = self.batch_size
+        return (time.perf_counter() - t0) * 1e3, n
+
+
+def _client_thread(load: _Load, rng: random.Random, tid: int) -> tuple[list[float], int, int, list[str]]:
+    """One client: connects, waits for the common start, then calls until the phase ends.
+
+    Returns (call latencies in ms, estimates, errors, the first three error messages)."""
+    from edgetpu_models.nas.service.client import LatencyClient
+
+    lat: list[float] = []
+    estimates = errors = 0
+    messages: list[str] = []
+    with LatencyClient(load.address, timeout_s=30.0, retries=5) as client:
+        client.list_targets()  # connect before the clock starts
+        while time.time() < load.start_at:
+            time.sleep(0.005)
+        end = load.start_at + load.duration
+        i = 0
+        while time.time() < end:
+            try:
+                ms, n = load.call(client, rng, tid, i)
+                lat.append(ms)
+                estimates += n
+            except Exception as e:  # counted and reported, never hidden
+                errors += 1
+                if len(messages) < 3:
+                    messages.append(f"{type(e).__name__}: {e}")
+            i += 1
+    return lat, estimates, errors, messages
+
+
 def _client_proc(address: str, phase: str, n_threads: int, seed: int, start_at: float, duration: float,
                  batch_size: int, out: Any) -> None:
     import threading
 
-    from edgetpu_models.nas.client import LatencyClient
     from edgetpu_models.zoo import ZOO, zoo_spec
 
-    bases = [(zoo_spec(n)[0].to_dict(), zoo_spec(n)[1]) for n in ZOO]
-    repeated = [(n, r) for n in ZOO for r in (192, 224, 256)]
+    load = _Load(address, phase, start_at, duration, batch_size,
+                 bases=[(zoo_spec(n)[0].to_dict(), zoo_spec(n)[1]) for n in ZOO],
+                 repeated=[(n, r) for n in ZOO for r in (192, 224, 256)])
     results: list[tuple[list[float], int, int, list[str]]] = []
     lock = threading.Lock()
 
     def worker(tid: int) -> None:
-        rng = random.Random(seed * 1000 + tid)
-        lat: list[float] = []
-        estimates = errors = 0
-        messages: list[str] = []
-        with LatencyClient(address, timeout_s=30.0, retries=5) as client:
-            client.list_targets()  # connect before the clock starts
-            while time.time() < start_at:
-                time.sleep(0.005)
-            end = start_at + duration
-            i = 0
-            while time.time() < end:
-                try:
-                    if phase == "single-unique":
-                        spec = candidate(rng, bases)
-                        t0 = time.perf_counter()
-                        client.estimate(spec)
-                        n = 1
-                    elif phase == "single-repeated":
-                        name, res = repeated[(tid + i) % len(repeated)]
-                        t0 = time.perf_counter()
-                        client.estimate(name, resolution=res)
-                        n = 1
-                    else:
-                        batch = [candidate(rng, bases) for _ in range(batch_size)]
-                        t0 = time.perf_counter()
-                        client.estimate_batch(batch)
-                        n = batch_size
-                    lat.append((time.perf_counter() - t0) * 1e3)
-                    estimates += n
-                except Exception as e:  # counted and reported, never hidden
-                    errors += 1
-                    if len(messages) < 3:
-                        messages.append(f"{type(e).__name__}: {e}")
-                i += 1
+        result = _client_thread(load, random.Random(seed * 1000 + tid), tid)
         with lock:
-            results.append((lat, estimates, errors, messages))
+            results.append(result)
 
     threads = [threading.Thread(target=worker, args=(t,)) for t in range(n_threads)]
     for t in threads:
@@ -139,7 +169,7 @@ def run_phase(address: str, phase: str, clients: int, procs: int, duration: floa
             "messages": messages}
 
 
-def main() -> int:
+def _parse_args() -> tuple[argparse.Namespace, list[str]]:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--clients", type=int, default=32)
     ap.add_argument("--duration", type=float, default=20.0, help="seconds per phase (default 20)")
@@ -154,38 +184,46 @@ def main() -> int:
     bad = [p for p in phases if p not in PHASES]
     if bad:
         ap.error(f"--phases: unknown {', '.join(bad)} (choose from {', '.join(PHASES)})")
+    return args, phases
 
-    from edgetpu_models.nas.client import LatencyClient
+
+def _run_phases(args: argparse.Namespace, phases: list[str], address: str,
+                cmd: list[str]) -> tuple[list[list[Any]], list[dict[str, Any]]]:
+    """Waits for the server, then runs each phase; returns the table rows and the phases' figures."""
+    from edgetpu_models.nas.service.client import LatencyClient
+
+    rows, results = [], []
+    with LatencyClient(address, retries=0) as probe:
+        probe.wait_ready(60)
+        targets = probe.list_targets()
+    print(f"server: {' '.join(cmd[1:])} (targets: {', '.join(targets)}); {args.clients} clients in "
+          f"{args.client_procs} processes; {os.cpu_count()} CPUs; {args.duration:g} s per phase", flush=True)
+    for i, phase in enumerate(phases):
+        r = run_phase(address, phase, args.clients, args.client_procs, args.duration, args.batch_size,
+                      args.seed + 100 * i)
+        results.append(r)
+        rows.append([r["phase"], r["clients"], r["calls"], f"{r['calls_s']:.0f}", f"{r['estimates_s']:.0f}",
+                     f"{r['p50']:.2f}", f"{r['p99']:.2f}", r["errors"]])
+        print(f"  {phase}: {r['estimates_s']:.0f} estimates/s, {r['errors']} errors", flush=True)
+        for m in r["messages"]:
+            print(f"    e.g. {m}", flush=True)
+    return rows, results
+
+
+def _stop_server(server: subprocess.Popen) -> int:
+    """SIGTERM (the server drains), killed after 60 s; returns its exit status."""
+    server.send_signal(signal.SIGTERM)
+    try:
+        return server.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        server.kill()
+        return server.wait()
+
+
+def _report(rows: list[list[Any]], results: list[dict[str, Any]], rc: int) -> bool:
+    """Prints the table, the batch speed-up and whether the bar was met; returns whether it was."""
     from edgetpu_models.tables import format_table
 
-    port = free_port()
-    address = f"127.0.0.1:{port}"
-    cmd = [sys.executable, "-m", "edgetpu_models.cli", "latency-server", "--port", str(port),
-           "--workers", str(args.workers), "--threads", str(args.threads)]
-    server = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    rows, results = [], []
-    try:
-        with LatencyClient(address, retries=0) as probe:
-            probe.wait_ready(60)
-            targets = probe.list_targets()
-        print(f"server: {' '.join(cmd[1:])} (targets: {', '.join(targets)}); {args.clients} clients in "
-              f"{args.client_procs} processes; {os.cpu_count()} CPUs; {args.duration:g} s per phase", flush=True)
-        for i, phase in enumerate(phases):
-            r = run_phase(address, phase, args.clients, args.client_procs, args.duration, args.batch_size,
-                          args.seed + 100 * i)
-            results.append(r)
-            rows.append([r["phase"], r["clients"], r["calls"], f"{r['calls_s']:.0f}", f"{r['estimates_s']:.0f}",
-                         f"{r['p50']:.2f}", f"{r['p99']:.2f}", r["errors"]])
-            print(f"  {phase}: {r['estimates_s']:.0f} estimates/s, {r['errors']} errors", flush=True)
-            for m in r["messages"]:
-                print(f"    e.g. {m}", flush=True)
-    finally:
-        server.send_signal(signal.SIGTERM)
-        try:
-            rc = server.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            rc = server.wait()
     print()
     print(format_table(["phase", "clients", "calls", "calls/s", "estimates/s", "p50 ms", "p99 ms", "errors"], rows,
                        right=(1, 2, 3, 4, 5, 6, 7)))
@@ -201,7 +239,21 @@ def main() -> int:
     ok = total_errors == 0 and worst >= 500 and rc == 0
     print(f"bar (0 errors, >= 500 single estimates/s, clean drain): {'met' if ok else 'NOT met'} "
           f"(errors {total_errors}, slowest single phase {worst:.0f} estimates/s)")
-    return 0 if ok else 1
+    return ok
+
+
+def main() -> int:
+    args, phases = _parse_args()
+    port = free_port()
+    address = f"127.0.0.1:{port}"
+    cmd = [sys.executable, "-m", "edgetpu_models.cli", "latency-server", "--port", str(port),
+           "--workers", str(args.workers), "--threads", str(args.threads)]
+    server = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        rows, results = _run_phases(args, phases, address, cmd)
+    finally:
+        rc = _stop_server(server)
+    return 0 if _report(rows, results, rc) else 1
 
 
 if __name__ == "__main__":

@@ -17,12 +17,12 @@ import os
 import sys
 import tempfile
 import time
+from typing import Any
 
 BUDGET_S = 20 * 60
 
 
-def main(argv: list[str] | None = None) -> int:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--trials", type=int, default=50)
     p.add_argument("--workers", type=int, default=2)
@@ -36,29 +36,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="search folder (default: a new folder under the temp dir)")
     p.add_argument("--resume", action="store_true", help="resume the search in --out")
-    args = p.parse_args(argv)
+    return p.parse_args(argv)
 
-    from edgetpu_models.nas.latency import estimate_spec
-    from edgetpu_models.nas.results import PLOT, Reference, plot_trials, relation_to_front
-    from edgetpu_models.nas.search import SearchConfig, load_search, reference_point, run_search
-    from edgetpu_models.tables import format_table
-    from edgetpu_models.zoo import resolve_model_ref
 
-    s_spec, s_variant = resolve_model_ref("efficientnet_edgetpu_s")
-    target_ms = args.latency_target_ms or round(estimate_spec(s_spec, args.target, variant=s_variant).latency_ms, 3)
-    out = args.out or tempfile.mkdtemp(prefix="nas_benchmark_")
+def _search_config(args: argparse.Namespace, target_ms: float) -> Any:
+    from edgetpu_models.nas.search.loop import SearchConfig
+
     proxy = {"steps": args.steps, "resolution": args.resolution, "width": args.width, "seed": args.seed}
-    cfg = SearchConfig(target=args.target, latency_target_ms=target_ms, controller=args.controller,
-                       trials=args.trials, seed=args.seed, proxy=proxy, workers=args.workers,
-                       controller_options={"population": 12, "sample": 4} if args.controller == "evolution" else {})
-    print(f"search: {args.trials} trials, {args.workers} workers, controller {args.controller}, target "
-          f"{args.target} at {target_ms:g} ms, {os.cpu_count()} CPU cores, out {out}", flush=True)
-    t0 = time.perf_counter()
-    result = run_search(cfg, out, resume=args.resume, progress=True)
-    wall = time.perf_counter() - t0
-    cfg, results = load_search(out)
-    ok = [r for r in results if r["status"] == "ok"]
-    proxy_name = ok[0]["accuracy_proxy"] if ok else "?"
+    return SearchConfig(target=args.target, latency_target_ms=target_ms, controller=args.controller,
+                        trials=args.trials, seed=args.seed, proxy=proxy, workers=args.workers,
+                        controller_options={"population": 12, "sample": 4} if args.controller == "evolution" else {})
+
+
+def _print_run_figures(args: argparse.Namespace, result: Any, wall: float, ok: list[dict[str, Any]],
+                       proxy_name: str) -> None:
+    """Wall time against the budget, trial rate, median trial time and CPU time of the trained trials."""
     train_s = sorted(r.get("train_seconds", r["seconds"]) for r in ok if r.get("cached_from") is None)
     print(f"\nwall time {wall:.0f} s for {result.trials - result.resumed_from} trials "
           f"({60 * (result.trials - result.resumed_from) / wall:.1f} trials/min); budget {BUDGET_S} s: "
@@ -67,28 +59,44 @@ def main(argv: list[str] | None = None) -> int:
     cpu = [r["cpu_seconds"] for r in ok if "cpu_seconds" in r]
     if cpu:
         load = os.getloadavg()[1]
-        print(f"CPU time of the {len(cpu)} trained trials: {sum(cpu):.0f} s (median {sorted(cpu)[len(cpu) // 2]:.1f} s "
-              f"per trial) -> on {args.workers} otherwise idle cores about {sum(cpu) / args.workers:.0f} s of trial "
+        print(f"CPU time of the {len(cpu)} trained trials: {sum(cpu):.0f} s (median {sorted(cpu)[len(cpu) // 2]:.1f} "
+              f"s per trial) -> on {args.workers} otherwise idle cores about {sum(cpu) / args.workers:.0f} s of trial "
               f"work; load average during the run: {load:.1f} on {os.cpu_count()} cores")
     print(f"accuracy proxy: {proxy_name} on the bundled dataset's held-out split")
+
+
+def _score_references(cfg: Any) -> list[Any]:
+    """The published models scored with the search's own proxy and latency model."""
+    from edgetpu_models.model_ref import resolve_spec
+    from edgetpu_models.nas.search.loop import reference_point
 
     refs = []
     for name in ("efficientnet_edgetpu_s", "mobilenet_edgetpu"):
         t = time.perf_counter()
-        spec, _ = resolve_model_ref(name)
-        ref = reference_point(spec, cfg, label=name)
-        refs.append(ref)
+        spec, _ = resolve_spec(name)
+        refs.append(reference_point(spec, cfg, label=name))
         print(f"scored {name} at the same proxy setting in {time.perf_counter() - t:.0f} s", flush=True)
+    return refs
 
-    front = result.front
+
+def _print_front(result: Any) -> None:
+    from edgetpu_models.tables import format_table
+
     print("\nPareto front (latency on the target model, proxy accuracy):")
     print(format_table(("trial", "latency ms", "accuracy", "reward"),
                        [(r["trial"], f"{r['latency_ms']:.3f}", f"{r['accuracy']:.4f}", f"{r['reward']:.4f}")
-                        for r in front], right=(0, 1, 2, 3)))
+                        for r in result.front], right=(0, 1, 2, 3)))
     best = result.best
     if best is not None:
         print(f"best reward: trial {best['trial']}: {best['latency_ms']:.3f} ms, accuracy {best['accuracy']:.4f}, "
               f"reward {best['reward']:.4f}\n  {best['arch']}")
+
+
+def _print_references(front: list[dict[str, Any]], refs: list[Any]) -> None:
+    """Whether the found front dominates each reference, and by how much accuracy / latency."""
+    from edgetpu_models.nas.search.results import relation_to_front
+    from edgetpu_models.tables import format_table
+
     print("\nreferences against the found front:")
     rows = []
     for ref in refs:
@@ -100,6 +108,33 @@ def main(argv: list[str] | None = None) -> int:
                      gap, ratio))
     print(format_table(("model", "latency ms", "accuracy", "dominated by the front", "acc - front acc at <= its "
                         "latency", "its latency / front latency at >= its acc"), rows, right=(1, 2, 4, 5)))
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    args = _parse_args(argv)
+
+    from edgetpu_models.model_ref import resolve_spec
+    from edgetpu_models.nas.latency.estimator import estimate_spec
+    from edgetpu_models.nas.search.loop import load_search, run_search
+    from edgetpu_models.nas.search.results import PLOT, Reference, plot_trials
+
+    s_spec, s_variant = resolve_spec("efficientnet_edgetpu_s")
+    target_ms = args.latency_target_ms or round(estimate_spec(s_spec, args.target, variant=s_variant).latency_ms, 3)
+    out = args.out or tempfile.mkdtemp(prefix="nas_benchmark_")
+    cfg = _search_config(args, target_ms)
+    print(f"search: {args.trials} trials, {args.workers} workers, controller {args.controller}, target "
+          f"{args.target} at {target_ms:g} ms, {os.cpu_count()} CPU cores, out {out}", flush=True)
+    t0 = time.perf_counter()
+    result = run_search(cfg, out, resume=args.resume, progress=True)
+    wall = time.perf_counter() - t0
+    cfg, results = load_search(out)
+    ok = [r for r in results if r["status"] == "ok"]
+    proxy_name = ok[0]["accuracy_proxy"] if ok else "?"
+    _print_run_figures(args, result, wall, ok, proxy_name)
+    refs = _score_references(cfg)
+    _print_front(result)
+    _print_references(result.front, refs)
     plot = plot_trials(os.path.join(out, "trials_with_references.png"), results, cfg.latency_target_ms,
                        title=f"{cfg.controller}, {len(results)} trials on {cfg.target} ({proxy_name})",
                        references=[Reference(r.label, r.latency_ms, r.accuracy) for r in refs],

@@ -9,8 +9,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..errors import EdgeTPUModelsError
-from .interpreter import make_interpreter
+from edgetpu_models.deploy.interpreter import make_interpreter
+from edgetpu_models.errors import EdgeTPUModelsError
 
 
 @dataclass(frozen=True)

@@ -13,15 +13,14 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 
-from ..data import load_image
-from ..errors import ModelFileError
-from ..spec import Normalization
-from .export import read_metadata, sidecar_paths
-from .interpreter import make_interpreter
+from edgetpu_models.data import load_image
+from edgetpu_models.deploy.interpreter import make_interpreter
+from edgetpu_models.errors import ModelFileError
+from edgetpu_models.sidecar import read_labels, require_sidecar
 
 _INT_RANGES = {np.dtype(np.uint8): (0, 255), np.dtype(np.int8): (-128, 127)}
 
@@ -41,34 +40,6 @@ class ClassifyResult:
     """Time of the interpreter's invoke() alone."""
 
 
-def metadata_for(model_path: str) -> tuple[dict[str, Any], str]:
-    """(X.json content, its path) for X.tflite; a compiled X_edgetpu.tflite falls back to X.json."""
-    base = os.path.splitext(model_path)[0]
-    candidates = [model_path]
-    if base.endswith("_edgetpu"):
-        candidates.append(base[: -len("_edgetpu")] + ".tflite")
-    for cand in candidates:
-        json_path, _ = sidecar_paths(cand)
-        if os.path.exists(json_path):
-            return read_metadata(cand), json_path
-    return read_metadata(model_path), sidecar_paths(model_path)[0]  # raises the one-line "no such metadata file"
-
-
-def read_labels(path: str) -> list[str]:
-    try:
-        with open(path, encoding="utf-8") as f:
-            labels = [line.rstrip("\n") for line in f]
-    except FileNotFoundError:
-        raise ModelFileError(f"{path}: no such labels file") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise ModelFileError(f"{path}: not a readable labels file ({e})") from None
-    while labels and not labels[-1].strip():
-        labels.pop()
-    if not labels:
-        raise ModelFileError(f"{path}: empty labels file (expected one class name per line)")
-    return labels
-
-
 class Classifier:
     """An interpreter plus what it needs to turn image files into labelled scores."""
 
@@ -78,7 +49,7 @@ class Classifier:
         if not os.path.isfile(self.model_path):
             raise ModelFileError(f"{self.model_path}: no such model file")
         self.interpreter, self.backend = make_interpreter(self.model_path, threads, prefer=prefer)
-        self.meta, json_path = metadata_for(self.model_path)
+        self.meta = require_sidecar(self.model_path)
         inp = self.interpreter.get_input_details()[0]
         out = self.interpreter.get_output_details()[0]
         self._in, self._out = inp, out
@@ -86,15 +57,16 @@ class Classifier:
         if len(shape) != 4 or shape[3] != 3:
             raise ModelFileError(f"{self.model_path}: input shape {shape}, expected [1, H, W, 3]")
         self.size = (shape[1], shape[2])
-        norm = self.meta["normalization"]
-        self.normalization = Normalization(tuple(norm["mean"]), tuple(norm["std"]))
+        self.normalization = self.meta.normalization
         n_out = int(out["shape"][-1])
         if isinstance(labels, str):
-            names = read_labels(labels)
+            names = list(read_labels(labels))
+            if not names:
+                raise ModelFileError(f"{labels}: empty labels file (expected one class name per line)")
         elif labels is not None:
             names = [str(x) for x in labels]
-        elif self.meta.get("labels"):
-            names = read_labels(os.path.join(os.path.dirname(json_path), self.meta["labels"]))
+        elif self.meta.labels is not None:
+            names = list(self.meta.labels)
         else:
             names = [str(i) for i in range(n_out)]
         if len(names) != n_out:

@@ -13,8 +13,8 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 
-from ..errors import EdgeTPUModelsError, ModelFileError
-from .edgetpu_check import CompatibilityReport, OpRow, check_tflite
+from edgetpu_models.deploy.edgetpu_check import CompatibilityReport, OpRow, check_tflite
+from edgetpu_models.errors import EdgeTPUModelsError, ModelFileError
 
 COMPILER = "edgetpu_compiler"
 INSTALL_URL = "https://coral.ai/docs/edgetpu/compiler/#system-requirements"

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from .tflite_reader import TFLiteModel, TFLiteOperator, TFLiteTensor, read_tflite
+from edgetpu_models.tflite_reader import TFLiteModel, TFLiteOperator, TFLiteTensor, read_tflite
 
 MAPPED = "Mapped to Edge TPU"
 NOT_SUPPORTED = "Operation not supported"

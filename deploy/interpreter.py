@@ -14,8 +14,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from ..errors import ModelFileError
-from .tflite_reader import read_tflite
+from edgetpu_models.errors import ModelFileError
+from edgetpu_models.tflite_reader import read_tflite
 
 EDGETPU_CUSTOM_OP = "edgetpu-custom-op"
 BACKENDS = ("pycoral", "litert", "tflite_runtime", "tf.lite")
@@ -65,7 +65,8 @@ def _cpu_interpreter_class(prefer: str | None) -> tuple[Any, str]:
 def make_interpreter(path: "str | os.PathLike[str]", threads: int | None = None, *,
                      prefer: str | None = None) -> tuple[Any, str]:
     """(allocated interpreter, backend name) for a .tflite file; backend names: 'pycoral (Edge TPU)' (or 'pycoral
-    (CPU: ...)' for an uncompiled file on a machine with a device), 'litert', 'tflite_runtime', 'tf.lite'. `prefer` forces one of BACKENDS (e.g. 'litert' to skip the Edge TPU)."""
+    (CPU: ...)' for an uncompiled file on a machine with a device), 'litert', 'tflite_runtime', 'tf.lite'.
+    `prefer` forces one of BACKENDS (e.g. 'litert' to skip the Edge TPU)."""
     path = os.fspath(path)
     if prefer is not None and prefer not in BACKENDS:
         raise ModelFileError(f"backend: expected one of {', '.join(BACKENDS)}, got {prefer!r}")
@@ -81,7 +82,8 @@ def make_interpreter(path: "str | os.PathLike[str]", threads: int | None = None,
                 interp = coral_make(path)
                 interp.allocate_tensors()
             except (RuntimeError, ValueError) as e:
-                raise ModelFileError(f"{path}: the Edge TPU runtime cannot load it ({str(e).splitlines()[0]})") from None
+                first = str(e).splitlines()[0] if str(e) else type(e).__name__
+                raise ModelFileError(f"{path}: the Edge TPU runtime cannot load it ({first})") from None
             # an uncompiled file has nothing for the delegate: every op runs on the CPU, and the name says so
             return interp, "pycoral (Edge TPU)" if compiled else "pycoral (CPU: file not compiled for the Edge TPU)"
         if compiled or prefer == "pycoral":

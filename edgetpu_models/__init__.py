@@ -11,9 +11,9 @@ from __future__ import annotations
 from importlib import import_module
 from typing import Any
 
-from .errors import EdgeTPUModelsError, SpecError, UnknownModelError, WeightsError
-from .spec import Spec, load_spec, resolve, save_spec, spec_from_dict
-from .zoo import ZOO
+from edgetpu_models.errors import EdgeTPUModelsError, SpecError, UnknownModelError, WeightsError
+from edgetpu_models.spec import Spec, load_spec, resolve, save_spec, spec_from_dict
+from edgetpu_models.zoo import ZOO
 
 __version__ = "0.1.0"
 __all__ = ["build_model", "efficientnet_edgetpu", "mobilenet_edgetpu", "load_spec", "save_spec", "spec_from_dict",
@@ -23,14 +23,14 @@ __all__ = ["build_model", "efficientnet_edgetpu", "mobilenet_edgetpu", "load_spe
 
 def build_model(spec_or_path: Any, variant: str | None = None, **kwargs: Any):
     """Builds any spec (Spec, zoo name or YAML path) as a tf_keras model; see `edgetpu_models.builder.build_model`."""
-    from .builder import build_model as _build
+    from edgetpu_models.builder import build_model as _build
 
     return _build(spec_or_path, variant, **kwargs)
 
 
 def profile(spec_or_path: Any, variant: str | None = None, **kwargs: Any):
     """Per-layer shapes, params and MACs of a spec without TensorFlow; see `edgetpu_models.profiler.profile`."""
-    from .profiler import profile as _profile
+    from edgetpu_models.profiler import profile as _profile
 
     return _profile(spec_or_path, variant, **kwargs)
 

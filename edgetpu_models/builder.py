@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Any
+from typing import Any, Callable
 
-from .errors import SpecError
-from .layer_graph import LayerGraph, arch_to_graph
-from .spec import Arch, Spec, resolve
-from .zoo import ZOO, resolve_model_ref
+from edgetpu_models.errors import SpecError
+from edgetpu_models.layer_graph import Layer, LayerGraph, Op, arch_to_graph
+from edgetpu_models.model_ref import resolve_spec
+from edgetpu_models.spec import Arch, Spec, resolve
+from edgetpu_models.zoo import ZOO
 
 # keras.applications' EfficientNet initialisers.
 CONV_KERNEL_INITIALIZER = {"class_name": "VarianceScaling",
@@ -35,7 +36,7 @@ def _check_head_args(weights: Any, include_top: bool, classes: int, pooling: str
 def resolve_arch(spec_or_path: "str | os.PathLike[str] | Spec", variant: str | None = None,
                  resolution: int | None = None) -> Arch:
     """Zoo name, spec file or Spec -> resolved architecture (variant applied)."""
-    spec, variant = resolve_model_ref(spec_or_path, variant)
+    spec, variant = resolve_spec(spec_or_path, variant)
     return resolve(spec, variant, resolution)
 
 
@@ -48,9 +49,53 @@ def _input_shape(arch: Arch, input_shape: tuple | None) -> tuple[int, int, int]:
     return shape  # type: ignore[return-value]
 
 
+def _conv(keras: Any, layer: Layer, x: Any, ctx: dict[str, Any]) -> Any:
+    if layer.op == Op.CONV2D:
+        x = keras.layers.Conv2D(layer.out_channels, layer.kernel, strides=layer.stride, padding="same", use_bias=False,
+                                kernel_initializer=CONV_KERNEL_INITIALIZER, name=layer.name)(x)
+    else:
+        x = keras.layers.DepthwiseConv2D(layer.kernel, strides=layer.stride, padding="same", use_bias=False,
+                                         depthwise_initializer=CONV_KERNEL_INITIALIZER, name=layer.name)(x)
+    if layer.batch_norm:
+        x = keras.layers.BatchNormalization(name=layer.batch_norm, **ctx["bn_args"])(x)
+    if layer.activation:
+        x = keras.layers.ReLU(max_value=ctx["relu_max"], name=f"{layer.name}_{layer.activation}")(x)
+    return x
+
+
+def _add(keras: Any, layer: Layer, x: Any, ctx: dict[str, Any]) -> Any:
+    if layer.rate > 0:  # drop-connect: drops the whole residual branch per sample; identity at inference
+        x = keras.layers.Dropout(layer.rate, noise_shape=(None, 1, 1, 1), name=f"{layer.block}_drop")(x)
+    return keras.layers.Add(name=layer.name)([x, ctx["tensors"][layer.inputs[1]]])
+
+
+def _dense(keras: Any, layer: Layer, x: Any, ctx: dict[str, Any]) -> Any:
+    return keras.layers.Dense(layer.out_channels, activation=ctx["classifier_activation"],
+                              kernel_initializer=DENSE_KERNEL_INITIALIZER, name=layer.name)(x)
+
+
+_BUILDERS: dict[Op, Callable[[Any, Layer, Any, dict[str, Any]], Any]] = {
+    Op.CONV2D: _conv,
+    Op.DEPTHWISE_CONV2D: _conv,
+    Op.ADD: _add,
+    Op.GLOBAL_AVG_POOL: lambda keras, layer, x, ctx: keras.layers.GlobalAveragePooling2D(name=layer.name)(x),
+    Op.GLOBAL_MAX_POOL: lambda keras, layer, x, ctx: keras.layers.GlobalMaxPooling2D(name=layer.name)(x),
+    Op.DROPOUT: lambda keras, layer, x, ctx: keras.layers.Dropout(layer.rate, name=layer.name)(x),
+    Op.DENSE: _dense,
+}
+"""The ops of a spec's graph (`layer_graph.SPEC_OPS`) and how each becomes Keras layers. Graphs imported from Keras
+or .tflite files may hold other ops; `build_graph_model` refuses those by name."""
+
+
 def build_graph_model(graph: LayerGraph, arch: Arch, input_tensor: Any = None,
                       classifier_activation: str | None = "softmax", model_name: str | None = None):
-    """Creates the tf_keras model for a layer graph (one Keras layer, or conv+BN+ReLU, per graph layer)."""
+    """Creates the tf_keras model for a layer graph (one Keras layer, or conv+BN+ReLU, per graph layer).
+
+    SpecError when the graph has an op the builder cannot build (graphs from Keras or .tflite front ends can)."""
+    unbuildable = next((layer for layer in graph if layer.op not in _BUILDERS), None)
+    if unbuildable is not None:
+        raise SpecError(f"{graph.name}: layer {unbuildable.name}: op {unbuildable.op.value!r} cannot be built from a "
+                        f"spec (the builder builds {', '.join(sorted(_BUILDERS))})")
     import tf_keras as keras
 
     if input_tensor is None:
@@ -59,39 +104,13 @@ def build_graph_model(graph: LayerGraph, arch: Arch, input_tensor: Any = None,
         img_input = input_tensor
     else:
         img_input = keras.layers.Input(tensor=input_tensor, shape=graph.input_shape, name="input")
-    bn_args = {"momentum": arch.batch_norm.momentum, "epsilon": arch.batch_norm.epsilon}
-    relu_max = 6.0 if arch.activation == "relu6" else None
-    tensors: dict[str, Any] = {"input": img_input}
+    ctx = {"bn_args": {"momentum": arch.batch_norm.momentum, "epsilon": arch.batch_norm.epsilon},
+           "relu_max": 6.0 if arch.activation == "relu6" else None, "tensors": {"input": img_input},
+           "classifier_activation": classifier_activation}
+    x = img_input
     for layer in graph:
-        x = tensors[layer.inputs[0]]
-        if layer.op in ("conv2d", "depthwise_conv2d"):
-            if layer.op == "conv2d":
-                x = keras.layers.Conv2D(layer.out_channels, layer.kernel, strides=layer.stride, padding="same",
-                                        use_bias=False, kernel_initializer=CONV_KERNEL_INITIALIZER,
-                                        name=layer.name)(x)
-            else:
-                x = keras.layers.DepthwiseConv2D(layer.kernel, strides=layer.stride, padding="same", use_bias=False,
-                                                 depthwise_initializer=CONV_KERNEL_INITIALIZER, name=layer.name)(x)
-            if layer.batch_norm:
-                x = keras.layers.BatchNormalization(name=layer.batch_norm, **bn_args)(x)
-            if layer.activation:
-                x = keras.layers.ReLU(max_value=relu_max, name=f"{layer.name}_{layer.activation}")(x)
-        elif layer.op == "add":
-            if layer.rate > 0:  # drop-connect: drops the whole residual branch per sample; identity at inference
-                x = keras.layers.Dropout(layer.rate, noise_shape=(None, 1, 1, 1), name=f"{layer.block}_drop")(x)
-            x = keras.layers.Add(name=layer.name)([x, tensors[layer.inputs[1]]])
-        elif layer.op == "global_avg_pool":
-            x = keras.layers.GlobalAveragePooling2D(name=layer.name)(x)
-        elif layer.op == "global_max_pool":
-            x = keras.layers.GlobalMaxPooling2D(name=layer.name)(x)
-        elif layer.op == "dropout":
-            x = keras.layers.Dropout(layer.rate, name=layer.name)(x)
-        elif layer.op == "dense":
-            x = keras.layers.Dense(layer.out_channels, activation=classifier_activation,
-                                   kernel_initializer=DENSE_KERNEL_INITIALIZER, name=layer.name)(x)
-        else:  # pragma: no cover - graph ops are a closed set
-            raise SpecError(f"{graph.name}: layer {layer.name}: unknown op {layer.op!r}")
-        tensors[layer.name] = x
+        x = _BUILDERS[layer.op](keras, layer, ctx["tensors"][layer.inputs[0]], ctx)
+        ctx["tensors"][layer.name] = x
     inputs = keras.utils.get_source_inputs(input_tensor) if input_tensor is not None else img_input
     return keras.Model(inputs, x, name=model_name or graph.name)
 
@@ -106,7 +125,7 @@ def build_model(spec_or_path: "str | os.PathLike[str] | Spec", variant: str | No
     ports of the official checkpoints, zoo models that have them) or a `.safetensors` / `.h5` file.
     """
     _check_head_args(weights, include_top, classes, pooling)
-    spec, variant = resolve_model_ref(spec_or_path, variant)
+    spec, variant = resolve_spec(spec_or_path, variant)
     arch = resolve(spec, variant, resolution)
     if input_tensor is not None and input_shape is None:
         shape = tuple(getattr(input_tensor, "shape", ())[1:])
@@ -117,6 +136,6 @@ def build_model(spec_or_path: "str | os.PathLike[str] | Spec", variant: str | No
     name = spec_or_path if isinstance(spec_or_path, str) and spec_or_path in ZOO else graph.name
     model = build_graph_model(graph, arch, input_tensor, classifier_activation, re.sub(r"[^A-Za-z0-9_]", "_", name))
     if weights is not None:
-        from .weights import load_weights
+        from edgetpu_models.weights import load_weights
         load_weights(model, weights, spec_or_path if isinstance(spec_or_path, str) else None)
     return model

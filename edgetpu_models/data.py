@@ -23,8 +23,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .errors import DatasetError
-from .spec import Normalization, Spec
+from edgetpu_models.errors import DatasetError
+from edgetpu_models.spec import Normalization, Spec
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
 """What tf.io.decode_image reads; other files in a class folder are ignored (not counted as skipped)."""
@@ -155,7 +155,7 @@ class ImageFolderData:
 def _norm_constants(normalization: "Normalization | Spec | str | os.PathLike[str]") -> Normalization:
     if isinstance(normalization, Normalization):
         return normalization
-    from .preprocessing import normalization_of
+    from edgetpu_models.preprocessing import normalization_of
 
     return normalization_of(normalization)
 
@@ -195,84 +195,140 @@ def load_image_folder(directory: "str | os.PathLike[str]", image_size: int,
     `cache`: True keeps the resized uint8 images in memory, a string caches to that file, False re-decodes every epoch.
     `flip=False` turns off the horizontal flip (for data such as text where a mirror image is another class).
     """
-    if not isinstance(image_size, int) or image_size < 8:
-        raise DatasetError(f"image_size: expected an integer >= 8, got {image_size!r}")
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise DatasetError(f"batch_size: expected an integer >= 1, got {batch_size!r}")
+    _check_sizes(image_size, batch_size)
     norm = _norm_constants(normalization)
     folder = list_image_folder(directory)
     train_idx, val_idx = split_indices(folder.labels, validation_split, seed)
     if len(train_idx) == 0:
         raise DatasetError(f"{folder.directory}: no training images left after the validation split")
 
-    import tensorflow as tf
-
-    pre = max(image_size, int(round(image_size / CROP_FRACTION)))
-    mean = tf.constant(norm.mean, tf.float32)
-    std = tf.constant(norm.std, tf.float32)
+    maps = _ImageMaps.create(image_size, norm, flip)
     files = np.asarray(folder.files)
     labels = np.asarray(folder.labels, np.int32)
+    train_base = _decoded(files[train_idx], labels[train_idx], maps, cache, ".train")
+    val_ds = _centre_batches(_decoded(files[val_idx], labels[val_idx], maps, cache, ".val"), maps, batch_size)
+    streams = _TrainStreams(train_base, len(train_idx), maps, batch_size, seed, augment)
+    return ImageFolderData(
+        train=streams.reshuffling(), val=val_ds, train_plain=_centre_batches(train_base, maps, batch_size),
+        class_names=folder.class_names, num_train=len(train_idx), num_val=len(val_idx),
+        skipped=len(folder.skipped), image_size=image_size, batch_size=batch_size,
+        train_files=[folder.files[i] for i in train_idx], val_files=[folder.files[i] for i in val_idx],
+        val_labels=[folder.labels[i] for i in val_idx], _make_train=streams.epoch)
 
-    def decode(path, label):
+
+def _check_sizes(image_size: int, batch_size: int) -> None:
+    if not isinstance(image_size, int) or image_size < 8:
+        raise DatasetError(f"image_size: expected an integer >= 8, got {image_size!r}")
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise DatasetError(f"batch_size: expected an integer >= 1, got {batch_size!r}")
+
+
+@dataclass(frozen=True)
+class _ImageMaps:
+    """The per-image tf.data maps: decode (resize the shorter side to `pre`, centre square, uint8), then crop to
+    `image_size` (centre, or random with a flip) and normalise."""
+
+    image_size: int
+    pre: int
+    """Side of the decoded square: image_size / CROP_FRACTION (at least image_size)."""
+    mean: Any
+    std: Any
+    flip: bool
+
+    @classmethod
+    def create(cls, image_size: int, norm: Normalization, flip: bool) -> "_ImageMaps":
+        import tensorflow as tf
+
+        pre = max(image_size, int(round(image_size / CROP_FRACTION)))
+        return cls(image_size, pre, tf.constant(norm.mean, tf.float32), tf.constant(norm.std, tf.float32), flip)
+
+    def decode(self, path, label):
+        import tensorflow as tf
+
         img = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
         img.set_shape([None, None, 3])
         hw = tf.cast(tf.shape(img)[:2], tf.float32)
-        scale = pre / tf.reduce_min(hw)
-        new_hw = tf.maximum(tf.cast(tf.round(hw * scale), tf.int32), pre)
+        scale = self.pre / tf.reduce_min(hw)
+        new_hw = tf.maximum(tf.cast(tf.round(hw * scale), tf.int32), self.pre)
         img = tf.image.resize(tf.cast(img, tf.float32), new_hw, antialias=True)
-        img = tf.image.resize_with_crop_or_pad(img, pre, pre)
+        img = tf.image.resize_with_crop_or_pad(img, self.pre, self.pre)
         return tf.cast(tf.clip_by_value(tf.round(img), 0.0, 255.0), tf.uint8), label
 
-    def base(indices: np.ndarray, cache_suffix: str):
-        ds = tf.data.Dataset.from_tensor_slices((files[indices], labels[indices]))
-        ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-        ds = ds.ignore_errors()  # a file Pillow accepted but TensorFlow cannot decode: dropped, not fatal
-        if cache is True:
-            ds = ds.cache()
-        elif isinstance(cache, str) and cache:
-            ds = ds.cache(cache + cache_suffix)
-        return ds
+    def finish(self, img, label):
+        import tensorflow as tf
 
-    def finish(img, label):
-        return (tf.cast(img, tf.float32) - mean) / std, label
+        return (tf.cast(img, tf.float32) - self.mean) / self.std, label
 
-    def center(img, label):
-        return finish(tf.image.resize_with_crop_or_pad(img, image_size, image_size), label)
+    def center(self, img, label):
+        import tensorflow as tf
 
-    def augment_fn(seed_pair, img, label):
+        return self.finish(tf.image.resize_with_crop_or_pad(img, self.image_size, self.image_size), label)
+
+    def augment(self, seed_pair, img, label):
+        """Random crop (and flip), from stateless ops seeded by `seed_pair`."""
+        import tensorflow as tf
+
         s1 = tf.random.experimental.stateless_split(seed_pair, 2)
-        img = tf.image.stateless_random_crop(img, [image_size, image_size, 3], seed=s1[0])
-        if flip:
+        img = tf.image.stateless_random_crop(img, [self.image_size, self.image_size, 3], seed=s1[0])
+        if self.flip:
             img = tf.image.stateless_random_flip_left_right(img, seed=s1[1])
-        return finish(img, label)
+        return self.finish(img, label)
 
-    train_base = base(train_idx, ".train")
-    val_ds = base(val_idx, ".val").map(center, num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size)
-    val_ds = val_ds.prefetch(tf.data.AUTOTUNE)
-    n_train = len(train_idx)
 
-    def with_augmentation(ds, seeds):
-        if not augment:
-            return ds.map(center, num_parallel_calls=tf.data.AUTOTUNE)
+def _decoded(files: np.ndarray, labels: np.ndarray, maps: _ImageMaps, cache: "bool | str", cache_suffix: str):
+    """(uint8 image, label) pairs of the given files, in order, cached as `cache` says."""
+    import tensorflow as tf
+
+    ds = tf.data.Dataset.from_tensor_slices((files, labels))
+    ds = ds.map(maps.decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    ds = ds.ignore_errors()  # a file Pillow accepted but TensorFlow cannot decode: dropped, not fatal
+    if cache is True:
+        ds = ds.cache()
+    elif isinstance(cache, str) and cache:
+        ds = ds.cache(cache + cache_suffix)
+    return ds
+
+
+def _centre_batches(ds: Any, maps: _ImageMaps, batch_size: int):
+    """Centre crops, normalised and batched, in a fixed order (validation, and the plain training images)."""
+    import tensorflow as tf
+
+    return ds.map(maps.center, num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+@dataclass(frozen=True)
+class _TrainStreams:
+    """The training streams over the decoded training images: per epoch (reproducible) or reshuffling."""
+
+    decoded: Any
+    count: int
+    maps: _ImageMaps
+    batch_size: int
+    seed: int
+    augment: bool
+
+    def _with_augmentation(self, ds, seeds):
+        import tensorflow as tf
+
+        if not self.augment:
+            return ds.map(self.maps.center, num_parallel_calls=tf.data.AUTOTUNE)
         ds = tf.data.Dataset.zip((seeds, ds))
-        return ds.map(lambda s, el: augment_fn(s, *el), num_parallel_calls=tf.data.AUTOTUNE)
+        return ds.map(lambda s, el: self.maps.augment(s, *el), num_parallel_calls=tf.data.AUTOTUNE)
 
-    def make_train_epoch(epoch: int):
-        epoch_seed = int(seed) * 1_000_003 + int(epoch)
-        ds = train_base.shuffle(n_train, seed=epoch_seed, reshuffle_each_iteration=False)
-        seeds = tf.data.Dataset.range(n_train).map(lambda i: tf.stack([tf.constant(epoch_seed, tf.int64), i]))
-        ds = with_augmentation(ds, seeds)
-        return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    def epoch(self, epoch: int):
+        """One epoch's stream: order and augmentation seeded by (seed, epoch), the same on every run."""
+        import tensorflow as tf
 
-    # The plain `train` dataset for model.fit: reshuffled, and fresh augmentation seeds, on every iteration.
-    seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
-    train_ds = train_base.shuffle(n_train, seed=seed, reshuffle_each_iteration=True)
-    train_ds = with_augmentation(train_ds, seeds).batch(batch_size).prefetch(tf.data.AUTOTUNE)
+        epoch_seed = int(self.seed) * 1_000_003 + int(epoch)
+        ds = self.decoded.shuffle(self.count, seed=epoch_seed, reshuffle_each_iteration=False)
+        seeds = tf.data.Dataset.range(self.count).map(lambda i: tf.stack([tf.constant(epoch_seed, tf.int64), i]))
+        ds = self._with_augmentation(ds, seeds)
+        return ds.batch(self.batch_size).prefetch(tf.data.AUTOTUNE)
 
-    train_plain = train_base.map(center, num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size)
-    return ImageFolderData(
-        train=train_ds, val=val_ds, train_plain=train_plain.prefetch(tf.data.AUTOTUNE),
-        class_names=folder.class_names, num_train=n_train, num_val=len(val_idx),
-        skipped=len(folder.skipped), image_size=image_size, batch_size=batch_size,
-        train_files=[folder.files[i] for i in train_idx], val_files=[folder.files[i] for i in val_idx],
-        val_labels=[folder.labels[i] for i in val_idx], _make_train=make_train_epoch)
+    def reshuffling(self):
+        """The plain `train` dataset for model.fit: reshuffled, and fresh augmentation seeds, on every iteration."""
+        import tensorflow as tf
+
+        seeds = tf.data.Dataset.random(seed=self.seed, rerandomize_each_iteration=True).batch(2)
+        ds = self.decoded.shuffle(self.count, seed=self.seed, reshuffle_each_iteration=True)
+        return self._with_augmentation(ds, seeds).batch(self.batch_size).prefetch(tf.data.AUTOTUNE)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .builder import build_model
-from .preprocessing import normalize
+from edgetpu_models.builder import build_model
+from edgetpu_models.preprocessing import normalize
 
 
 def _factory(zoo_name: str, display: str):

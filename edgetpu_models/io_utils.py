@@ -38,19 +38,153 @@ def write_text_atomic(path: "str | os.PathLike[str]", text: str) -> None:
         f.write(text)
 
 
-def read_yaml(path: "str | os.PathLike[str]", what: str, error: type[Exception]) -> Any:
-    """Parses a YAML file; any failure raises `error` with one line naming the file (and the line, for bad YAML)."""
+MAX_YAML_NODES = 200_000
+"""Values a YAML document may hold once its aliases are expanded. A few hundred bytes of nested aliases (a "billion
+laughs" document) expand to billions of values; anything that walks them (validation, an error message, JSON) would
+then run without bound. Real spec and config files hold a few thousand."""
+
+
+def _expanded_size(root: Any, limit: int) -> int:
+    """How many values `root` holds with shared (aliased) parts counted every time they occur, up to `limit` + 1.
+    Raises ValueError for a document that contains itself (a recursive alias)."""
+    sizes: dict[int, int] = {}
+    active: set[int] = set()
+
+    def size(node: Any) -> int:
+        if not isinstance(node, (list, dict)):
+            return 1
+        key = id(node)
+        if key in sizes:
+            return sizes[key]
+        if key in active:
+            raise ValueError("a recursive alias (the document contains itself)")
+        active.add(key)
+        total = 1
+        for child in (node.values() if isinstance(node, dict) else node):
+            total += size(child)
+            if total > limit:
+                break
+        active.discard(key)
+        sizes[key] = min(total, limit + 1)
+        return sizes[key]
+
+    return size(root)
+
+
+def load_yaml_text(text: str, where: str, error: type[Exception]) -> Any:
+    """Parses YAML text (safe loader) with alias expansion bounded; any failure raises `error` with one line naming
+    `where` (and the line, for bad YAML)."""
     import yaml
 
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        at = f" at line {mark.line + 1}" if mark is not None else ""
+        raise error(f"{where}: not valid YAML{at}: {str(getattr(e, 'problem', e))[:200]}") from None
+    except RecursionError:
+        raise error(f"{where}: not valid YAML: nested too deeply") from None
+    try:
+        size = _expanded_size(data, MAX_YAML_NODES)
+    except (ValueError, RecursionError) as e:
+        raise error(f"{where}: not a usable YAML document ({str(e)[:100] or 'nested too deeply'})") from None
+    if size > MAX_YAML_NODES:
+        raise error(f"{where}: more than {MAX_YAML_NODES} values once its aliases are expanded (an alias bomb?)")
+    return data
+
+
+def read_yaml(path: "str | os.PathLike[str]", what: str, error: type[Exception]) -> Any:
+    """Parses a YAML file (see `load_yaml_text`); any failure raises `error` with one line naming the file."""
     path = os.fspath(path)
     try:
         with open(path, encoding="utf-8") as f:
-            return yaml.safe_load(f)
+            text = f.read(MAX_YAML_BYTES + 1)
     except FileNotFoundError:
         raise error(f"{path}: no such {what}") from None
     except (OSError, UnicodeDecodeError) as e:
         raise error(f"{path}: cannot read {what} ({e})") from None
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        at = f" at line {mark.line + 1}" if mark is not None else ""
-        raise error(f"{path}: not valid YAML{at}: {getattr(e, 'problem', e)}") from None
+    if len(text) > MAX_YAML_BYTES:
+        raise error(f"{path}: larger than {MAX_YAML_BYTES} bytes: not a {what}")
+    return load_yaml_text(text, path, error)
+
+
+MAX_YAML_BYTES = 16 << 20
+
+
+
+def _stage(path: str, content: Any) -> str:
+    """Writes `content` (bytes, text, or a function that writes the file it is given) to a temp file beside `path`."""
+    directory = os.path.dirname(os.path.abspath(path))
+    base = os.path.basename(path)
+    suffix = ".weights.h5" if base.endswith(".weights.h5") else os.path.splitext(base)[1]
+    fd, tmp = tempfile.mkstemp(prefix=f".{base}.", suffix=suffix, dir=directory)
+    if callable(content):
+        os.close(fd)
+        os.unlink(tmp)
+        content(tmp)
+    else:
+        with os.fdopen(fd, "wb") as f:
+            f.write(content.encode("utf-8") if isinstance(content, str) else content)
+    return tmp
+
+
+def _restore(replaced: list[tuple[str, str | None]]) -> None:
+    """Puts back the files a failed group write had already replaced (or removes the ones it created)."""
+    for path, backup in reversed(replaced):
+        if backup is not None:
+            os.replace(backup, path)
+        elif os.path.exists(path):
+            os.unlink(path)
+
+
+def write_group_atomic(files: "dict[str, Any]") -> None:
+    """Writes several files as one unit: all of them land, or none changes.
+
+    Every file is written to a temporary file first; only when all are written are they renamed into place, and a
+    failed rename puts back the files already replaced. Values are bytes, text, or a function that writes the path it
+    is given (e.g. a Keras `model.save`)."""
+    for path in files:
+        if os.path.isdir(path):
+            raise IsADirectoryError(f"{path}: is a directory")
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    staged: dict[str, str] = {}
+    replaced: list[tuple[str, str | None]] = []
+    try:
+        for path, content in files.items():
+            staged[path] = _stage(path, content)
+        for path, tmp in staged.items():
+            backup = tmp + ".bak" if os.path.exists(path) else None
+            if backup is not None:
+                os.link(path, backup)
+            os.replace(tmp, path)
+            replaced.append((path, backup))
+    except BaseException:
+        _restore(replaced)
+        raise
+    finally:
+        leftovers = list(staged.values()) + [tmp + ".bak" for tmp in staged.values()]
+        for leftover in leftovers:
+            if os.path.exists(leftover):
+                os.unlink(leftover)
+
+
+def check_destination(path: "str | os.PathLike[str]", *, folder: bool = False) -> None:
+    """Before long work: can `path` (a file, or with `folder` a folder) be written? OSError-free one-line
+    EdgeTPUModelsError naming the path when it is the wrong kind of thing or its folder cannot be written."""
+    from edgetpu_models.errors import EdgeTPUModelsError
+
+    path = os.path.abspath(os.fspath(path))
+    if os.path.exists(path) and os.path.isdir(path) != folder:
+        kind = "a folder" if folder else "a file"
+        raise EdgeTPUModelsError(f"{path}: exists and is not {kind}")
+    parent = path if folder and os.path.isdir(path) else os.path.dirname(path)
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    try:
+        if not os.path.isdir(parent):
+            raise NotADirectoryError(parent)
+        fd, probe = tempfile.mkstemp(prefix=".write-probe-", dir=parent)  # the real test, also for root
+        os.close(fd)
+        os.unlink(probe)
+    except OSError:
+        raise EdgeTPUModelsError(f"{path}: cannot write there ({parent} is not a writable folder)") from None

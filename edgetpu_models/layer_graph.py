@@ -8,16 +8,47 @@ produce the same `LayerGraph` so every consumer sees one structure.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Iterator
 
-from .spec import Arch, BlockArgs
+from edgetpu_models.spec import Arch, BlockArgs
 
-OPS = ("conv2d", "depthwise_conv2d", "add", "global_avg_pool", "global_max_pool", "dropout", "dense",
-       # Ops that Keras-applications networks and converted .tflite files add (the latency front ends emit them):
-       "max_pool2d", "avg_pool2d", "concat", "pad", "mul", "activation", "reshape", "softmax", "quantize")
-"""Spec graphs use the first seven. `kernel`/`stride` also describe the window of max_pool2d/avg_pool2d; a `mul` or
-`add` with one input works against constants (a standalone BatchNormalization is one per-channel affine `mul`);
-`reshape` (flatten, squeeze) moves no data."""
+
+class Op(StrEnum):
+    """The layer graph's op vocabulary: every op a front end may emit and a consumer must handle. A StrEnum, so a
+    layer's op compares equal to (and serialises as) its name, e.g. `Op.CONV2D == Op.CONV2D`."""
+
+    CONV2D = "conv2d"
+    DEPTHWISE_CONV2D = "depthwise_conv2d"
+    ADD = "add"
+    GLOBAL_AVG_POOL = "global_avg_pool"
+    GLOBAL_MAX_POOL = "global_max_pool"
+    DROPOUT = "dropout"
+    DENSE = "dense"
+    # Ops that Keras-applications networks and converted .tflite files add (the latency front ends emit them):
+    MAX_POOL2D = "max_pool2d"
+    AVG_POOL2D = "avg_pool2d"
+    CONCAT = "concat"
+    PAD = "pad"
+    MUL = "mul"
+    ACTIVATION = "activation"
+    RESHAPE = "reshape"
+    SOFTMAX = "softmax"
+    QUANTIZE = "quantize"
+    OTHER = "other"
+    """A .tflite op none of the above describes (e.g. RESIZE_BILINEAR): costed as element-wise work."""
+
+
+OPS = tuple(Op)
+"""`kernel`/`stride` also describe the window of max_pool2d/avg_pool2d; a `mul` or `add` with one input works against
+constants (a standalone BatchNormalization is one per-channel affine `mul`); `reshape` (flatten, squeeze) moves no
+data."""
+SPEC_OPS = frozenset({Op.CONV2D, Op.DEPTHWISE_CONV2D, Op.ADD, Op.GLOBAL_AVG_POOL, Op.GLOBAL_MAX_POOL, Op.DROPOUT,
+                      Op.DENSE})
+"""The ops a spec's graph is made of: what the Keras builder can build."""
+WEIGHTED_OPS = frozenset({Op.CONV2D, Op.DEPTHWISE_CONV2D, Op.DENSE})
+GLOBAL_POOL_OPS = frozenset({Op.GLOBAL_AVG_POOL, Op.GLOBAL_MAX_POOL})
+WINDOW_POOL_OPS = frozenset({Op.MAX_POOL2D, Op.AVG_POOL2D})
 
 
 @dataclass(frozen=True)
@@ -26,7 +57,7 @@ class Layer:
     which inference fuses into them (as the TFLite converter and the Edge TPU do)."""
 
     name: str
-    op: str
+    op: Op
     inputs: tuple[str, ...]
     input_shape: tuple[int, ...]
     output_shape: tuple[int, ...]
@@ -40,6 +71,14 @@ class Layer:
     """Weights stored for inference, override for front ends that know them exactly (-1: derive from shapes)."""
     kernel_hw: tuple[int, int] | None = None
     """(height, width) of a non-square kernel or window (Inception's 1x7 / 7x1); None: kernel x kernel."""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.op, Op):
+            try:
+                object.__setattr__(self, "op", Op(self.op))
+            except ValueError:
+                raise ValueError(f"layer {self.name}: unknown op {str(self.op)[:40]!r} (expected one of "
+                                 f"{', '.join(OPS)})") from None
 
     @property
     def kernel_area(self) -> int:
@@ -57,24 +96,24 @@ class Layer:
     def params(self) -> int:
         """Trainable parameters: kernels, BN gamma and beta, dense weights and bias (BN moving statistics excluded)."""
         bn = 2 * self.out_channels if self.batch_norm else 0
-        if self.op == "conv2d":
+        if self.op == Op.CONV2D:
             return self.kernel_area * self.in_channels * self.out_channels + bn
-        if self.op == "depthwise_conv2d":
+        if self.op == Op.DEPTHWISE_CONV2D:
             return self.kernel_area * self.in_channels + bn
-        if self.op == "dense":
+        if self.op == Op.DENSE:
             return self.in_channels * self.out_channels + self.out_channels
         return 0
 
     @property
     def macs(self) -> int:
         """Multiply-accumulates for one image (convolutions and the classifier; adds and pooling count zero)."""
-        if self.op == "conv2d":
+        if self.op == Op.CONV2D:
             h, w, c = self.output_shape
             return h * w * c * self.kernel_area * self.in_channels
-        if self.op == "depthwise_conv2d":
+        if self.op == Op.DEPTHWISE_CONV2D:
             h, w, c = self.output_shape
             return h * w * c * self.kernel_area
-        if self.op == "dense":
+        if self.op == Op.DENSE:
             return self.in_channels * self.out_channels
         return 0
 
@@ -83,11 +122,11 @@ class Layer:
         """Parameters after BN folding (what an int8 model stores): kernel + one bias per output channel."""
         if self.weight_params >= 0:
             return self.weight_params
-        if self.op == "conv2d":
+        if self.op == Op.CONV2D:
             return self.kernel_area * self.in_channels * self.out_channels + self.out_channels
-        if self.op == "depthwise_conv2d":
+        if self.op == Op.DEPTHWISE_CONV2D:
             return self.kernel_area * self.in_channels + self.out_channels
-        if self.op == "dense":
+        if self.op == Op.DENSE:
             return self.in_channels * self.out_channels + self.out_channels
         return 0
 
@@ -141,7 +180,7 @@ class _Walker:
              block: str | None = None, depthwise: bool = False) -> None:
         h, w, c = self.shape
         out = (_same_out(h, stride), _same_out(w, stride), c if depthwise else filters)
-        self.add(name, "depthwise_conv2d" if depthwise else "conv2d", out, kernel=kernel, stride=stride,
+        self.add(name, Op.DEPTHWISE_CONV2D if depthwise else Op.CONV2D, out, kernel=kernel, stride=stride,
                  batch_norm=bn, activation=act, block=block)
 
 
@@ -166,7 +205,7 @@ def _block_layers(wk: _Walker, b: BlockArgs, act: str) -> None:
         wk.conv(f"{p}_conv_dw", 0, b.kernel, b.stride, f"{p}_bn1", act, p, depthwise=True)
         wk.conv(f"{p}_conv_pw", b.output_filters, 1, 1, f"{p}_bn2", None, p)
     if b.residual:
-        wk.add(f"{p}_add", "add", wk.shape, inputs=(wk.tensor, block_input), rate=b.drop_rate, block=p)
+        wk.add(f"{p}_add", Op.ADD, wk.shape, inputs=(wk.tensor, block_input), rate=b.drop_rate, block=p)
 
 
 def arch_to_graph(arch: Arch, include_top: bool = True, classes: int = 1000, pooling: str | None = None,
@@ -182,10 +221,10 @@ def arch_to_graph(arch: Arch, include_top: bool = True, classes: int = 1000, poo
     wk.conv("head_conv", arch.head_filters, 1, 1, "head_bn", act)
     c = wk.shape[-1]
     if include_top:
-        wk.add("avg_pool", "global_avg_pool", (c,))
+        wk.add("avg_pool", Op.GLOBAL_AVG_POOL, (c,))
         if arch.dropout > 0:
-            wk.add("top_dropout", "dropout", (c,), rate=arch.dropout)
-        wk.add("classifier", "dense", (classes,))
+            wk.add("top_dropout", Op.DROPOUT, (c,), rate=arch.dropout)
+        wk.add("classifier", Op.DENSE, (classes,))
     elif pooling in ("avg", "max"):
         wk.add(f"{pooling}_pool", f"global_{pooling}_pool", (c,))
     return LayerGraph(name=arch.name if arch.variant is None else f"{arch.name}_{arch.variant}",

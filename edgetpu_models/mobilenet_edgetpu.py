@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .builder import build_model
-from .preprocessing import normalize
+from edgetpu_models.builder import build_model
+from edgetpu_models.preprocessing import normalize
 
 
 def MobilenetEdgeTPU(include_top: bool = True, weights: Any = None, input_tensor: Any = None,
@@ -15,7 +15,7 @@ def MobilenetEdgeTPU(include_top: bool = True, weights: Any = None, input_tensor
     expects input already passed through `preprocess_input`."""
     variants = {1.0: "mobilenet_edgetpu", 0.75: "mobilenet_edgetpu_075"}
     if depth_multiplier not in variants:
-        from .errors import SpecError
+        from edgetpu_models.errors import SpecError
         raise SpecError(f"depth_multiplier: expected 1.0 or 0.75, got {depth_multiplier!r}")
     return build_model(variants[depth_multiplier], include_top=include_top, weights=weights,
                        input_tensor=input_tensor, input_shape=input_shape, pooling=pooling, classes=classes,

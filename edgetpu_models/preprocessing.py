@@ -7,12 +7,12 @@ from typing import Any
 
 import numpy as np
 
-from .spec import Normalization, Spec
-from .zoo import resolve_model_ref
+from edgetpu_models.model_ref import resolve_spec
+from edgetpu_models.spec import Normalization, Spec
 
 
 def normalization_of(model_ref: "str | os.PathLike[str] | Spec") -> Normalization:
-    spec, _ = resolve_model_ref(model_ref)
+    spec, _ = resolve_spec(model_ref)
     return spec.normalization
 
 

@@ -5,16 +5,16 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from .layer_graph import LayerGraph, arch_to_graph
-from .spec import Spec, resolve
-from .zoo import resolve_model_ref
+from edgetpu_models.layer_graph import LayerGraph, arch_to_graph
+from edgetpu_models.model_ref import resolve_spec
+from edgetpu_models.spec import Spec, resolve
 
 
 def profile(spec_or_path: "str | os.PathLike[str] | Spec", variant: str | None = None, *,
             resolution: int | None = None, include_top: bool = True, classes: int = 1000,
             pooling: str | None = None) -> LayerGraph:
     """The layer graph of a spec: iterate it for per-layer figures; `.params` and `.macs` are the totals."""
-    spec, variant = resolve_model_ref(spec_or_path, variant)
+    spec, variant = resolve_spec(spec_or_path, variant)
     arch = resolve(spec, variant, resolution)
     return arch_to_graph(arch, include_top=include_top, classes=classes, pooling=pooling)
 

@@ -12,16 +12,25 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import reprlib
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import yaml
 
-from .errors import SpecError
+from edgetpu_models.errors import SpecError
 
 BLOCK_TYPES = ("fused_ibn", "ibn", "conv")
 """fused_ibn: k x k conv expand + 1x1 linear projection; ibn: 1x1 expand + k x k depthwise + 1x1 linear projection;
 conv: a single k x k conv + BN + activation (no projection, no residual)."""
+
+MAX_CHANNELS = 100_000
+MAX_KERNEL = 31
+MAX_BLOCKS = 1000
+"""The most blocks a spec may resolve to (after depth scaling): the latency server's limit, and the CLI's."""
+MAX_EXPANSION = 64
+MAX_MULTIPLIER = 100.0
+MAX_RESOLUTION = 4096
 
 ACTIVATIONS = ("relu", "relu6")
 """Only activations that map well onto the Edge TPU; swish and squeeze-excite are deliberately not expressible."""
@@ -101,7 +110,8 @@ class Spec:
                                "batch_norm": dataclasses.asdict(self.batch_norm),
                                "normalization": {"mean": list(self.normalization.mean),
                                                  "std": list(self.normalization.std)},
-                               "stem": dataclasses.asdict(self.stem), "stages": [], "head": dataclasses.asdict(self.head),
+                               "stem": dataclasses.asdict(self.stem), "stages": [],
+                               "head": dataclasses.asdict(self.head),
                                "dropout": self.dropout, "drop_connect": self.drop_connect,
                                "resolution": self.resolution}
         for st in self.stages:
@@ -129,14 +139,31 @@ def _is_num(v: Any) -> bool:
     return (isinstance(v, (int, float))) and not isinstance(v, bool) and math.isfinite(v)
 
 
-# field -> (required, check, what is allowed)
-_Check = tuple[bool, Any, str]
-_POS_INT: _Check = (True, lambda v: _is_int(v) and v >= 1, "an integer >= 1")
-_KERNEL: _Check = (True, lambda v: _is_int(v) and v >= 1 and v % 2 == 1, "an odd integer >= 1")
-_STRIDE: _Check = (True, lambda v: v in (1, 2) and _is_int(v), "1 or 2")
-_RATE: _Check = (True, lambda v: _is_num(v) and 0 <= v < 1, "a number in [0, 1)")
+def short_repr(value: Any, limit: int = 60) -> str:
+    """A value for an error message, never longer than `limit` characters however large the value (reprlib does not
+    walk all of a huge or deeply nested structure)."""
+    if isinstance(value, int) and value.bit_length() > 64:
+        return f"an integer of {value.bit_length()} bits"
+    r = reprlib.Repr()
+    r.maxlevel, r.maxlist, r.maxdict, r.maxtuple, r.maxset = 2, 4, 4, 4, 4
+    r.maxstring = r.maxother = r.maxlong = limit
+    text = r.repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
-_SCHEMAS: dict[str, dict[str, _Check]] = {
+
+Field = tuple[bool, Callable[[Any], bool] | None, str]
+"""One field's rule in a field table (field name -> Field): (required, check of its value or None for any value,
+what is allowed: the text of the error message)."""
+_POS_INT: Field = (True, lambda v: _is_int(v) and 1 <= v <= MAX_CHANNELS, f"an integer from 1 to {MAX_CHANNELS}")
+_KERNEL: Field = (True, lambda v: _is_int(v) and 1 <= v <= MAX_KERNEL and v % 2 == 1,
+                  f"an odd integer from 1 to {MAX_KERNEL}")
+_STRIDE: Field = (True, lambda v: v in (1, 2) and _is_int(v), "1 or 2")
+_RATE: Field = (True, lambda v: _is_num(v) and 0 <= v < 1, "a number in [0, 1)")
+_RESOLUTION: Field = (False, lambda v: _is_int(v) and 32 <= v <= MAX_RESOLUTION,
+                      f"an integer from 32 to {MAX_RESOLUTION}")
+_MULTIPLIER: Field = (False, lambda v: _is_num(v) and 0 < v <= MAX_MULTIPLIER, f"a number > 0 and <= {MAX_MULTIPLIER}")
+
+_SCHEMAS: dict[str, dict[str, Field]] = {
     "spec": {
         "name": (True, lambda v: isinstance(v, str) and v.strip() != "", "a non-empty string"),
         "stem": (True, None, "a mapping"), "stages": (True, None, "a non-empty list"),
@@ -144,7 +171,7 @@ _SCHEMAS: dict[str, dict[str, _Check]] = {
         "activation": (False, lambda v: v in ACTIVATIONS, "one of " + ", ".join(ACTIVATIONS)),
         "batch_norm": (False, None, "a mapping"), "normalization": (False, None, "a mapping"),
         "dropout": (False, *_RATE[1:]), "drop_connect": (False, *_RATE[1:]),
-        "resolution": (False, lambda v: _is_int(v) and v >= 32, "an integer >= 32"),
+        "resolution": _RESOLUTION,
         "variants": (False, None, "a mapping"),
         "default_variant": (False, lambda v: isinstance(v, str), "a variant name"),
     },
@@ -156,34 +183,50 @@ _SCHEMAS: dict[str, dict[str, _Check]] = {
                 "a list of 3 numbers > 0")},
     "stem": {"filters": _POS_INT, "kernel": (False, *_KERNEL[1:]), "stride": (False, *_STRIDE[1:])},
     "stage": {"block": (True, lambda v: v in BLOCK_TYPES, "one of " + ", ".join(BLOCK_TYPES)),
-              "repeats": _POS_INT, "kernel": _KERNEL, "stride": _STRIDE,
-              "expansion": (True, lambda v: _is_num(v) and v >= 1, "a number >= 1"),
+              "repeats": (True, lambda v: _is_int(v) and 1 <= v <= MAX_BLOCKS, f"an integer from 1 to {MAX_BLOCKS}"),
+              "kernel": _KERNEL, "stride": _STRIDE,
+              "expansion": (True, lambda v: _is_num(v) and 1 <= v <= MAX_EXPANSION,
+                            f"a number from 1 to {MAX_EXPANSION}"),
               "filters": _POS_INT, "skip": (False, lambda v: isinstance(v, bool), "true or false"),
-              "expansion_input": (False, lambda v: _is_int(v) and v >= 1, "an integer >= 1")},
+              "expansion_input": (False, *_POS_INT[1:])},
     "head": {"filters": _POS_INT, "scaled": (False, lambda v: isinstance(v, bool), "true or false")},
-    "variant": {"width": (False, lambda v: _is_num(v) and v > 0, "a number > 0"),
-                "depth": (False, lambda v: _is_num(v) and v > 0, "a number > 0"),
-                "resolution": (False, lambda v: _is_int(v) and v >= 32, "an integer >= 32"),
+    "variant": {"width": (False, *_MULTIPLIER[1:]),
+                "depth": (False, *_MULTIPLIER[1:]),
+                "resolution": _RESOLUTION,
                 "dropout": (False, *_RATE[1:])},
 }
 
 
-def _check(kind: str, data: Any, path: str, where: str) -> dict[str, Any]:
-    schema = _SCHEMAS[kind]
+def check_fields(fields: Mapping[str, Field], data: Any, path: str, where: str, *,
+                 error: type[Exception] = SpecError, root: str = "spec",
+                 unknown: Callable[[str, str], object] | None = None) -> dict[str, Any]:
+    """Validates one mapping of a data file against its field table and returns it as a dict.
+
+    Every error is one line of type `error` naming the file (`where`), the field's path (`path`, "" at the top level,
+    which is called `root`) and what is allowed. `unknown(key, key_path)` may raise a more telling error for a field
+    the table does not have; otherwise such a field is refused with the list of allowed ones. Used for spec files
+    and search-space files alike.
+    """
     if not isinstance(data, Mapping):
-        raise SpecError(f"{where}: {path or 'spec'}: expected a mapping, got {type(data).__name__}")
+        raise error(f"{where}: {path or root}: expected a mapping, got {type(data).__name__}")
     prefix = f"{path}." if path else ""
     for key in data:
-        if key not in schema:
-            raise SpecError(f"{where}: {prefix}{key}: unknown field (allowed: {', '.join(schema)})")
-    for key, (required, ok, allowed) in schema.items():
+        if key not in fields:
+            if unknown is not None:
+                unknown(key, f"{prefix}{key}")
+            raise error(f"{where}: {prefix}{key}: unknown field (allowed: {', '.join(fields)})")
+    for key, (required, ok, allowed) in fields.items():
         if key not in data:
             if required:
-                raise SpecError(f"{where}: {prefix}{key}: missing field (expected {allowed})")
+                raise error(f"{where}: {prefix}{key}: missing field (expected {allowed})")
             continue
         if ok is not None and not ok(data[key]):
-            raise SpecError(f"{where}: {prefix}{key}: expected {allowed}, got {data[key]!r}")
+            raise error(f"{where}: {prefix}{key}: expected {allowed}, got {short_repr(data[key])}")
     return dict(data)
+
+
+def _check(kind: str, data: Any, path: str, where: str) -> dict[str, Any]:
+    return check_fields(_SCHEMAS[kind], data, path, where)
 
 
 def spec_from_dict(data: Any, source: str | None = None) -> Spec:
@@ -221,7 +264,7 @@ def spec_from_dict(data: Any, source: str | None = None) -> Spec:
 
 def load_spec(path: str | os.PathLike[str]) -> Spec:
     """Reads and validates a YAML spec file."""
-    from .io_utils import read_yaml
+    from edgetpu_models.io_utils import read_yaml
 
     path = os.fspath(path)
     data = read_yaml(path, "spec file", SpecError)
@@ -230,7 +273,7 @@ def load_spec(path: str | os.PathLike[str]) -> Spec:
 
 def save_spec(spec: Spec, path: str | os.PathLike[str]) -> None:
     """Writes a spec as YAML atomically (temp file, then rename), in the `searched_archs/` layout."""
-    from .io_utils import write_text_atomic
+    from edgetpu_models.io_utils import write_text_atomic
 
     write_text_atomic(path, yaml.safe_dump(spec.to_dict(), sort_keys=False, default_flow_style=None, width=120))
 
@@ -299,11 +342,15 @@ def pick_variant(spec: Spec, variant: str | None) -> tuple[str | None, Variant]:
 def resolve(spec: Spec, variant: str | None = None, resolution: int | None = None) -> Arch:
     """Applies compound scaling and expands stages into blocks. `resolution` overrides the variant's."""
     variant, v = pick_variant(spec, variant)
-    if resolution is not None and (not _is_int(resolution) or resolution < 32):
-        raise SpecError(f"{spec.source or spec.name}: resolution: expected an integer >= 32, got {resolution!r}")
+    where = spec.source or spec.name
+    if resolution is not None and (not _is_int(resolution) or not 32 <= resolution <= MAX_RESOLUTION):
+        raise SpecError(f"{where}: resolution: expected an integer from 32 to {MAX_RESOLUTION}, got "
+                        f"{short_repr(resolution)}")
     stem = Stem(round_filters(spec.stem.filters, v.width), spec.stem.kernel, spec.stem.stride)
     repeats = [round_repeats(st.repeats, v.depth) for st in spec.stages]
     total = sum(repeats)
+    if total > MAX_BLOCKS:
+        raise SpecError(f"{where}: stages: {total} blocks after depth scaling; at most {MAX_BLOCKS} are supported")
     blocks: list[BlockArgs] = []
     in_filters = stem.filters
     for s, (st, reps) in enumerate(zip(spec.stages, repeats)):
@@ -321,5 +368,6 @@ def resolve(spec: Spec, variant: str | None = None, resolution: int | None = Non
                                     residual=residual, drop_rate=spec.drop_connect * len(blocks) / total))
             in_filters = out_filters
     return Arch(name=spec.name, variant=variant, resolution=resolution or v.resolution, stem=stem,
-                blocks=tuple(blocks), head_filters=round_filters(spec.head.filters, v.width if spec.head.scaled else 1.0), dropout=v.dropout,
+                blocks=tuple(blocks),
+                head_filters=round_filters(spec.head.filters, v.width if spec.head.scaled else 1.0), dropout=v.dropout,
                 activation=spec.activation, batch_norm=spec.batch_norm, normalization=spec.normalization)

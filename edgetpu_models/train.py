@@ -25,8 +25,10 @@ from dataclasses import asdict, dataclass, field, fields
 from functools import lru_cache
 from typing import Any, Callable
 
-from .errors import EdgeTPUModelsError, ModelFileError
-from .io_utils import atomic_path, write_text_atomic
+from edgetpu_models.errors import EdgeTPUModelsError, ModelFileError
+from edgetpu_models.io_utils import write_text_atomic
+from edgetpu_models.keras_io import load_keras
+from edgetpu_models.sidecar import Sidecar, write_sidecar
 
 OPTIMIZERS = ("rmsprop", "sgd")
 DECAYS = ("cosine", "exponential")
@@ -182,7 +184,7 @@ def replace_head(model: Any, num_classes: int):
     """The same network with a new classifier (Dense + softmax, `num_classes` outputs) on its pooled features."""
     import tf_keras as keras
 
-    from .builder import DENSE_KERNEL_INITIALIZER
+    from edgetpu_models.builder import DENSE_KERNEL_INITIALIZER
 
     try:
         features = model.get_layer("classifier").input
@@ -196,28 +198,16 @@ def replace_head(model: Any, num_classes: int):
     return keras.Model(model.inputs, out, name=model.name)
 
 
-def load_keras_model(path: str):
-    """A .keras/.h5 model file -> tf_keras model (ModelFileError when missing or unreadable)."""
-    import tf_keras as keras
-
-    if not os.path.exists(path):
-        raise ModelFileError(f"{path}: no such model file")
-    try:
-        return keras.models.load_model(path, compile=False)
-    except (OSError, ValueError, TypeError, KeyError) as e:
-        raise ModelFileError(f"{path}: not a readable Keras model ({str(e).splitlines()[0][:200]})") from None
-
-
 def build_for_training(model_ref: Any, num_classes: int, *, variant: str | None = None,
                        resolution: int | None = None, weights: str | None = None):
     """The network to train: from scratch (weights None), or fine-tuning from 'imagenet', a .safetensors/.h5 weights
     file, or a .keras model, with a new head sized to `num_classes`."""
-    from .builder import build_model
+    from edgetpu_models.builder import build_model
 
     if weights is None:
         return build_model(model_ref, variant, resolution=resolution, classes=num_classes, weights=None)
     if isinstance(weights, str) and weights.endswith(".keras"):
-        model = load_keras_model(weights)
+        model = load_keras(weights)
         return replace_head(model, num_classes)
     base = build_model(model_ref, variant, resolution=resolution, classes=1000, weights=weights)
     return replace_head(base, num_classes)
@@ -285,11 +275,15 @@ def _progress_callback(keras: Any, steps: int, epochs: int):
     return TqdmProgress()
 
 
-def _config_json(config: TrainConfig, model_ref: Any, variant: str | None, weights: str | None, data_dir: str) -> dict:
-    from .spec import Spec
+def _model_name(model_ref: Any) -> str:
+    from edgetpu_models.spec import Spec
 
-    ref = model_ref.name if isinstance(model_ref, Spec) else os.fspath(model_ref)
-    return {"model": ref, "variant": variant, "weights": weights, "data": os.path.abspath(data_dir),
+    return model_ref.name if isinstance(model_ref, Spec) else os.fspath(model_ref)
+
+
+def _config_json(config: TrainConfig, model_ref: Any, variant: str | None, weights: str | None, data_dir: str) -> dict:
+
+    return {"model": _model_name(model_ref), "variant": variant, "weights": weights, "data": os.path.abspath(data_dir),
             "config": asdict(config)}
 
 
@@ -316,146 +310,323 @@ def train(model_ref: Any, data_dir: str, out_dir: str, config: TrainConfig = Tra
             keras.backend.experimental.disable_tf_random_generator()
 
 
+@dataclass(frozen=True)
+class _RunFolder:
+    """The files of one run folder (see the module docstring)."""
+
+    path: str
+
+    def _file(self, name: str) -> str:
+        return os.path.join(self.path, name)
+
+    @property
+    def checkpoints(self) -> str:
+        return self._file("checkpoints")
+
+    @property
+    def worker_checkpoints(self) -> str:
+        """Where a non-chief worker of a multi-worker run writes its (discarded) checkpoints."""
+        return self._file(".worker_tmp")
+
+    @property
+    def config(self) -> str:
+        return self._file("train_config.json")
+
+    @property
+    def history(self) -> str:
+        return self._file("history.json")
+
+    @property
+    def logs(self) -> str:
+        return self._file("logs")
+
+    @property
+    def model(self) -> str:
+        return self._file("model.keras")
+
+    @property
+    def metrics(self) -> str:
+        return self._file("metrics.json")
+
+
+@dataclass(frozen=True)
+class _Request:
+    """What one `train` call asked for."""
+
+    model_ref: Any
+    data_dir: str
+    folder: _RunFolder
+    config: TrainConfig
+    variant: str | None
+    weights: str | None
+    resume: bool
+    strategy: str
+    tpu: str | None
+    progress: bool
+
+    @property
+    def from_keras_file(self) -> bool:
+        """Fine-tuning a trained .keras model (whose input size is then the default resolution)."""
+        return isinstance(self.weights, str) and self.weights.endswith(".keras")
+
+
+@dataclass(frozen=True)
+class _Source:
+    """Where the network comes from (a zoo/spec architecture, or a loaded .keras model) and the input it takes."""
+
+    arch: Any
+    base: Any
+    resolution: int
+    normalization: Any
+
+
+@dataclass(frozen=True)
+class _RunState:
+    """The compiled model and what checkpoints it: the epoch counter, the checkpoint and its manager."""
+
+    model: Any
+    epoch: Any
+    checkpoint: Any
+    manager: Any
+    chief: bool
+
+
 def _train(model_ref: Any, data_dir: str, out_dir: str, config: TrainConfig, *, variant: str | None,
            weights: str | None, resume: bool, strategy: str, tpu: str | None, progress: bool,
            log: Callable[[str], None] | None, data: Any) -> TrainResult:
     say = log or (lambda _msg: None)
-    ckpt_dir = os.path.join(out_dir, "checkpoints")
-    cfg_path = os.path.join(out_dir, "train_config.json")
+    req = _Request(model_ref, data_dir, _RunFolder(out_dir), config, variant, weights, resume, strategy, tpu,
+                   progress)
     want = _config_json(config, model_ref, variant, weights, data_dir)
+    _check_run_folder(req.folder, want, resume)
+    dist, source = _start(req)
+    if data is None:
+        data = _load_data(req, source)
+    say(_data_summary(data))
+    top_k = min(5, data.num_classes)
+    state = _build_state(req, dist, source, data, top_k)
+    initial_epoch = _restore(req, state, say)
+    if state.chief:
+        write_text_atomic(req.folder.config, json.dumps(want, indent=1) + "\n")
+    history = _past_history(req.folder.history, initial_epoch)
+    callbacks = _callbacks(req, state, data, history)
+    val = data.val.map(_one_hot_labels(data.num_classes)) if data.num_val else None
+    _fit(req, state, data, val, initial_epoch, callbacks)
+    top1, top5 = _evaluate(state.model, val)
+    if state.chief:
+        _save_outputs(req, state.model, source, data, {"top1": top1, "top5": top5, "top_k": top_k})
+    return TrainResult(model=state.model, out_dir=out_dir, model_path=req.folder.model, top1=top1, top5=top5,
+                       top_k=top_k, epochs=config.epochs, initial_epoch=initial_epoch,
+                       class_names=list(data.class_names), history=history, num_train=data.num_train,
+                       num_val=data.num_val, skipped=data.skipped)
+
+
+def _check_run_folder(folder: _RunFolder, want: dict, resume: bool) -> None:
+    """A folder with checkpoints is only reused by --resume, and only with the settings it was started with."""
     import tensorflow as tf
 
-    has_ckpt = tf.train.latest_checkpoint(ckpt_dir) is not None
+    has_ckpt = tf.train.latest_checkpoint(folder.checkpoints) is not None
     if has_ckpt and not resume:
-        raise TrainError(f"{out_dir}: holds a training run already (checkpoints/); pass --resume to continue it or "
-                         f"choose another --out")
-    if resume and has_ckpt and os.path.exists(cfg_path):
-        with open(cfg_path, encoding="utf-8") as f:
+        raise TrainError(f"{folder.path}: holds a training run already (checkpoints/); pass --resume to continue it "
+                         f"or choose another --out")
+    if resume and has_ckpt and os.path.exists(folder.config):
+        with open(folder.config, encoding="utf-8") as f:
             have = json.load(f)
         if have != want:
-            diff = sorted(k for k in set(have["config"]) | set(want["config"])
-                          if have["config"].get(k) != want["config"].get(k))
-            diff += [k for k in ("model", "variant", "weights", "data") if have.get(k) != want.get(k)]
-            raise TrainError(f"{cfg_path}: --resume with different settings ({', '.join(diff)}); resume with the "
-                             f"run's own settings or choose another --out")
+            raise TrainError(f"{folder.config}: --resume with different settings "
+                             f"({', '.join(_changed_settings(have, want))}); resume with the run's own settings or "
+                             f"choose another --out")
 
+
+def _changed_settings(have: dict, want: dict) -> list[str]:
+    """The names that differ between two `_config_json` records: config fields first (sorted), then the rest."""
+    diff = sorted(k for k in set(have["config"]) | set(want["config"])
+                  if have["config"].get(k) != want["config"].get(k))
+    return diff + [k for k in ("model", "variant", "weights", "data") if have.get(k) != want.get(k)]
+
+
+def _start(req: _Request) -> tuple[Any, _Source]:
+    """Seeds the run and opens the distribution strategy; a .keras model to fine-tune is loaded in its scope."""
     import tf_keras as keras
 
-    from .builder import resolve_arch
-    from .data import load_image_folder
+    from edgetpu_models.builder import resolve_arch
 
-    from_keras_file = isinstance(weights, str) and weights.endswith(".keras")
-    arch = None if from_keras_file else resolve_arch(model_ref, variant, config.resolution)
+    config = req.config
+    arch = None if req.from_keras_file else resolve_arch(req.model_ref, req.variant, config.resolution)
     if config.dropout_seeded:
         keras.backend.experimental.enable_tf_random_generator()
     keras.utils.set_random_seed(config.seed)
-    dist = make_strategy(strategy, tpu)
+    dist = make_strategy(req.strategy, req.tpu)
     base = None
-    if from_keras_file:  # fine-tuning a trained .keras model: its input size is the default resolution
+    if req.from_keras_file:
         with dist.scope():
-            base = load_keras_model(weights)
+            base = load_keras(req.weights)
     resolution = config.resolution or (arch.resolution if arch else int(base.input_shape[1]))
-    if data is None:
-        if arch is not None:
-            norm = arch.normalization
-        else:
-            from .preprocessing import normalization_of
+    return dist, _Source(arch, base, resolution, _normalization(req.model_ref, arch))
 
-            norm = normalization_of(model_ref)
-        data = load_image_folder(data_dir, resolution, norm, batch_size=config.batch_size,
-                                 validation_split=config.validation_split, seed=config.seed, augment=config.augment,
-                                 flip=config.flip)
-    say(f"data: {data.num_train} train / {data.num_val} validation images, {data.num_classes} classes"
-        + (f", {data.skipped} unreadable file(s) skipped" if data.skipped else ""))
-    top_k = min(5, data.num_classes)
+
+def _normalization(model_ref: Any, arch: Any) -> Any:
+    if arch is not None:
+        return arch.normalization
+    from edgetpu_models.preprocessing import normalization_of
+
+    return normalization_of(model_ref)
+
+
+def _load_data(req: _Request, source: _Source) -> Any:
+    from edgetpu_models.data import load_image_folder
+
+    config = req.config
+    return load_image_folder(req.data_dir, source.resolution, source.normalization, batch_size=config.batch_size,
+                             validation_split=config.validation_split, seed=config.seed, augment=config.augment,
+                             flip=config.flip)
+
+
+def _data_summary(data: Any) -> str:
+    return (f"data: {data.num_train} train / {data.num_val} validation images, {data.num_classes} classes"
+            + (f", {data.skipped} unreadable file(s) skipped" if data.skipped else ""))
+
+
+def _build_state(req: _Request, dist: Any, source: _Source, data: Any, top_k: int) -> _RunState:
+    """The compiled model with its optimizer built, an epoch counter and the checkpoint of all three."""
+    import tensorflow as tf
+
     steps = data.steps_per_epoch()
     with dist.scope():
-        if base is not None:
-            model = replace_head(base, data.num_classes)
-        else:
-            model = build_for_training(model_ref, data.num_classes, variant=variant, resolution=resolution,
-                                       weights=weights)
-        if model.input_shape[1] != data.image_size:
-            raise TrainError(f"{weights}: the model takes {model.input_shape[1]}x{model.input_shape[2]} input, the data "
-                             f"was prepared at {data.image_size}")
-        if config.bn_momentum is not None:
-            for layer in model.layers:
-                if isinstance(layer, keras.layers.BatchNormalization):
-                    layer.momentum = config.bn_momentum
-        _compile(model, config, steps, top_k)
+        model = _training_model(req, source, data)
+        _compile(model, req.config, steps, top_k)
         model.optimizer.build(model.trainable_variables)
-        epoch_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
-        ckpt = tf.train.Checkpoint(model=model, optimizer=model.optimizer, epoch=epoch_var)
+        epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
+        ckpt = tf.train.Checkpoint(model=model, optimizer=model.optimizer, epoch=epoch)
     chief = _is_chief(dist)
-    manager = tf.train.CheckpointManager(ckpt, ckpt_dir if chief else os.path.join(out_dir, ".worker_tmp"),
+    manager = tf.train.CheckpointManager(ckpt, req.folder.checkpoints if chief else req.folder.worker_checkpoints,
                                          max_to_keep=3)
-    initial_epoch = 0
-    if resume and manager.latest_checkpoint:
-        ckpt.restore(manager.latest_checkpoint).assert_existing_objects_matched()
-        initial_epoch = int(epoch_var.numpy())
-        say(f"resuming from {manager.latest_checkpoint} (epoch {initial_epoch}/{config.epochs} done, "
-            f"step {int(model.optimizer.iterations.numpy())})")
-    elif resume:
-        say(f"{out_dir}: no checkpoint yet; starting from epoch 0")
-    if chief:
-        write_text_atomic(cfg_path, json.dumps(want, indent=1) + "\n")
+    return _RunState(model=model, epoch=epoch, checkpoint=ckpt, manager=manager, chief=chief)
 
-    hist_path = os.path.join(out_dir, "history.json")
-    history: list[dict] = []
-    if initial_epoch and os.path.exists(hist_path):
-        with open(hist_path, encoding="utf-8") as f:
-            history = [h for h in json.load(f) if h["epoch"] <= initial_epoch]
 
-    n_classes = data.num_classes
+def _training_model(req: _Request, source: _Source, data: Any) -> Any:
+    """The network with a head for the data's classes, checked against the data's image size."""
+    if source.base is not None:
+        model = replace_head(source.base, data.num_classes)
+    else:
+        model = build_for_training(req.model_ref, data.num_classes, variant=req.variant,
+                                   resolution=source.resolution, weights=req.weights)
+    if model.input_shape[1] != data.image_size:
+        raise TrainError(f"{req.weights}: the model takes {model.input_shape[1]}x{model.input_shape[2]} input, "
+                         f"the data was prepared at {data.image_size}")
+    if req.config.bn_momentum is not None:
+        _set_bn_momentum(model, req.config.bn_momentum)
+    return model
 
-    def one_hot(x, y):
-        return x, tf.one_hot(y, n_classes)
 
-    generators = _random_generators(model)
+def _set_bn_momentum(model: Any, momentum: float) -> None:
+    import tf_keras as keras
+
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum = momentum
+
+
+def _restore(req: _Request, state: _RunState, say: Callable[[str], None]) -> int:
+    """The epoch to start from: the latest checkpoint's when resuming (restored into the model), else 0."""
+    manager = state.manager
+    if req.resume and manager.latest_checkpoint:
+        state.checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+        initial_epoch = int(state.epoch.numpy())
+        say(f"resuming from {manager.latest_checkpoint} (epoch {initial_epoch}/{req.config.epochs} done, "
+            f"step {int(state.model.optimizer.iterations.numpy())})")
+        return initial_epoch
+    if req.resume:
+        say(f"{req.folder.path}: no checkpoint yet; starting from epoch 0")
+    return 0
+
+
+def _past_history(path: str, initial_epoch: int) -> list[dict]:
+    """The history of the epochs a resumed run keeps (those up to its checkpoint)."""
+    if not (initial_epoch and os.path.exists(path)):
+        return []
+    with open(path, encoding="utf-8") as f:
+        return [h for h in json.load(f) if h["epoch"] <= initial_epoch]
+
+
+def _one_hot_labels(num_classes: int) -> Callable:
+    """A dataset map from (image, class index) to (image, one-hot label), as the categorical loss takes them."""
+    import tensorflow as tf
+
+    return lambda x, y: (x, tf.one_hot(y, num_classes))
+
+
+@lru_cache(maxsize=None)
+def _epoch_state_class():
+    """The per-epoch callback class, made once (it needs tf_keras, which this module imports lazily)."""
+    import tf_keras as keras
 
     class EpochState(keras.callbacks.Callback):
         """Re-seeds dropout at each epoch start; checkpoints and appends the history at each epoch end."""
 
+        def __init__(self, state: _RunState, generators: list, seed: int, history: list[dict], history_path: str):
+            super().__init__()
+            self._state, self._generators, self._seed = state, generators, seed
+            self._history, self._history_path = history, history_path
+
         def on_epoch_begin(self, epoch, logs=None):
-            for i, gen in enumerate(generators):
-                gen.reset_from_seed(config.seed * 1_000_003 + epoch * 1009 + i)
+            for i, gen in enumerate(self._generators):
+                gen.reset_from_seed(self._seed * 1_000_003 + epoch * 1009 + i)
 
         def on_epoch_end(self, epoch, logs=None):
-            epoch_var.assign(epoch + 1)
-            manager.save(checkpoint_number=epoch + 1)
-            history.append({"epoch": epoch + 1, **{k: float(v) for k, v in (logs or {}).items()}})
-            if chief:
-                write_text_atomic(hist_path, json.dumps(history, indent=1) + "\n")
+            self._state.epoch.assign(epoch + 1)
+            self._state.manager.save(checkpoint_number=epoch + 1)
+            self._history.append({"epoch": epoch + 1, **{k: float(v) for k, v in (logs or {}).items()}})
+            if self._state.chief:
+                write_text_atomic(self._history_path, json.dumps(self._history, indent=1) + "\n")
 
-    callbacks: list = [EpochState(), keras.callbacks.TensorBoard(os.path.join(out_dir, "logs"), update_freq="epoch",
-                                                                 write_graph=False, profile_batch=0)]
-    if progress:
-        callbacks.append(_progress_callback(keras, steps, config.epochs))
-    val = data.val.map(one_hot) if data.num_val else None
+    return EpochState
+
+
+def _callbacks(req: _Request, state: _RunState, data: Any, history: list[dict]) -> list:
+    """Epoch state (seeds, checkpoint, history), TensorBoard logs, and the progress bars unless turned off."""
+    import tf_keras as keras
+
+    epoch_state = _epoch_state_class()(state, _random_generators(state.model), req.config.seed, history,
+                                       req.folder.history)
+    callbacks: list = [epoch_state, keras.callbacks.TensorBoard(req.folder.logs, update_freq="epoch",
+                                                                write_graph=False, profile_batch=0)]
+    if req.progress:
+        callbacks.append(_progress_callback(keras, data.steps_per_epoch(), req.config.epochs))
+    return callbacks
+
+
+def _fit(req: _Request, state: _RunState, data: Any, val: Any, initial_epoch: int, callbacks: list) -> None:
+    """Trains the epochs left; a finished run resumed with EMA gets the moving averages swapped in instead."""
+    config, model = req.config, state.model
     if initial_epoch < config.epochs:
         stream = data.train_epoch(initial_epoch)
         for e in range(initial_epoch + 1, config.epochs):
             stream = stream.concatenate(data.train_epoch(e))
-        model.fit(stream.map(one_hot), epochs=config.epochs, initial_epoch=initial_epoch, steps_per_epoch=steps,
-                  validation_data=val, callbacks=callbacks, verbose=0)
-    elif config.ema:  # a finished run resumed: the saved weights are the raw ones; swap in the moving averages
+        model.fit(stream.map(_one_hot_labels(data.num_classes)), epochs=config.epochs, initial_epoch=initial_epoch,
+                  steps_per_epoch=data.steps_per_epoch(), validation_data=val, callbacks=callbacks, verbose=0)
+    elif config.ema:  # the saved weights are the raw ones; the moving averages are what the run delivers
         model.optimizer.finalize_variable_values(model.trainable_variables)
 
-    top1 = top5 = float("nan")
-    if val is not None:
-        scores = model.evaluate(val, verbose=0, return_dict=True)
-        top1, top5 = float(scores["top1"]), float(scores["top5"])
-    model_path = os.path.join(out_dir, "model.keras")
-    if chief:
-        with atomic_path(model_path) as tmp:
-            model.save(tmp)
-        write_text_atomic(os.path.join(out_dir, "labels.txt"), "\n".join(data.class_names) + "\n")
-        write_text_atomic(os.path.join(out_dir, "metrics.json"), json.dumps(
-            {"top1": top1, "top5": top5, "top_k": top_k, "epochs": config.epochs, "num_train": data.num_train,
-             "num_val": data.num_val, "skipped": data.skipped, "classes": data.class_names}, indent=1) + "\n")
-    return TrainResult(model=model, out_dir=out_dir, model_path=model_path, top1=top1, top5=top5, top_k=top_k,
-                       epochs=config.epochs, initial_epoch=initial_epoch, class_names=list(data.class_names),
-                       history=history, num_train=data.num_train, num_val=data.num_val, skipped=data.skipped)
+
+def _evaluate(model: Any, val: Any) -> tuple[float, float]:
+    """(top-1, top-k) on the validation split; NaN without one."""
+    if val is None:
+        return float("nan"), float("nan")
+    scores = model.evaluate(val, verbose=0, return_dict=True)
+    return float(scores["top1"]), float(scores["top5"])
+
+
+def _save_outputs(req: _Request, model: Any, source: _Source, data: Any, scores: dict) -> None:
+    """model.keras with its sidecar (normalisation, labels, input size), and metrics.json (`scores`, then the run's
+    figures)."""
+    meta = Sidecar(model=_model_name(req.model_ref), normalization=source.normalization,
+                   labels=tuple(data.class_names), input_size=(data.image_size, data.image_size),
+                   extra={"origin": "train"})
+    write_sidecar(req.folder.model, meta, model_content=lambda tmp: model.save(tmp))
+    write_text_atomic(req.folder.metrics, json.dumps(
+        {**scores, "epochs": req.config.epochs, "num_train": data.num_train, "num_val": data.num_val,
+         "skipped": data.skipped, "classes": data.class_names}, indent=1) + "\n")
 
 
 def config_from_args(args: Any, **overrides: Any) -> TrainConfig:

@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from .errors import WeightsError
-from .zoo import ZOO
+from edgetpu_models.errors import WeightsError
+from edgetpu_models.zoo import ZOO
 
 _TOP_LEVEL = {"conv_stem": "stem_conv", "bn1": "stem_bn", "conv_head": "head_conv", "bn2": "head_bn",
               "classifier": "classifier"}

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 
-from .errors import SpecError, UnknownModelError
-from .spec import Spec, load_spec
+from edgetpu_models.errors import UnknownModelError
+from edgetpu_models.spec import Spec, load_spec
 
 
 @dataclass(frozen=True)
@@ -46,21 +46,3 @@ def zoo_spec(name: str) -> tuple[Spec, str]:
     if entry is None:
         raise UnknownModelError(f"{name}: not a zoo model (available: {', '.join(ZOO)})")
     return _load_shipped(entry.spec_file), entry.variant
-
-
-def resolve_model_ref(ref: "str | os.PathLike[str] | Spec", variant: str | None = None) -> tuple[Spec, str | None]:
-    """Accepts a Spec, a zoo name, or a path to a spec file; returns the spec and the variant to use.
-
-    An explicit `variant` wins over the zoo entry's own.
-    """
-    if isinstance(ref, Spec):
-        return ref, variant
-    ref = os.fspath(ref)
-    if ref in ZOO:
-        spec, zoo_variant = zoo_spec(ref)
-        return spec, variant or zoo_variant
-    if ref.endswith((".yaml", ".yml")) or os.path.sep in ref or os.path.exists(ref):
-        if not os.path.exists(ref):
-            raise SpecError(f"{ref}: no such spec file")
-        return load_spec(ref), variant
-    raise UnknownModelError(f"{ref}: not a zoo model (available: {', '.join(ZOO)}) nor a spec file (.yaml)")

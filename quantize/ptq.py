@@ -13,9 +13,9 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from ..errors import DatasetError
-from ..spec import Normalization
-from ..deploy.export import MIN_CALIBRATION_IMAGES
+from edgetpu_models.errors import DatasetError
+from edgetpu_models.quantize.convert import MIN_CALIBRATION_IMAGES
+from edgetpu_models.spec import Normalization
 
 DEFAULT_CALIBRATION_IMAGES = 200
 
@@ -45,7 +45,7 @@ def calibration_set(directory: "str | os.PathLike[str]", image_size: int, normal
                     count: int = DEFAULT_CALIBRATION_IMAGES, seed: int = 0) -> CalibrationSet:
     """Up to `count` images of `directory` (one sub-folder per class), a seeded mix of all classes, resized and
     normalised for the model. DatasetError when the folder has fewer than MIN_CALIBRATION_IMAGES readable images."""
-    from ..data import load_image_folder
+    from edgetpu_models.data import load_image_folder
 
     if count < MIN_CALIBRATION_IMAGES:
         raise DatasetError(f"calibration images: asked for {count}, at least {MIN_CALIBRATION_IMAGES} are needed")

@@ -6,23 +6,21 @@ output channel. `quantize_model` does the same folding first (`fold_batch_norms`
 QAT trains are exactly the int8 kernels the exported file will hold; tfmot's default 8-bit scheme then wraps every
 layer (conv + ReLU fused, activations quantized after the activation, as the converter fuses them).
 
-tfmot-wrapped models do not round-trip through tf_keras' `.keras` format out of the box (the wrappers list the inner
-layer's variables as their own, and the input quantize layer is built twice on load); `save_model`/`load_model`
-here make that round trip work, and load plain models too.
+QAT models are saved and loaded like any other through `edgetpu_models.keras_io` (`save_keras`/`load_keras`), which
+makes tfmot's wrappers round-trip through the `.keras` format.
 """
 
 from __future__ import annotations
 
-import contextlib
 import copy
+import math
 import os
-import threading
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
-from ..errors import EdgeTPUModelsError, ModelFileError
-from ..io_utils import atomic_path
+from edgetpu_models.errors import EdgeTPUModelsError
+from edgetpu_models.keras_io import is_qat_model
 
 _FOLDABLE = ("Conv2D", "DepthwiseConv2D")
 
@@ -128,100 +126,22 @@ def quantize_model(model: Any, *, fold_bn: bool = True) -> Any:
             from None
 
 
-def is_qat_model(model: Any) -> bool:
-    return any(type(layer).__name__ in ("QuantizeWrapperV2", "QuantizeWrapper", "QuantizeLayer")
-               for layer in getattr(model, "layers", ()))
-
-
-# ----------------------------------------------------------------------------------------------------------------------
-# Saving and loading
-
-_PATCH_LOCK = threading.Lock()
-
-
-def _own_variables(wrapper: Any) -> list:
-    """A wrapper's variables that its inner layer does not own (quantizer ranges, optimizer step), deduplicated."""
-    inner = {id(v) for v in wrapper.layer.weights}
-    seen: set[int] = set()
-    out = []
-    for v in list(wrapper._trainable_weights) + list(wrapper._non_trainable_weights):
-        if id(v) in inner or id(v) in seen:
-            continue
-        seen.add(id(v))
-        out.append(v)
-    return out
-
-
-@contextlib.contextmanager
-def _tfmot_serialization() -> Iterator[None]:
-    """Makes tfmot's wrappers save and load their own variables consistently in the `.keras` format (the inner layer
-    saves its own), and stops QuantizeLayer from being built twice on load."""
-    import tensorflow_model_optimization as tfmot
-    from tensorflow_model_optimization.python.core.quantization.keras.quantize_layer import QuantizeLayer
-    from tensorflow_model_optimization.python.core.quantization.keras.quantize_wrapper import QuantizeWrapper
-
-    def save_own(self, store):
-        for i, v in enumerate(_own_variables(self)):
-            store[f"{i}"] = v.numpy()
-
-    def load_own(self, store):
-        own = _own_variables(self)
-        if len(store.keys()) != len(own):
-            raise ValueError(f"layer {self.name}: expected {len(own)} variables, the file has {len(store.keys())}")
-        for i, v in enumerate(own):
-            v.assign(store[f"{i}"])
-
-    original_build = QuantizeLayer.build
-
-    def build_once(self, input_shape):
-        if self.built:
-            return
-        original_build(self, input_shape)
-        self.built = True
-
-    with _PATCH_LOCK:
-        saved = (QuantizeWrapper.save_own_variables, QuantizeWrapper.load_own_variables, QuantizeLayer.build)
-        QuantizeWrapper.save_own_variables, QuantizeWrapper.load_own_variables = save_own, load_own
-        QuantizeLayer.build = build_once
-        try:
-            with tfmot.quantization.keras.quantize_scope():
-                yield
-        finally:
-            QuantizeWrapper.save_own_variables, QuantizeWrapper.load_own_variables, QuantizeLayer.build = saved
-
-
-def save_model(model: Any, path: "str | os.PathLike[str]") -> None:
-    """Saves a plain or QAT model as `.keras` (or `.h5`), atomically."""
-    path = os.fspath(path)
-    if not path.endswith((".keras", ".h5")):
-        raise ModelFileError(f"{path}: expected a .keras or .h5 file name")
-    with atomic_path(path) as tmp:
-        if is_qat_model(model):
-            with _tfmot_serialization():
-                model.save(tmp)
-        else:
-            model.save(tmp)
-
-
-def load_model(path: "str | os.PathLike[str]") -> Any:
-    """Loads a .keras/.h5 model, plain or quantization-aware (ModelFileError when missing or unreadable)."""
-    import tf_keras as keras
-
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        raise ModelFileError(f"{path}: no such model file")
-    if not path.endswith((".keras", ".h5")):
-        raise ModelFileError(f"{path}: expected a .keras or .h5 model file")
-    try:
-        with _tfmot_serialization():
-            return keras.models.load_model(path, compile=False)
-    except (OSError, ValueError, TypeError, KeyError, AttributeError) as e:
-        first = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise ModelFileError(f"{path}: not a readable Keras model ({first[:200]})") from None
-
-
 # ----------------------------------------------------------------------------------------------------------------------
 # Fine-tuning
+
+def _checkpoint_manager(model: Any, optimizer: Any, step: Any, checkpoint_dir: "str | os.PathLike[str] | None"):
+    """A checkpoint manager for a resumable run (restoring the last checkpoint into model, optimizer and step), or
+    None without a checkpoint folder."""
+    import tensorflow as tf
+
+    if checkpoint_dir is None:
+        return None
+    ckpt = tf.train.Checkpoint(model=model, optimizer=optimizer, step=step)
+    manager = tf.train.CheckpointManager(ckpt, os.fspath(checkpoint_dir), max_to_keep=1)
+    if manager.latest_checkpoint:
+        ckpt.restore(manager.latest_checkpoint)
+    return manager
+
 
 def qat_finetune(qat_model: Any, train: Any, steps: int, *, learning_rate: float = 1e-4, val: Any = None,
                  progress: bool = True, checkpoint_dir: "str | os.PathLike[str] | None" = None,
@@ -238,17 +158,13 @@ def qat_finetune(qat_model: Any, train: Any, steps: int, *, learning_rate: float
 
     if steps < 0:
         raise QATError(f"qat steps: expected an integer >= 0, got {steps}")
+    if not (math.isfinite(learning_rate) and learning_rate > 0):
+        raise QATError(f"learning rate: expected a finite number > 0, got {learning_rate}")
     optimizer = keras.optimizers.Adam(learning_rate)
     qat_model.compile(optimizer=optimizer, loss=keras.losses.SparseCategoricalCrossentropy(), metrics=["accuracy"])
     done = tf.Variable(0, dtype=tf.int64, trainable=False)
-    manager = None
-    resumed = 0
-    if checkpoint_dir is not None:
-        ckpt = tf.train.Checkpoint(model=qat_model, optimizer=optimizer, step=done)
-        manager = tf.train.CheckpointManager(ckpt, os.fspath(checkpoint_dir), max_to_keep=1)
-        if manager.latest_checkpoint:
-            ckpt.restore(manager.latest_checkpoint)
-            resumed = int(done.numpy())
+    manager = _checkpoint_manager(qat_model, optimizer, done, checkpoint_dir)
+    resumed = int(done.numpy())
     out: dict[str, float] = {"resumed_from": float(resumed)}
     bar = None
     if progress and steps > resumed:
@@ -263,6 +179,8 @@ def qat_finetune(qat_model: Any, train: Any, steps: int, *, learning_rate: float
         done.assign_add(n)
         out["loss"] = float(hist.history["loss"][-1])
         out["accuracy"] = float(hist.history["accuracy"][-1])
+        if not math.isfinite(out["loss"]):
+            raise QATError(f"QAT diverged (loss {out['loss']}) by step {int(done.numpy())}: lower the learning rate")
         if manager is not None:
             manager.save()
         if bar is not None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import csv
 import io
 import math
-import os
 import re
 from dataclasses import dataclass
 from typing import Any, Iterable
@@ -23,7 +22,7 @@ ROUNDING_FLOOR = 1.0 / math.sqrt(12.0)
 
 
 @dataclass(frozen=True)
-class LayerError:
+class LayerQuantRow:
     layer: str
     """Keras layer the op comes from (best match of the TFLite tensor name), or the tensor name."""
     op: str
@@ -43,13 +42,13 @@ class LayerError:
 class QuantReport:
     model: str
     images: int
-    layers: tuple[LayerError, ...]
+    layers: tuple[LayerQuantRow, ...]
     """In graph order."""
     top1_agreement: float
     """Fraction of the report's images on which the int8 and float models pick the same class."""
     output_mean_abs_error: float
 
-    def worst(self, n: int = 5) -> list[LayerError]:
+    def worst(self, n: int = 5) -> list[LayerQuantRow]:
         return sorted(self.layers, key=lambda e: -e.rmse_per_scale)[:n]
 
     def to_dict(self) -> dict[str, Any]:
@@ -58,7 +57,7 @@ class QuantReport:
                 "worst": [e.layer for e in self.worst()], "layers": [e.to_dict() for e in self.layers]}
 
     def format(self, n: int = 10) -> str:
-        from ..tables import format_table
+        from edgetpu_models.tables import format_table
 
         rows = [(e.layer, e.op, f"{e.rmse_per_scale:.2f}", f"{e.rmse:.4g}", f"{e.max_abs_error:.4g}",
                  f"{e.scale:.4g}") for e in self.worst(n)]
@@ -98,9 +97,9 @@ def quantization_report(model: Any, representative: Iterable[np.ndarray], *, ima
     `representative` (normalised float32 batches); the first `images` images are also the debug set."""
     import tensorflow as tf
 
-    from ..deploy.export import ExportError, _static_input_shape
+    from edgetpu_models.quantize.convert import ExportError, static_input_shape
 
-    shape = _static_input_shape(model)
+    shape = static_input_shape(model)
     samples = _single(representative, images)
     if not samples:
         raise ExportError("quantization report: no images")
@@ -126,7 +125,7 @@ def quantization_report(model: Any, representative: Iterable[np.ndarray], *, ima
         layer = keras_layer_of(tensor, names)
         if layer == tensor and tensor.startswith("StatefulPartitionedCall"):  # the graph's output keeps no layer name
             layer = output_layer
-        layers.append(LayerError(layer=layer, op=row.get("op_name", ""), tensor=tensor,
+        layers.append(LayerQuantRow(layer=layer, op=row.get("op_name", ""), tensor=tensor,
                                  rmse=rmse, max_abs_error=float(row.get("max_abs_error") or 0.0), scale=scale,
                                  rmse_per_scale=rmse / scale if scale > 0 else float("inf")))
 

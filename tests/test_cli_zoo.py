@@ -71,7 +71,7 @@ def test_bad_spec_is_one_line_error(tmp_path, changes, expected):
 @pytest.mark.parametrize("args, expected", [
     (["profile", "resnet9000"], "resnet9000: not a zoo model"),
     (["build", "efficientnet_edgetpu_s", "--out", "model.onnx"], "expected a .keras or .h5 file name"),
-    (["profile", "efficientnet_edgetpu_s", "--resolution", "abc"], "invalid int value: 'abc'"),
+    (["profile", "efficientnet_edgetpu_s", "--resolution", "abc"], "expected an integer from 8 to 4096, got 'abc'"),
     (["profile", "efficientnet_edgetpu_s", "--variant", "XXL"], "no variant 'XXL'"),
     (["frobnicate"], "invalid choice: 'frobnicate'"),
 ])

@@ -8,12 +8,16 @@ import subprocess
 import sys
 
 import pytest
-
-from edgetpu_models.deploy.compiler import (INSTALL_URL, CompilerError, compile_tflite, parse_compiler_output,
-                                            size_to_bytes)
-from edgetpu_models.deploy.edgetpu_check import MAPPED, NOT_SUPPORTED, SUBGRAPH
-
 from tflite_testmodels import convert, tiny_keras
+
+from edgetpu_models.deploy.compiler import (
+    INSTALL_URL,
+    CompilerError,
+    compile_tflite,
+    parse_compiler_output,
+    size_to_bytes,
+)
+from edgetpu_models.deploy.edgetpu_check import MAPPED, NOT_SUPPORTED, SUBGRAPH
 
 DATA = os.path.join(os.path.dirname(__file__), "data")
 

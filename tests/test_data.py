@@ -1,4 +1,5 @@
-"""Image-folder datasets: listing and checks (bad folders are one-line DatasetErrors), the seeded split, the pipeline."""
+"""Image-folder datasets: listing and checks (bad folders are one-line DatasetErrors), the seeded split, the
+pipeline."""
 
 from __future__ import annotations
 

@@ -4,11 +4,10 @@ the full-size run is `make demo`)."""
 from __future__ import annotations
 
 import json
-import os
+
+from train_helpers import digits_subset, tiny_spec
 
 from edgetpu_models import cli
-
-from conftest_train import digits_subset, tiny_spec
 
 
 def test_demo_runs_every_step_into_one_folder(tmp_path, capsys):

@@ -4,17 +4,22 @@ batch > 1, fused activation on a pool, ops downstream of an unmappable one)."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 
 import pytest
-
-from edgetpu_models.deploy.edgetpu_check import (MAPPED, NOT_SUPPORTED, SUBGRAPH, UNSPECIFIED, UNSUPPORTED_RANK,
-                                                 UNSUPPORTED_TYPE, check_tflite)
-from edgetpu_models.errors import ModelFileError
-
 from tflite_testmodels import convert, tiny_keras, transpose_block
+
+from edgetpu_models.deploy.edgetpu_check import (
+    MAPPED,
+    NOT_SUPPORTED,
+    SUBGRAPH,
+    UNSPECIFIED,
+    UNSUPPORTED_RANK,
+    UNSUPPORTED_TYPE,
+    check_tflite,
+)
+from edgetpu_models.errors import ModelFileError
 
 
 @pytest.fixture(scope="module")

@@ -8,13 +8,13 @@ import os
 
 import numpy as np
 import pytest
+from tflite_testmodels import tiny_keras
 
 from edgetpu_models.deploy.edgetpu_check import check_tflite
-from edgetpu_models.deploy.export import ExportError, export_tflite, read_metadata
-from edgetpu_models.deploy.tflite_reader import read_tflite
+from edgetpu_models.deploy.export import ExportError, export_tflite
+from edgetpu_models.sidecar import require_sidecar
 from edgetpu_models.spec import Normalization
-
-from tflite_testmodels import tiny_keras
+from edgetpu_models.tflite_reader import read_tflite
 
 NORM = Normalization(mean=(127.0, 127.0, 127.0), std=(128.0, 128.0, 128.0))
 LABELS = ["cat", "dog", "bird", "fish"]
@@ -53,7 +53,7 @@ def exported(model, tmp_path_factory):
 def test_files_and_metadata_contract(exported):
     assert exported.calibration == "dataset" and exported.calibration_images == 120
     assert os.path.getsize(exported.path) == exported.size_bytes
-    meta = read_metadata(exported.path)
+    meta = require_sidecar(exported.path).to_dict()
     assert set(meta) == {"model", "input_size", "normalization", "input", "output", "labels", "calibration"}
     assert meta["model"] == "tiny" and meta["input_size"] == [16, 16] and meta["calibration"] == "dataset"
     assert meta["normalization"] == {"mean": [127.0] * 3, "std": [128.0] * 3}
@@ -77,7 +77,7 @@ def test_file_and_json_are_enough_for_inference(exported, model):
     """Quantize raw pixels with the JSON's parameters, run LiteRT, dequantize: same class as the float model."""
     from ai_edge_litert.interpreter import Interpreter
 
-    meta = read_metadata(exported.path)
+    meta = require_sidecar(exported.path).to_dict()
     interp = Interpreter(model_path=exported.path, num_threads=1)
     interp.allocate_tensors()
     inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
@@ -102,7 +102,7 @@ def test_file_and_json_are_enough_for_inference(exported, model):
 
 def test_int8_io_and_random_calibration(model, tmp_path):
     r = export_tflite(model, tmp_path / "r.tflite", io_dtype="int8", random_calibration=True, normalization=NORM)
-    meta = read_metadata(r.path)
+    meta = require_sidecar(r.path).to_dict()
     assert r.calibration == "random" == meta["calibration"] and meta["labels"] is None and r.labels_path is None
     assert meta["input"]["dtype"] == "int8" and read_tflite(r.path).input_tensors()[0].dtype == "INT8"
     assert not os.path.exists(tmp_path / "r.labels.txt")
@@ -110,7 +110,7 @@ def test_int8_io_and_random_calibration(model, tmp_path):
 
 def test_float_export(model, tmp_path):
     r = export_tflite(model, tmp_path / "f.tflite", int8=False)
-    meta = read_metadata(r.path)
+    meta = require_sidecar(r.path).to_dict()
     assert r.calibration is None and meta["input"] == {"dtype": "float32", "scale": None, "zero_point": None}
     assert not check_tflite(r.path).fully_mapped
 
@@ -154,6 +154,6 @@ def test_cli_export_keras_file_random_calibration(model, tmp_path, capsys):
 def test_model_reference_brings_its_name_and_normalisation(tmp_path):
     spec = os.path.join(os.path.dirname(__file__), "data", "tiny_edgetpu_spec.yaml")
     r = export_tflite(spec, tmp_path / "spec.tflite", random_calibration=True)
-    meta = read_metadata(r.path)
+    meta = require_sidecar(r.path).to_dict()
     assert meta["model"] == "tiny_edgetpu" and meta["input_size"] == [64, 64]
     assert meta["normalization"] == {"mean": [127.0] * 3, "std": [128.0] * 3}

@@ -9,11 +9,10 @@ import types
 
 import numpy as np
 import pytest
+from train_helpers import digits_subset, tiny_spec
 
 from edgetpu_models import cli
 from edgetpu_models.errors import ModelFileError
-
-from conftest_train import digits_subset, tiny_spec
 
 
 @pytest.fixture(scope="module")
@@ -116,8 +115,8 @@ def test_bad_classify_input_is_one_line(exported, capsys, tmp_path, case):
 def _fake_compiled(src: str, dst: str) -> None:
     """What edgetpu_compiler makes of a model: its ops replaced by one edgetpu-custom-op (payload: the compiled
     program, here dummy bytes)."""
-    from ai_edge_litert import schema_py_generated as schema
     import flatbuffers
+    from ai_edge_litert import schema_py_generated as schema
 
     m = schema.ModelT.InitFromPackedBuf(open(src, "rb").read(), 0)
     code = schema.OperatorCodeT()
@@ -149,13 +148,13 @@ def test_a_compiled_model_without_an_edge_tpu_is_a_clear_error(exported, tmp_pat
     code, out = _classify(capsys, compiled, exported["data"].val_files[0])
     assert code == 2 and "compiled for the Edge TPU" in out.err and "Traceback" not in out.err
     # X_edgetpu.tflite (what the compiler writes beside X.tflite) uses X.json and X.labels.txt
-    from edgetpu_models.deploy.classify import metadata_for
+    from edgetpu_models.sidecar import read_sidecar
 
     for suffix in (".json", ".labels.txt"):
         src = os.path.splitext(exported["paths"]["uint8"])[0] + suffix
         (tmp_path / os.path.basename(src)).write_bytes(open(src, "rb").read())
-    meta, json_path = metadata_for(compiled)
-    assert json_path == str(tmp_path / "tiny_uint8.json") and meta["labels"] == "tiny_uint8.labels.txt"
+    meta = read_sidecar(compiled)
+    assert meta.path == str(tmp_path / "tiny_uint8.json") and meta.labels_file == "tiny_uint8.labels.txt"
 
     # pycoral present but no device connected
     fake = _fake_pycoral(monkeypatch, devices=[])
@@ -221,4 +220,4 @@ def test_benchmark_reports_percentiles(exported, capsys):
     assert "no such model file" in capsys.readouterr().err
     with pytest.raises(SystemExit) as e:
         cli.main(["benchmark", exported["paths"]["uint8"], "--runs", "0"])
-    assert e.value.code == 2 and "argument --runs: expected an integer >= 1" in capsys.readouterr().err
+    assert e.value.code == 2 and "argument --runs: expected an integer from 1 to 1000000" in capsys.readouterr().err

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 
@@ -13,11 +12,12 @@ import pytest
 
 from edgetpu_models.errors import ModelFileError, SpecError, TargetError
 from edgetpu_models.layer_graph import Layer, LayerGraph
-from edgetpu_models.nas import calibrate as cal
-from edgetpu_models.nas import latency
-from edgetpu_models.nas.frontends import spec_graph
-from edgetpu_models.nas.apm import cost_graph, graph_terms, param_bytes, terms_latency_ms
-from edgetpu_models.nas.latency import LatencyEstimate, estimate, estimate_graph, estimate_spec, list_targets
+from edgetpu_models.nas.latency import calibrate as cal
+from edgetpu_models.nas.latency import estimator as latency
+from edgetpu_models.nas.latency import targets
+from edgetpu_models.nas.latency.apm import cost_graph, graph_terms, param_bytes, terms_latency_ms
+from edgetpu_models.nas.latency.estimator import LatencyEstimate, estimate, estimate_graph, estimate_spec, list_targets
+from edgetpu_models.nas.latency.frontends import spec_graph
 from edgetpu_models.spec import spec_from_dict
 from edgetpu_models.zoo import zoo_spec
 
@@ -76,7 +76,7 @@ def test_spec_path_accepts_zoo_name_path_spec_and_graph_identically(tmp_path):
 
 
 def test_spec_path_does_not_import_tensorflow():
-    code = ("import sys\nfrom edgetpu_models.nas.latency import estimate, estimate_spec\n"
+    code = ("import sys\nfrom edgetpu_models.nas.latency.estimator import estimate, estimate_spec\n"
             "for t in ('coral-usb', 'coral-usb-std', 'coral-devboard', 'pixel4', 'cpu'):\n"
             "    estimate('efficientnet_edgetpu_l', t)\n"
             "assert 'tensorflow' not in sys.modules, 'tensorflow imported'\nprint('ok')")
@@ -186,33 +186,37 @@ def test_coral_usb_leave_one_out_meets_the_bar():
 
 @pytest.fixture
 def targets_copy(tmp_path, monkeypatch):
-    src = latency.targets_dir()
-    dst = tmp_path / "targets"
-    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__"))
-    monkeypatch.setattr(latency, "targets_dir", lambda: str(dst))
-    monkeypatch.setattr(cal, "targets_dir", lambda: str(dst))
-    return dst
+    """A user config folder of its own: calibrate writes there, never into the installed package."""
+    monkeypatch.setenv(targets.CONFIG_ENV, str(tmp_path / "config"))
+    return tmp_path / "config" / "targets"
 
 
-def test_calibrate_cli_rewrites_target_and_prints_loo_table(targets_copy, capsys):
+def test_calibrate_cli_writes_user_target_and_prints_loo_table(targets_copy, capsys):
     from edgetpu_models.cli import main
 
-    path = targets_copy / "coral-usb.yaml"
-    before = path.read_text()
+    shipped = os.path.join(targets.targets_dir(), "coral-usb.yaml")
+    before = open(shipped).read()
     assert main(["calibrate", "--target", "coral-usb", "--reuse-graphs"]) == 0
     out = capsys.readouterr().out
     assert "leave-one-out" in out and "ResNet-50 V1" in out and "VGG16" in out and "Spearman" in out
-    after = path.read_text()
-    assert after != before or "leave_one_out" in before
+    path = targets_copy / "coral-usb.yaml"
+    assert f"wrote {path}" in out and open(shipped).read() == before  # the package is left as shipped
     t = latency.load_target("coral-usb")
-    assert t.data["calibration"]["leave_one_out"]["rows"][0]["model"]
+    assert t.path == str(path) and t.data["calibration"]["leave_one_out"]["rows"][0]["model"]
     assert not [p for p in os.listdir(targets_copy) if p.startswith(".")]  # no temp file left behind
+    # estimate says where an overriding target came from; --out chooses another file
+    assert main(["estimate", "efficientnet_edgetpu_s", "--target", "coral-usb"]) == 0
+    assert f"target coral-usb from {path}" in capsys.readouterr().out
+    other = targets_copy.parent / "elsewhere.yaml"
+    assert main(["calibrate", "--target", "coral-usb", "--reuse-graphs", "--out", str(other)]) == 0
+    assert other.exists() and f"wrote {other}" in capsys.readouterr().out
 
 
 def test_calibrate_rejects_inheriting_and_broken_targets(targets_copy):
     from edgetpu_models.cli import main
 
     assert main(["calibrate", "--target", "coral-usb-std", "--reuse-graphs"]) == 2
+    targets_copy.mkdir(parents=True, exist_ok=True)
     (targets_copy / "broken.yaml").write_text("kind: edgetpu\nconstants: {clock_mhz: -5}\n")
     with pytest.raises(TargetError, match="clock_mhz: expected a number > 0"):
         estimate("efficientnet_edgetpu_s", "broken")

@@ -10,9 +10,9 @@ import pytest
 
 from edgetpu_models.errors import TargetError
 from edgetpu_models.layer_graph import Layer
-from edgetpu_models.nas import cpu
-from edgetpu_models.nas.frontends import spec_graph
-from edgetpu_models.nas.latency import estimate, load_target
+from edgetpu_models.nas.latency.cpu import features, fit, predictor
+from edgetpu_models.nas.latency.estimator import estimate, load_target
+from edgetpu_models.nas.latency.frontends import spec_graph
 
 
 def conv(h, cin, cout, k=3, s=1, op="conv2d"):
@@ -21,11 +21,11 @@ def conv(h, cin, cout, k=3, s=1, op="conv2d"):
 
 
 def test_kernel_types_follow_micro_kernels():
-    assert cpu.kernel_key(conv(56, 32, 64, k=1)) == "conv1x1s1"
-    assert cpu.kernel_key(conv(56, 32, 64, k=3, s=2)) == "conv3x3s2"
-    assert cpu.kernel_key(conv(56, 32, 32, k=5, op="depthwise_conv2d")) == "dwconv5x5s1"
+    assert features.kernel_key(conv(56, 32, 64, k=1)) == "conv1x1s1"
+    assert features.kernel_key(conv(56, 32, 64, k=3, s=2)) == "conv3x3s2"
+    assert features.kernel_key(conv(56, 32, 32, k=5, op="depthwise_conv2d")) == "dwconv5x5s1"
     add = Layer("a", "add", ("x", "y"), (7, 7, 96), (7, 7, 96))
-    assert cpu.kernel_key(add) == "elementwise_add_2" and cpu.kernel_family(add) == "elementwise"
+    assert features.kernel_key(add) == "elementwise_add_2" and features.kernel_family(add) == "elementwise"
 
 
 def test_fit_recovers_per_kernel_linear_costs():
@@ -36,10 +36,10 @@ def test_fit_recovers_per_kernel_linear_costs():
         key = rng.choice(sorted(true))
         h, cin, cout = rng.choice([7, 14, 28, 56]), rng.choice([16, 24, 64, 96]), rng.choice([8, 32, 48, 160])
         layer = conv(h, cin, cout, op="depthwise_conv2d" if key.startswith("dw") else "conv2d")
-        return key, layer, sum(a * f for a, f in zip(true[key], cpu.kernel_features(layer)))
+        return key, layer, sum(a * f for a, f in zip(true[key], features.kernel_features(layer)))
 
-    kernels = cpu.fit_kernels([sample()[1:] for _ in range(120)])
-    pred = cpu.Predictor(kernels, 0.0, 1, {})
+    kernels = fit.fit_kernels([sample()[1:] for _ in range(120)])
+    pred = predictor.Predictor(kernels, 0.0, 1, {})
     for _ in range(20):  # unseen shapes are predicted by their own kernel type's regressor
         key, layer, ms = sample()
         got, used = pred.kernel_ms(layer)
@@ -49,7 +49,7 @@ def test_fit_recovers_per_kernel_linear_costs():
 
 def test_shipped_predictor_predicts_sensibly():
     t = load_target("cpu")
-    pred = cpu.load_predictor(t)
+    pred = predictor.load_predictor(t)
     assert pred.threads == 1 and pred.meta["samples"] >= 100
     s = estimate("efficientnet_edgetpu_s", "cpu")
     assert s.target == "cpu" and s.latency_ms > 0
@@ -62,30 +62,31 @@ def test_shipped_predictor_predicts_sensibly():
     assert {r.bound for r in s.layers if r.op == "conv2d"} <= set(pred.kernels)
 
 
-def test_missing_or_corrupt_predictor_is_a_target_error(tmp_path, monkeypatch):
-    t = load_target("cpu")
-    monkeypatch.setattr(cpu, "targets_dir", lambda: str(tmp_path))
+def test_missing_or_corrupt_predictor_is_a_target_error(tmp_path):
+    import dataclasses
+
+    t = dataclasses.replace(load_target("cpu"), path=str(tmp_path / "cpu.yaml"))  # a target file in another folder
     with pytest.raises(TargetError, match="calibrate --target cpu"):
-        cpu.load_predictor(t)
+        predictor.load_predictor(t)
     (tmp_path / "cpu_predictor.json").write_text(json.dumps({"features": ["x"], "kernels": {}}))
     with pytest.raises(TargetError, match="not a valid CPU predictor"):
-        cpu.load_predictor(t)
+        predictor.load_predictor(t)
 
 
 def test_training_samples_and_held_out_architectures_are_disjoint():
-    train_names = {s.name for s, _ in cpu.random_specs(60, cpu.TRAIN_SEED)}
-    held = cpu.held_out_specs(32)
+    train_names = {s.name for s, _ in fit.random_specs(60, fit.TRAIN_SEED)}
+    held = fit.held_out_specs(32)
     assert len(held) >= 30 and not train_names & {s.name for s, _ in held}
     assert len({r for _, r in held}) >= 3  # several resolutions
-    kernels = cpu.sample_kernels(120)
-    assert len(kernels) == 120 and len({cpu.kernel_key(k) for k in kernels}) >= 10
+    kernels = fit.sample_kernels(120)
+    assert len(kernels) == 120 and len({features.kernel_key(k) for k in kernels}) >= 10
     for spec, res in held[:5]:
         assert spec_graph(spec, None, res).macs > 0
 
 
 def test_one_kernel_model_converts_to_exactly_that_kernel():
-    from edgetpu_models.deploy.tflite_reader import read_tflite
+    from edgetpu_models.tflite_reader import read_tflite
 
-    m = read_tflite(cpu.kernel_tflite_bytes(conv(16, 8, 16, k=3, s=2)))
+    m = read_tflite(fit.kernel_tflite_bytes(conv(16, 8, 16, k=3, s=2)))
     assert [op.opcode for op in m.operators] == ["CONV_2D"]
     assert m.operators[0].options["fused_activation_function"] == "RELU"

@@ -10,8 +10,8 @@ import json
 import pytest
 
 from edgetpu_models.errors import ModelFileError
-from edgetpu_models.nas.frontends import keras_graph, spec_graph, tflite_graph
-from edgetpu_models.nas.latency import estimate
+from edgetpu_models.nas.latency.estimator import estimate
+from edgetpu_models.nas.latency.frontends import keras_graph, spec_graph, tflite_graph
 
 RES = 128
 TARGETS = ("coral-usb", "coral-devboard", "pixel4", "cpu")
@@ -20,7 +20,7 @@ TARGETS = ("coral-usb", "coral-devboard", "pixel4", "cpu")
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     from edgetpu_models.builder import build_model
-    from edgetpu_models.nas.convert import int8_tflite_bytes
+    from edgetpu_models.quantize.convert import int8_tflite_bytes
 
     d = tmp_path_factory.mktemp("latency_fe")
     model = build_model("efficientnet_edgetpu_s", resolution=RES)
@@ -72,7 +72,7 @@ def test_float_tflite_is_rejected(tmp_path):
 def test_bad_keras_file_is_a_model_file_error(tmp_path):
     bad = tmp_path / "bad.keras"
     bad.write_bytes(b"not a zip")
-    with pytest.raises(ModelFileError, match="bad.keras: not a loadable Keras model"):
+    with pytest.raises(ModelFileError, match="bad.keras: not a readable Keras model"):
         estimate(str(bad))
 
 

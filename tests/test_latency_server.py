@@ -15,15 +15,15 @@ import time
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from tflite_testmodels import convert, tiny_keras
 
 from edgetpu_models.cli import main as cli_main
 from edgetpu_models.errors import ModelFileError, SpecError, TargetError, UnknownModelError
-from edgetpu_models.nas import latency, latency_pb2, latency_pb2_grpc
-from edgetpu_models.nas.client import LatencyClient, LatencyServerError, build_request
-from edgetpu_models.nas.server import SERVICE_NAME, LatencyServer, ServerConfig, ServerError
+from edgetpu_models.nas.latency import estimator as latency
+from edgetpu_models.nas.service import latency_pb2, latency_pb2_grpc
+from edgetpu_models.nas.service.client import LatencyClient, LatencyServerError, build_request
+from edgetpu_models.nas.service.server import SERVICE_NAME, LatencyServer, ServerConfig, ServerError
 from edgetpu_models.zoo import ZOO, zoo_spec
-
-from tflite_testmodels import convert, tiny_keras
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MAX_MESSAGE = 256 * 1024
@@ -110,6 +110,9 @@ def test_bad_requests_get_the_right_status_and_the_server_keeps_serving(server, 
     expected = latency.estimate("mobilenet_edgetpu_075").to_dict()
     huge = zoo_spec("mobilenet_edgetpu")[0].to_dict()
     huge["stages"][-1]["repeats"] = 10 ** 9
+    many_blocks = zoo_spec("mobilenet_edgetpu")[0].to_dict()  # every field in range, 1000 blocks per stage in total
+    for stage in many_blocks["stages"]:
+        stage["repeats"] = 1000
 
     def well_behaved():  # another client, calling throughout
         with LatencyClient(server.address, timeout_s=20, retries=0) as c:
@@ -135,6 +138,7 @@ def test_bad_requests_get_the_right_status_and_the_server_keeps_serving(server, 
             (latency_pb2.EstimateRequest(spec="stem: [unclosed"), grpc.StatusCode.INVALID_ARGUMENT),
             (latency_pb2.EstimateRequest(target="coral-usb"), grpc.StatusCode.INVALID_ARGUMENT),
             (build_request(huge), grpc.StatusCode.INVALID_ARGUMENT),  # must not build a billion-block graph
+            (build_request(many_blocks), grpc.StatusCode.INVALID_ARGUMENT),  # nor one of thousands of blocks
         ]
         details = []
         for request, want in cases:
@@ -147,7 +151,8 @@ def test_bad_requests_get_the_right_status_and_the_server_keeps_serving(server, 
         assert "coral-nano" in details[2] and "coral-usb" in details[2]
         assert "stages" in details[5]                 # names the missing field
         assert "no model" in details[7]
-        assert "blocks" in details[8]
+        assert "repeats" in details[8]                # since issue 14 the field itself is bounded (spec.MAX_BLOCKS)
+        assert "blocks" in details[9]
         # batch: one bad spec fails the call and names its index
         with pytest.raises(grpc.RpcError) as info:
             stub.EstimateBatch(latency_pb2.EstimateBatchRequest(requests=[
@@ -345,15 +350,18 @@ def test_tls(tmp_path):
         with LatencyClient(srv.address, retries=0, timeout_s=5) as plain:  # plaintext to a TLS port fails
             with pytest.raises(LatencyServerError):
                 plain.list_targets()
-    # TLS alone (no token) makes a non-loopback bind acceptable
-    LatencyServer(dataclasses.replace(config, host="0.0.0.0"))
+    # off loopback, TLS alone (no token) is refused since issue 14: anyone could call it; client certificates (mutual
+    # TLS) make a non-loopback bind acceptable
+    with pytest.raises(ServerError, match="mutual TLS"):
+        LatencyServer(dataclasses.replace(config, host="0.0.0.0"))
+    LatencyServer(dataclasses.replace(config, host="0.0.0.0", tls_client_ca=cert.read_bytes()))
 
 
 def test_spec_path_is_tensorflow_free():
     code = (
         "import sys\n"
-        "from edgetpu_models.nas.server import LatencyServer, ServerConfig\n"
-        "from edgetpu_models.nas.client import LatencyClient\n"
+        "from edgetpu_models.nas.service.server import LatencyServer, ServerConfig\n"
+        "from edgetpu_models.nas.service.client import LatencyClient\n"
         "from edgetpu_models.zoo import zoo_spec\n"
         "with LatencyServer(ServerConfig(port=0)) as s, LatencyClient(s.address) as c:\n"
         "    spec, v = zoo_spec('efficientnet_edgetpu_m')\n"

@@ -12,16 +12,16 @@ import sys
 import time
 
 import pytest
+from nas_helpers import TESTS_DIR
 
-from conftest_nas import TESTS_DIR
 from edgetpu_models import cli
 from edgetpu_models.spec import load_spec
 
 TRIALS = 12
 SCRIPT = f"""
 import sys
-from conftest_nas import CapacityEvaluator
-from edgetpu_models.nas.search import SearchConfig, run_search
+from nas_helpers import CapacityEvaluator
+from edgetpu_models.nas.search.loop import SearchConfig, run_search
 out, mode = sys.argv[1], sys.argv[2]
 cfg = SearchConfig(target="coral-usb", latency_target_ms=6.0, controller="reinforce", trials={TRIALS}, workers=2)
 ev = CapacityEvaluator(delay_s=0.4, die_once_dir=out, die_trial=1, calls_file=out + "/calls.txt")
@@ -140,8 +140,9 @@ def test_outputs_csv_front_plot_and_show(killed_and_resumed, capsys):
 
 
 def test_resume_refuses_another_accuracy_proxy(killed_and_resumed):
-    from conftest_nas import CapacityEvaluator
-    from edgetpu_models.nas.search import SearchConfig, SearchError, run_search
+    from nas_helpers import CapacityEvaluator
+
+    from edgetpu_models.nas.search.loop import SearchConfig, SearchError, run_search
 
     out, _, _ = killed_and_resumed
     with pytest.raises(SearchError, match="would mix two objectives"):
@@ -189,9 +190,9 @@ def test_cli_resume_of_a_missing_search(tmp_path, capsys):
 def test_latency_server_gives_the_same_numbers_as_in_process():
     import numpy as np
 
-    from edgetpu_models.nas.search import LatencySource
-    from edgetpu_models.nas.server import LatencyServer, ServerConfig
-    from edgetpu_models.nas.space import load_space
+    from edgetpu_models.nas.search.loop import LatencySource
+    from edgetpu_models.nas.search.space import load_space
+    from edgetpu_models.nas.service.server import LatencyServer, ServerConfig
 
     space = load_space()
     rng = np.random.default_rng(7)
@@ -209,8 +210,8 @@ def test_proxy_trains_the_candidate_on_an_image_folder(tmp_path):
     import shutil
 
     from edgetpu_models.data import default_dataset_dir
-    from edgetpu_models.nas.proxy import ProxyConfig, ProxyEvaluator
-    from edgetpu_models.nas.space import load_space
+    from edgetpu_models.nas.search.proxy import ProxyConfig, ProxyEvaluator
+    from edgetpu_models.nas.search.space import load_space
 
     src = default_dataset_dir()
     for cls in ("0", "1"):  # a small two-class folder keeps the test quick
@@ -231,7 +232,7 @@ def test_proxy_trains_the_candidate_on_an_image_folder(tmp_path):
 def test_resume_refuses_a_recalibrated_latency_target(killed_and_resumed, tmp_path):
     import shutil
 
-    from edgetpu_models.nas.search import SearchConfig, SearchError, run_search
+    from edgetpu_models.nas.search.loop import SearchConfig, SearchError, run_search
 
     out, _, _ = killed_and_resumed
     copy = tmp_path / "search"
@@ -246,9 +247,9 @@ def test_resume_refuses_a_recalibrated_latency_target(killed_and_resumed, tmp_pa
 
 def test_parallel_search_is_reproducible_whatever_the_completion_order(tmp_path, monkeypatch):
     import ray
+    from nas_helpers import CapacityEvaluator
 
-    from conftest_nas import CapacityEvaluator
-    from edgetpu_models.nas.search import SearchConfig, run_search
+    from edgetpu_models.nas.search.loop import SearchConfig, run_search
 
     monkeypatch.setenv("PYTHONPATH", TESTS_DIR + os.pathsep + os.environ.get("PYTHONPATH", ""))
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import yaml
 
-from edgetpu_models.nas.space import SearchSpace, SearchSpaceError, load_space
+from edgetpu_models.model_ref import resolve_spec
+from edgetpu_models.nas.search.space import SearchSpace, SearchSpaceError, load_space
 from edgetpu_models.spec import load_spec, resolve, spec_from_dict
-from edgetpu_models.zoo import resolve_model_ref
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +21,7 @@ def space() -> SearchSpace:
 
 @pytest.mark.parametrize("ref", ["efficientnet_edgetpu_s", "mobilenet_edgetpu"])
 def test_published_models_are_points_of_the_default_space(space, ref, tmp_path):
-    spec, variant = resolve_model_ref(ref)
+    spec, variant = resolve_spec(ref)
     point = space.encode(spec)
     decoded = space.decode(point, template=spec, name=spec.name)
     assert decoded == spec  # same stages, stem, head, normalisation, variants
@@ -34,7 +34,7 @@ def test_published_models_are_points_of_the_default_space(space, ref, tmp_path):
 
 
 def test_efficientnet_point_decodes_with_the_default_template(space):
-    spec, _ = resolve_model_ref("efficientnet_edgetpu_s")  # the default space's template
+    spec, _ = resolve_spec("efficientnet_edgetpu_s")  # the default space's template
     assert space.decode(space.encode(spec)) == spec
 
 
@@ -77,7 +77,7 @@ def test_bad_space_files_are_one_line_errors(tmp_path, patch, message):
 
 
 def test_spec_outside_the_space_is_refused(space):
-    spec, _ = resolve_model_ref("efficientnet_edgetpu_s")
+    spec, _ = resolve_spec("efficientnet_edgetpu_s")
     import dataclasses
 
     seven = dataclasses.replace(spec, stages=(dataclasses.replace(spec.stages[0], kernel=7),) + spec.stages[1:])
@@ -88,11 +88,12 @@ def test_spec_outside_the_space_is_refused(space):
 def test_controller_and_spec_path_are_tensorflow_free():
     code = (
         "import sys\n"
-        "from edgetpu_models.nas.space import load_space\n"
-        "from edgetpu_models.nas.controllers import make_controller\n"
-        "from edgetpu_models.nas.reward import Reward\n"
-        "from edgetpu_models.nas import search, search_commands, results, trial_log, proxy\n"
-        "from edgetpu_models.nas.latency import estimate_spec\n"
+        "from edgetpu_models.nas.search.space import load_space\n"
+        "from edgetpu_models.nas.search.controllers import make_controller\n"
+        "from edgetpu_models.nas.search.reward import Reward\n"
+        "from edgetpu_models.nas.search import loop, results, trial_log, proxy\n"
+        "from edgetpu_models.cli import search as search_cli\n"
+        "from edgetpu_models.nas.latency.estimator import estimate_spec\n"
         "s = load_space()\n"
         "r = Reward.make('mnas-soft', 6.0)\n"
         "for name in ('reinforce', 'evolution', 'random'):\n"

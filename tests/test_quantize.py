@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+
 import numpy as np
 import pytest
 
@@ -50,11 +51,14 @@ def test_fold_batch_norms_is_exact(tiny_model):
 
 
 def test_qat_wraps_trains_round_trips_and_exports(tiny_model, tmp_path):
+    import tensorflow as tf
+
     from edgetpu_models.deploy.edgetpu_check import check_tflite
     from edgetpu_models.deploy.export import export_tflite
-    from edgetpu_models.quantize.qat import is_qat_model, load_model, quantize_model, save_model
-
-    import tensorflow as tf
+    from edgetpu_models.keras_io import is_qat_model
+    from edgetpu_models.keras_io import load_keras as load_model
+    from edgetpu_models.keras_io import save_keras as save_model
+    from edgetpu_models.quantize.qat import quantize_model
 
     qat = quantize_model(tiny_model)
     assert is_qat_model(qat) and not is_qat_model(tiny_model)
@@ -165,8 +169,9 @@ def test_cli_quantize_then_export_then_report(tmp_path, capsys):
     assert r.returncode == 0, r.stderr
     assert out.exists() and "validation accuracy (fake-quantized)" in r.stdout
     assert not (tmp_path / "tiny_qat.keras.ckpt").exists()  # checkpoints go once the model is written
-    meta = json.loads((tmp_path / "tiny_qat.meta.json").read_text())
-    assert meta["labels"] == [str(i) for i in range(10)] and meta["normalization"]["mean"] == [127.0] * 3
+    meta = json.loads((tmp_path / "tiny_qat.json").read_text())  # the sidecar beside the .keras
+    labels = (tmp_path / meta["labels"]).read_text().split()
+    assert labels == [str(i) for i in range(10)] and meta["normalization"]["mean"] == [127.0] * 3
     tfl = tmp_path / "tiny_qat.tflite"
     r = _cli("export", str(out), "--data", data, "--calibration-images", "100", "--out", str(tfl))
     assert r.returncode == 0, r.stderr

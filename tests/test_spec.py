@@ -2,8 +2,8 @@
 
 import copy
 import os
-import sys
 import subprocess
+import sys
 
 import pytest
 import yaml

@@ -7,11 +7,10 @@ import subprocess
 import sys
 
 import pytest
-
-from edgetpu_models.deploy.tflite_reader import read_tflite
-from edgetpu_models.errors import ModelFileError
-
 from tflite_testmodels import convert, tiny_keras
+
+from edgetpu_models.errors import ModelFileError
+from edgetpu_models.tflite_reader import read_tflite
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +100,7 @@ def test_missing_file(tmp_path):
 
 
 def test_reader_does_not_import_tensorflow(tiny_int8):
-    code = ("import sys; from edgetpu_models.deploy.tflite_reader import read_tflite; "
+    code = ("import sys; from edgetpu_models.tflite_reader import read_tflite; "
             f"m = read_tflite({tiny_int8!r}); assert len(m.operators) == 7; "
             "assert 'tensorflow' not in sys.modules, 'tensorflow imported'; print('ok')")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=dict(os.environ))

@@ -11,13 +11,13 @@ import time
 
 import numpy as np
 import pytest
+from train_helpers import digits_subset, tiny_spec
 
 from edgetpu_models import cli
 from edgetpu_models.train import TrainConfig, TrainError, train, warmup_decay_schedule
 
-from conftest_train import digits_subset, tiny_spec
-
-TRAIN_ARGS = ["--epochs", "2", "--batch-size", "8", "--resolution", "32", "--no-flip", "--quiet", "--lr", "0.05", "--bn-momentum", "0.9"]
+TRAIN_ARGS = ["--epochs", "2", "--batch-size", "8", "--resolution", "32", "--no-flip", "--quiet", "--lr", "0.05",
+              "--bn-momentum", "0.9"]
 
 
 def _cli(*argv: str) -> list[str]:
@@ -25,7 +25,7 @@ def _cli(*argv: str) -> list[str]:
 
 
 def _weights(path: str) -> list[np.ndarray]:
-    from edgetpu_models.train import load_keras_model
+    from edgetpu_models.keras_io import load_keras as load_keras_model
 
     return load_keras_model(path).get_weights()
 
@@ -98,7 +98,8 @@ def test_finetune_puts_a_new_head_on_loaded_weights(tmp_path, shared_dir):
     stem = load_file(weights)["conv_stem.weight"].transpose(2, 3, 1, 0)
     got = result.model.get_layer("stem_conv").get_weights()[0]
     assert np.allclose(got, stem, atol=1e-3)  # backbone kept (a tiny learning rate moved it only slightly)
-    assert os.path.exists(result.model_path) and (tmp_path / "ft" / "labels.txt").read_text().split() == ["0", "1", "7"]
+    labels = (tmp_path / "ft" / "model.labels.txt").read_text().split()
+    assert os.path.exists(result.model_path) and labels == ["0", "1", "7"]
     assert any(f.startswith("events") for _, _, fs in os.walk(tmp_path / "ft" / "logs") for f in fs)
 
 
@@ -123,12 +124,20 @@ def test_bad_input_is_one_line(tmp_path, capsys, case):
         digits_subset(tmp_path, classes=("3", "5"), per_class=5)
         args[3] = str(tmp_path / "digits")
         args += ["--epochs", "0"]
-        want = "epochs: expected an integer >= 1"
+        want = "argument --epochs: expected an integer from 1 to 100000, got '0'"
+        from edgetpu_models.train import TrainConfig, TrainError
+
+        with pytest.raises(TrainError, match="epochs: expected an integer >= 1"):  # the library refuses it too
+            TrainConfig(epochs=0).validate()
     else:
         args = ["finetune", "efficientnet_edgetpu_s", "--weights", str(tmp_path / "nope.safetensors"), "--quiet",
                 "--resolution", "32", "--out", str(tmp_path / "out")]
         want = "no such weights file"
-    assert cli.main(args) == 2
+    try:
+        code = cli.main(args)
+    except SystemExit as e:  # argparse refuses a flag's value before the command runs
+        code = e.code
+    assert code == 2
     err = capsys.readouterr().err
     assert want in err, err
     lines = [ln for ln in err.splitlines() if ln.startswith("edgetpu-models")]

@@ -1,0 +1,7 @@
+"""`python -m edgetpu_models.cli`: the same as the `edgetpu-models` console script."""
+
+import sys
+
+from edgetpu_models.cli.main import main
+
+sys.exit(main())

@@ -1,0 +1,101 @@
+"""`edgetpu-models` command line: a thin layer over the library.
+
+Each area registers its own subcommands (a module with `register(subparsers)`, listed in COMMAND_MODULES); those
+modules import TensorFlow and other heavy libraries only inside the command functions, so `--help` is instant.
+Every library error (EdgeTPUModelsError) becomes one line on stderr and exit status 2; nothing prints a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+import threading
+from importlib import import_module
+from typing import Sequence
+
+from edgetpu_models.errors import EdgeTPUModelsError
+from edgetpu_models.keras_io import trusting_model_code
+
+COMMAND_MODULES = (
+    "edgetpu_models.cli.zoo",          # list, build, profile
+    "edgetpu_models.cli.train",        # train, finetune, demo
+    "edgetpu_models.cli.latency",          # estimate, calibrate
+    "edgetpu_models.cli.service",   # latency-server
+    "edgetpu_models.cli.search",   # nas search, nas show
+    "edgetpu_models.cli.quantize",     # quantize, quant-report
+    "edgetpu_models.cli.deploy",       # export, check, compile
+    "edgetpu_models.cli.run",   # classify, benchmark
+)
+
+EXIT_USAGE = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports errors in our one-line format."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="edgetpu-models",
+                     description="Accelerator-aware networks for the Edge TPU: zoo, latency, NAS, quantize, deploy.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+    for name in COMMAND_MODULES:
+        import_module(name).register(sub)
+    return parser
+
+
+_NATIVE_NOISE = re.compile(rb"^(WARNING: All log messages before absl::InitializeLog\(\)|[IW]\d{4} |"
+                           rb"E\d{4} .*(cuInit|cuda|CUDA)|INFO: Created TensorFlow Lite XNNPACK delegate|"
+                           rb"fully_quantize: \d+, inference_type: )")
+
+
+def _quiet_tensorflow() -> threading.Thread | None:
+    """TensorFlow's C++ runtime logs start-up chatter (oneDNN, CUDA probing) straight to file descriptor 2 before
+    TF_CPP_MIN_LOG_LEVEL is read. Python's own stderr (progress bars, our errors) keeps the terminal; native writes to
+    fd 2 go through a filter thread that drops only those INFO/WARNING/CUDA-probe lines (and the converter's and
+    LiteRT's one-line notices)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("CUDA_VISIBLE_DEVICES", "-1")  # this package never needs a GPU; skip the cuInit probe
+    try:
+        terminal = os.dup(2)
+        read_end, write_end = os.pipe()
+    except OSError:
+        return None
+    sys.stderr.flush()
+    sys.stderr = os.fdopen(os.dup(terminal), "w", buffering=1, encoding="utf-8", errors="backslashreplace")
+    os.dup2(write_end, 2)
+    os.close(write_end)
+
+    def pump() -> None:
+        with os.fdopen(read_end, "rb") as native:
+            for line in native:
+                if not _NATIVE_NOISE.match(line):
+                    os.write(terminal, line)
+
+    thread = threading.Thread(target=pump, name="native-stderr-filter", daemon=True)
+    thread.start()
+    return thread
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    if argv is None:  # only as the real console script: tests calling main() keep their own stderr
+        _quiet_tensorflow()
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        with trusting_model_code(getattr(args, "trust_model_code", False)):
+            result = args.func(args)
+    except EdgeTPUModelsError as e:
+        print(f"edgetpu-models {args.command}: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(f"edgetpu-models {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # `edgetpu-models list | head`
+        return 0
+    return int(result or 0)

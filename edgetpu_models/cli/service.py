@@ -1,0 +1,164 @@
+"""CLI subcommand `latency-server`: serve the latency model over gRPC until SIGTERM (then drain and exit 0)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import TYPE_CHECKING
+
+from edgetpu_models.cli.args import bounded_float, bounded_int, port_arg, threads_arg
+
+if TYPE_CHECKING:
+    from edgetpu_models.nas.service.server import ServerConfig
+
+DEFAULT_PORT = 50051
+DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+
+
+def _byte_size(text: str) -> int:
+    """'1048576', '512K', '64M', '1G' -> bytes."""
+    units = {"k": 1024, "m": 1024 ** 2, "g": 1024 ** 3}
+    t = text.strip().lower().removesuffix("b").removesuffix("i")
+    try:
+        if t and t[-1] in units:
+            return int(float(t[:-1]) * units[t[-1]])
+        return int(t)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a byte count such as 1048576, 512K or 64M, got {text!r}") from None
+
+
+def _read_file(path: str, what: str) -> bytes:
+    from edgetpu_models.nas.service.server import ServerError
+
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as e:
+        raise ServerError(f"{path}: cannot read {what} ({e.strerror})") from None
+
+
+def _check_tls_files(cert: str, key: str, client_ca: str | None) -> None:
+    """Loads the PEM files as the server will, so a bad one is named here (gRPC only says it cannot listen)."""
+    import ssl
+
+    from edgetpu_models.nas.service.server import ServerError
+
+    def reason(e: Exception) -> str:
+        return getattr(e, "reason", None) or getattr(e, "strerror", None) or str(e)[:100]
+
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        ctx.load_verify_locations(cafile=cert)
+    except (ssl.SSLError, OSError, ValueError) as e:
+        raise ServerError(f"{cert}: not a PEM certificate (--tls-cert): {reason(e)}") from None
+    try:
+        ctx.load_cert_chain(cert, key, password=b"")
+    except (ssl.SSLError, OSError, ValueError) as e:
+        raise ServerError(f"{key}: not an unencrypted PEM private key matching {cert} (--tls-key): "
+                          f"{reason(e)}") from None
+    if client_ca is not None:
+        try:
+            ctx.load_verify_locations(cafile=client_ca)
+        except (ssl.SSLError, OSError, ValueError) as e:
+            raise ServerError(f"{client_ca}: not a PEM certificate (--tls-client-ca): {reason(e)}") from None
+
+
+def _config(args: argparse.Namespace) -> "ServerConfig":
+    """The server configuration from the command line; ServerError (one line) for anything that must not start."""
+    from edgetpu_models.nas.service.server import ServerConfig, ServerError, check_config, is_loopback, read_token_file
+
+    if (args.tls_cert is None) != (args.tls_key is None):
+        raise ServerError("--tls-cert and --tls-key go together")
+    if args.tls_client_ca is not None and args.tls_cert is None:
+        raise ServerError("--tls-client-ca (client certificates) needs --tls-cert and --tls-key")
+    if not is_loopback(args.host) and args.token_file is None and args.tls_client_ca is None:
+        plain = "TLS alone lets anyone call it" if args.tls_cert else "plaintext"
+        raise ServerError(f"--host {args.host}: not a loopback address; binding it needs --token-file F (token "
+                          f"checked on every call) or --tls-cert/--tls-key with --tls-client-ca (client certificates); "
+                          f"{plain}")
+    token = read_token_file(args.token_file) if args.token_file else None
+    if args.tls_cert is not None:
+        _check_tls_files(args.tls_cert, args.tls_key, args.tls_client_ca)
+    config = ServerConfig(
+        host=args.host, port=args.port, threads=args.threads, token=token,
+        tls_cert=_read_file(args.tls_cert, "TLS certificate") if args.tls_cert else None,
+        tls_key=_read_file(args.tls_key, "TLS private key") if args.tls_key else None,
+        tls_client_ca=_read_file(args.tls_client_ca, "client CA certificate") if args.tls_client_ca else None,
+        max_message_bytes=args.max_message_bytes, cache_size=args.cache_size, grace_s=args.grace,
+        measured=args.measured)
+    check_config(config)
+    return config
+
+
+def _exit_now() -> None:
+    """Ends the process without waiting for threads: one stuck in a call that never ends (a client that keeps a stream
+    open) would otherwise keep the process alive past its grace period."""
+    import logging
+    import os
+
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+
+
+def cmd_latency_server(args: argparse.Namespace) -> int:
+    import logging
+    import os
+    import threading
+
+    # gRPC core logs its own copy of errors we already report in one line (e.g. a busy port); GRPC_VERBOSITY=debug
+    # still turns them on.
+    os.environ.setdefault("GRPC_VERBOSITY", "NONE")
+    from edgetpu_models.nas.service.server import Serving, serve
+
+    config = _config(args)
+    logging.basicConfig(level=logging.WARNING, format="latency-server: %(levelname)s: %(message)s")
+
+    def ready(serving: Serving) -> None:
+        mtls = " with client certificates" if config.tls_client_ca else ""
+        extras = ", ".join(x for x in ("token" if config.token else "", f"TLS{mtls}" if config.tls_cert else "")
+                           if x) or "plaintext"
+        print(f"latency-server listening on {serving.address} ({extras}; {serving.workers} worker process(es) x "
+              f"{args.threads} threads; max message {args.max_message_bytes} bytes); SIGTERM drains and stops",
+              flush=True)
+
+    serve(config, args.workers, on_ready=ready)
+    print("latency-server drained and stopped", file=sys.stderr, flush=True)
+    stuck = [t for t in threading.enumerate() if t.is_alive() and not t.daemon and t is not threading.current_thread()]
+    if stuck and threading.current_thread() is threading.main_thread():
+        _exit_now()
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "latency-server", help="serve Edge TPU latency estimates over gRPC (for parallel search)",
+        description="Serves the latency model over gRPC (service edgetpu_models.latency.v1.LatencyEstimator, plus the "
+                    "standard health service and server reflection). Listens on loopback by default; any other "
+                    "address needs --token-file or mutual TLS (--tls-client-ca). SIGTERM drains: calls in flight "
+                    "finish, new ones get UNAVAILABLE; the process exits within --grace (+1 s).")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    p.add_argument("--port", type=port_arg, default=DEFAULT_PORT,
+                   help=f"port (default {DEFAULT_PORT}; 0 picks a free one)")
+    p.add_argument("--workers", type=bounded_int(1, 64), default=1, metavar="N",
+                   help="server processes sharing the port (default 1); the estimator is pure Python, so use up to "
+                        "one per core for throughput")
+    p.add_argument("--threads", type=threads_arg, default=8, metavar="T", help="threads per worker process (default 8)")
+    p.add_argument("--token-file", metavar="F", help="file whose first line is the token every call must send as "
+                                                      "'authorization: Bearer TOKEN'")
+    p.add_argument("--tls-cert", metavar="PEM", help="serve TLS with this certificate chain (needs --tls-key)")
+    p.add_argument("--tls-key", metavar="PEM", help="private key of --tls-cert")
+    p.add_argument("--tls-client-ca", metavar="PEM",
+                   help="with TLS, require client certificates signed by these roots (mutual TLS); a non-loopback "
+                        "--host needs this or --token-file")
+    p.add_argument("--max-message-bytes", type=_byte_size, default=DEFAULT_MAX_MESSAGE_BYTES, metavar="N",
+                   help="largest request accepted, e.g. 64M (default); bigger ones get RESOURCE_EXHAUSTED")
+    p.add_argument("--cache-size", type=bounded_int(0, 10_000_000), default=4096, metavar="N",
+                   help="identical requests answered from a cache of this many estimates (default 4096; 0: off)")
+    p.add_argument("--grace", type=bounded_float(0.0, 3600.0), default=10.0, metavar="S",
+                   help="on SIGTERM, seconds calls in flight get to finish (default 10)")
+    p.add_argument("--measured", action="store_true",
+                   help="also serve measured targets (each call builds, converts and times a model here with "
+                        "TensorFlow; seconds per call). Off by default: the spec path stays TF-free and fast")
+    p.set_defaults(func=cmd_latency_server)

@@ -1,0 +1,209 @@
+"""The one metadata format beside a model file: `X.json` (+ `X.labels.txt`) next to `X.tflite`, `X.keras` or `X.h5`.
+
+It says what a model file needs to be used: the model it came from, its input size, its input normalisation, its
+class names, and (for an int8 .tflite) the input/output quantization and calibration. `write_sidecar` is the one
+writer and writes the model file, the JSON and the labels as one unit; `read_sidecar` is the one reader. Files
+written by earlier versions still load: `X.meta.json` (old `quantize`), and a training run's `train_config.json` +
+`labels.txt` beside its `model.keras`. A compiled `X_edgetpu.tflite` uses the sidecar of `X.tflite`.
+
+Paths named inside a sidecar (the labels file) are file names in the model's own folder; a sidecar cannot point
+elsewhere.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field, replace
+from typing import Any, Sequence
+
+from edgetpu_models.errors import ModelFileError
+from edgetpu_models.io_utils import write_group_atomic
+from edgetpu_models.spec import Normalization
+
+MAX_SIDECAR_BYTES = 1 << 20
+MAX_LABELS_BYTES = 16 << 20
+
+
+@dataclass(frozen=True)
+class Sidecar:
+    model: str
+    """The model it came from: a zoo name, a spec's name, or the training run's model reference."""
+    normalization: Normalization = Normalization()
+    labels: tuple[str, ...] | None = None
+    input_size: tuple[int, int] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+    """Format-specific facts: for an int8 .tflite, "input"/"output" quantization and "calibration"."""
+    path: str | None = None
+    """Where it was read from; "spec ..." or a file path (for messages)."""
+    labels_file: str | None = None
+    """The labels file's name in the model's folder, as the JSON names it."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON object as written beside the model."""
+        return {"model": self.model,
+                "input_size": list(self.input_size) if self.input_size else None,
+                "normalization": {"mean": [float(v) for v in self.normalization.mean],
+                                  "std": [float(v) for v in self.normalization.std]},
+                "labels": self.labels_file,
+                **self.extra}
+
+
+def sidecar_paths(model_path: "str | os.PathLike[str]") -> tuple[str, str]:
+    """(X.json, X.labels.txt) for X.tflite / X.keras / X.h5."""
+    base = os.path.splitext(os.fspath(model_path))[0]
+    return base + ".json", base + ".labels.txt"
+
+
+def _check_labels(labels: Sequence[str], where: str) -> tuple[str, ...]:
+    out = tuple(str(x) for x in labels)
+    if any(not x or "\n" in x for x in out):
+        raise ModelFileError(f"{where}: labels: every label must be a non-empty single line")
+    return out
+
+
+def sidecar_files(model_path: "str | os.PathLike[str]", sidecar: Sidecar) -> dict[str, str]:
+    """{path: text} of the sidecar JSON and labels file for a model file (what `write_sidecar` writes)."""
+    json_path, labels_path = sidecar_paths(model_path)
+    labels = _check_labels(sidecar.labels, json_path) if sidecar.labels is not None else None
+    data = replace(sidecar, labels_file=os.path.basename(labels_path) if labels is not None else None).to_dict()
+    files = {json_path: json.dumps(data, indent=1) + "\n"}
+    if labels is not None:
+        files[labels_path] = "".join(f"{x}\n" for x in labels)
+    return files
+
+
+def write_sidecar(model_path: "str | os.PathLike[str]", sidecar: Sidecar, model_content: Any = None) -> str:
+    """Writes X.json (+ X.labels.txt) beside `model_path`, and the model file itself when `model_content` (bytes or a
+    function that writes the path it is given) is given: all land or none. Returns the JSON's path."""
+    files: dict[str, Any] = {}
+    if model_content is not None:
+        files[os.fspath(model_path)] = model_content
+    files.update(sidecar_files(model_path, sidecar))
+    write_group_atomic(files)
+    return sidecar_paths(model_path)[0]
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Reading
+
+def _read_json(path: str) -> dict[str, Any] | None:
+    if not os.path.isfile(path):
+        return None
+    try:
+        if os.path.getsize(path) > MAX_SIDECAR_BYTES:
+            raise ModelFileError(f"{path}: metadata file larger than {MAX_SIDECAR_BYTES} bytes")
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except (OSError, ValueError) as e:
+        raise ModelFileError(f"{path}: not a readable JSON metadata file ({str(e)[:200]})") from None
+    if not isinstance(data, dict):
+        raise ModelFileError(f"{path}: expected a JSON object")
+    return data
+
+
+def _normalization(data: dict[str, Any], path: str) -> Normalization:
+    try:
+        norm = data["normalization"]
+        mean, std = (tuple(float(v) for v in norm[k]) for k in ("mean", "std"))
+        if len(mean) != 3 or len(std) != 3 or not all(v > 0 and v < float("inf") for v in std):
+            raise ValueError
+        if not all(abs(v) < float("inf") for v in mean):
+            raise ValueError
+        return Normalization(mean=mean, std=std)  # type: ignore[arg-type]
+    except (KeyError, TypeError, ValueError):
+        raise ModelFileError(f"{path}: 'normalization' must be {{'mean': [3 numbers], 'std': [3 positive "
+                             f"numbers]}}") from None
+
+
+def _labels_file_inside(folder: str, name: Any, path: str) -> str:
+    """The labels file a sidecar names: a file name in the model's folder, never a path that leaves it."""
+    if not isinstance(name, str) or not name:
+        raise ModelFileError(f"{path}: 'labels' must be a file name or null")
+    target = os.path.realpath(os.path.join(folder, name))
+    if os.path.isabs(name) or os.path.dirname(target) != os.path.realpath(folder):
+        raise ModelFileError(f"{path}: 'labels' must name a file in the model's folder, got {name[:100]!r}")
+    return target
+
+
+def read_labels(path: str) -> tuple[str, ...]:
+    """One class name a line."""
+    try:
+        if os.path.getsize(path) > MAX_LABELS_BYTES:
+            raise ModelFileError(f"{path}: labels file larger than {MAX_LABELS_BYTES} bytes")
+        with open(path, encoding="utf-8") as f:
+            return tuple(line.rstrip("\r\n") for line in f if line.strip())
+    except (OSError, UnicodeDecodeError) as e:
+        raise ModelFileError(f"{path}: cannot read labels file ({e})") from None
+
+
+def _input_size(data: dict[str, Any], path: str) -> tuple[int, int] | None:
+    size = data.get("input_size")
+    if size is None:
+        return None
+    if (not isinstance(size, list) or len(size) != 2
+            or not all(isinstance(v, int) and not isinstance(v, bool) and 0 < v <= 16384 for v in size)):
+        raise ModelFileError(f"{path}: 'input_size' must be [height, width] in pixels")
+    return int(size[0]), int(size[1])
+
+
+def _from_json(data: dict[str, Any], path: str) -> Sidecar:
+    folder = os.path.dirname(os.path.abspath(path))
+    model = data.get("model")
+    if not isinstance(model, str):
+        raise ModelFileError(f"{path}: 'model' must be a string")
+    labels, labels_file = data.get("labels"), None
+    if isinstance(labels, list):  # X.meta.json of earlier versions: the names inline
+        labels = _check_labels(labels, path)
+    elif labels is not None:
+        labels_file = labels
+        labels = read_labels(_labels_file_inside(folder, labels, path))
+    extra = {k: v for k, v in data.items() if k not in ("model", "input_size", "normalization", "labels")}
+    return Sidecar(model=model, normalization=_normalization(data, path), labels=labels,
+                   input_size=_input_size(data, path), extra=extra, path=path, labels_file=labels_file)
+
+
+def _from_training_run(model_path: str) -> Sidecar | None:
+    """A `train`/`finetune` run folder of earlier versions: train_config.json + labels.txt beside model.keras."""
+    from edgetpu_models.model_ref import resolve_spec
+
+    folder = os.path.dirname(os.path.abspath(model_path))
+    run = _read_json(os.path.join(folder, "train_config.json"))
+    labels_path = os.path.join(folder, "labels.txt")
+    labels = read_labels(labels_path) if os.path.isfile(labels_path) else None
+    if run is None and labels is None:
+        return None
+    ref = run.get("model") if run else None
+    name = os.path.splitext(os.path.basename(model_path))[0]
+    try:
+        spec, _ = resolve_spec(ref) if isinstance(ref, str) else (None, None)
+    except Exception:  # noqa: BLE001 - the spec moved or was renamed: the model still loads, with defaults
+        spec = None
+    norm = spec.normalization if spec is not None else Normalization()
+    source = f"spec {ref}" if spec is not None else "default (no spec found beside the model file)"
+    return Sidecar(model=str(ref or name), normalization=norm, labels=labels, path=source)
+
+
+def read_sidecar(model_path: "str | os.PathLike[str]") -> Sidecar | None:
+    """The metadata beside a model file, or None when there is none. ModelFileError when it is malformed."""
+    model_path = os.fspath(model_path)
+    base = os.path.splitext(model_path)[0]
+    candidates = [base + ".json", base + ".meta.json"]
+    if base.endswith("_edgetpu"):
+        candidates.append(base[: -len("_edgetpu")] + ".json")
+    for path in candidates:
+        data = _read_json(path)
+        if data is not None:
+            return _from_json(data, path)
+    if model_path.lower().endswith((".keras", ".h5", ".hdf5")):
+        return _from_training_run(model_path)
+    return None
+
+
+def require_sidecar(model_path: "str | os.PathLike[str]") -> Sidecar:
+    """`read_sidecar`, but a model file without metadata is a ModelFileError naming the file it looked for."""
+    found = read_sidecar(model_path)
+    if found is None:
+        raise ModelFileError(f"{sidecar_paths(model_path)[0]}: no such metadata file (written by `edgetpu-models "
+                             f"export` and `quantize`)")
+    return found

@@ -1,0 +1,260 @@
+"""Analytical performance model (APM) of the Edge TPU: a roofline with extra ceilings, costed layer by layer.
+
+Per layer the model takes the largest of the on-chip ceilings, adds the time to stream parameters that are not
+cached and a fixed per-layer overhead:
+
+- compute: MACs over the effective rate of the 16 tiles x 64 cells x 4-MAC array. The rate is lost to how the layer
+  maps onto it: output feature-map positions are spread over a 4 x 4 grid of tiles (small maps leave tiles idle),
+  output channels over the 64 cells of a tile (padded to a multiple of 64), and each output's reduction (k*k*Cin)
+  over the 4 MAC lanes of a cell (padded to a multiple of 4), plus a fixed drain per output, so shallow reductions
+  use the array poorly. A depthwise convolution reduces over no input channels: one lane, k*k cycles. Element-wise
+  ops (add, mul, concat, pad, pooling) run on the cells' vector path at a fitted fraction of one element per cell
+  per cycle.
+- activations: bytes read and written in the tiles' narrow memory, over its bandwidth.
+- weights: parameter bytes read from the on-chip parameter cache.
+- param_stream: parameters that did not fit in the ~8 MiB cache are streamed over the host link on every inference.
+  A layer cannot start before its parameters have arrived, so link time adds to the layer's on-chip time (the bound
+  reported is param_stream when it is the larger part).
+
+Input and output tensors cross the host link too (plus a fixed invoke overhead); they are reported as two extra rows
+so the rows always add up to the total. The free constants (marked `calibrated` in the target files) are fitted to
+measured latencies by `edgetpu_models.nas.latency.calibrate`; the rest are the chip's published structure.
+
+Pure Python on purpose: it is the NAS hot path and must stay TF-free and well under a millisecond per model.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields, replace
+from typing import Any, Mapping, NamedTuple
+
+from edgetpu_models.errors import TargetError
+from edgetpu_models.layer_graph import Layer, LayerGraph, Op
+from edgetpu_models.nas.latency.types import LayerLatency
+
+CALIBRATED = ("compute_efficiency", "vector_efficiency", "act_bytes_per_cycle", "link_mb_per_s", "layer_overhead_us",
+              "invoke_overhead_us")
+"""The free constants fitted to measurements; every other field is a hardware fact or a written-down assumption."""
+
+FREE_OPS = frozenset({Op.RESHAPE, Op.DROPOUT})
+"""Ops the compiler folds away: no data moves, no instruction is issued."""
+
+CONV_OPS = frozenset({Op.CONV2D, Op.DEPTHWISE_CONV2D, Op.DENSE})
+
+
+@dataclass(frozen=True)
+class EdgeTPUConstants:
+    clock_mhz: float
+    tiles: int = 16
+    tile_grid: int = 4
+    """Tiles form a tile_grid x tile_grid array; output positions are split over it."""
+    cells_per_tile: int = 64
+    macs_per_cell: int = 4
+    depthwise_lanes: int = 1
+    """MAC lanes per cell a depthwise convolution can use (it has no input-channel reduction to spread over lanes)."""
+    drain_cycles: int = 64
+    """Cycles to move a finished output out of a tile's 64-cell chain; paid once per output, however long its
+    reduction (k*k*Cin / 4 cycles). Shallow reductions (1x1 or few input channels, depthwise) therefore use the
+    array poorly, and a larger kernel costs less than its MAC ratio there (the paper's Fig. 4)."""
+    param_cache_bytes: int = 8 * 1024 * 1024
+    weight_bytes_per_cycle: float = 256.0
+    """Bandwidth of the on-chip parameter cache (assumption: 16 bytes per tile per cycle)."""
+    # calibrated
+    compute_efficiency: float = 0.5
+    """Fraction of the mapped MAC rate that convolutions sustain."""
+    vector_efficiency: float = 1.0
+    """Fraction of one element per cell per cycle that element-wise ops (add, mul, concat, pad, pooling) sustain."""
+    act_bytes_per_cycle: float = 32.0
+    link_mb_per_s: float = 400.0
+    layer_overhead_us: float = 10.0
+    invoke_overhead_us: float = 300.0
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any], where: str) -> "EdgeTPUConstants":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise TargetError(f"{where}: unknown constant(s) {', '.join(unknown)} (allowed: {', '.join(sorted(known))})")
+        if "clock_mhz" not in data:
+            raise TargetError(f"{where}: clock_mhz: missing (expected the core clock in MHz)")
+        for key, value in data.items():
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+                raise TargetError(f"{where}: {key}: expected a number > 0, got {value!r}")
+        return cls(**dict(data))
+
+    def with_values(self, **values: float) -> "EdgeTPUConstants":
+        return replace(self, **values)
+
+    @property
+    def peak_macs_per_cycle(self) -> int:
+        return self.tiles * self.cells_per_tile * self.macs_per_cell
+
+
+def param_bytes(layer: Layer) -> int:
+    """Bytes of parameters an int8 model stores for a layer: int8 kernel plus an int32 bias per output channel."""
+    n = layer.inference_params
+    if layer.op in CONV_OPS and n > 0:
+        return n + 3 * layer.out_channels
+    return max(n, 0)
+
+
+def _prod(shape: tuple[int, ...]) -> int:
+    if len(shape) == 3:
+        return shape[0] * shape[1] * shape[2]
+    out = 1
+    for d in shape:
+        out *= d
+    return out
+
+
+def _fill(n: int, unit: int) -> float:
+    """Fraction of `unit`-wide slots that `n` items fill when padded to a multiple of `unit`."""
+    if n <= 0:
+        return 1.0
+    return n / (unit * -(-n // unit))
+
+
+def layer_terms(layer: Layer, c: EdgeTPUConstants) -> tuple[int, float, int, int]:
+    """(MACs, compute cycles at efficiency 1, activation bytes moved, parameter bytes) of one layer: cycles on the MAC
+    array for convolutions and dense layers (MACs > 0), cycles on the cells' vector path for other ops. These
+    depend only on the chip's structure, not on the calibrated constants. (Inlined arithmetic: NAS hot path.)"""
+    op = layer.op
+    out_shape, in_shape = layer.output_shape, layer.input_shape
+    out_elems = _prod(out_shape)
+    in_elems = _prod(in_shape)
+    if op in CONV_OPS:
+        cells = c.cells_per_tile
+        cout, cin = out_shape[-1], in_shape[-1]
+        hw = layer.kernel_hw
+        ka = hw[0] * hw[1] if hw else layer.kernel * layer.kernel
+        if op == Op.CONV2D:
+            macs, kparams = out_elems * ka * cin, ka * cin * cout
+            reduction: float = -(-(ka * cin) // c.macs_per_cell)
+        elif op == Op.DEPTHWISE_CONV2D:  # no reduction over input channels: k*k taps on one lane
+            macs, kparams = out_elems * ka, ka * cin
+            reduction = ka / c.depthwise_lanes
+        else:
+            macs = kparams = cin * cout
+            reduction = -(-cin // c.macs_per_cell)
+        if len(out_shape) == 3:  # positions over the tile grid, output channels over the cells of a tile
+            grid = c.tile_grid
+            rounds = -(-out_shape[0] // grid) * -(-out_shape[1] // grid) * -(-cout // cells)
+        else:  # a vector (dense): output channels over every cell of every tile
+            rounds = -(-cout // (c.tiles * cells))
+        wp = layer.weight_params
+        pbytes = (wp if wp >= 0 else kparams + cout) + 3 * cout
+        return macs, rounds * (reduction + c.drain_cycles), in_elems + out_elems, pbytes
+    if op == Op.MAX_POOL2D or op == Op.AVG_POOL2D:
+        work = out_elems * layer.kernel_area
+    elif op == Op.GLOBAL_AVG_POOL or op == Op.GLOBAL_MAX_POOL:
+        work = in_elems
+    elif op == Op.SOFTMAX:
+        work = 4 * out_elems
+    else:
+        work = out_elems
+    pbytes = 0
+    if op == Op.CONCAT:
+        act_bytes = 2 * out_elems
+    elif op == Op.ADD or op == Op.MUL:
+        act_bytes = len(layer.inputs) * in_elems + out_elems
+        pbytes = max(layer.weight_params, 0)
+    else:
+        act_bytes = in_elems + out_elems
+    return 0, work / (c.tiles * c.cells_per_tile), act_bytes, pbytes
+
+
+def cost_graph(graph: LayerGraph, c: EdgeTPUConstants) -> tuple[list[LayerLatency], int, int]:
+    """Per-layer costs (transfer rows first and last), on-chip and off-chip parameter bytes."""
+    cycle_ms = 1e-3 / c.clock_mhz  # one cycle in ms
+    link_bytes_per_ms = c.link_mb_per_s * 1e3
+    overhead_ms = c.layer_overhead_us * 1e-3
+    act_ms_per_byte = cycle_ms / c.act_bytes_per_cycle
+    weight_ms_per_byte = cycle_ms / c.weight_bytes_per_cycle
+    compute_ms = cycle_ms / c.compute_efficiency
+    vector_ms = cycle_ms / c.vector_efficiency
+    cache_left = c.param_cache_bytes
+    on_chip = off_chip = 0
+    rows = [LayerLatency("<input>", "transfer", tuple(graph.input_shape), 0,
+                         c.invoke_overhead_us * 1e-3 + _prod(graph.input_shape) / link_bytes_per_ms, "host_link")]
+    append = rows.append
+    for layer in graph.layers:
+        if layer.op in FREE_OPS:
+            append(LayerLatency(layer.name, layer.op, layer.output_shape, 0, 0.0, "free"))
+            continue
+        macs, cycles, act_bytes, pbytes = layer_terms(layer, c)
+        cached = pbytes if pbytes <= cache_left else cache_left
+        cache_left -= cached
+        streamed = pbytes - cached
+        on_chip += cached
+        off_chip += streamed
+        bound, top = "compute", cycles * (compute_ms if layer.op in CONV_OPS else vector_ms)
+        t = act_bytes * act_ms_per_byte
+        if t > top:
+            bound, top = "activations", t
+        t = cached * weight_ms_per_byte
+        if t > top:
+            bound, top = "weights", t
+        # Streamed parameters must arrive before the layer can run: link time adds to the on-chip time.
+        t = streamed / link_bytes_per_ms
+        if t > top:
+            bound = "param_stream"
+        elif overhead_ms > top:
+            bound = "overhead"
+        append(LayerLatency(layer.name, layer.op, layer.output_shape, macs, top + t + overhead_ms, bound))
+    append(LayerLatency("<output>", "transfer", graph.output_shape, 0,
+                        _prod(graph.output_shape) / link_bytes_per_ms, "host_link"))
+    return rows, on_chip, off_chip
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Vectorised form for calibration: the fit evaluates the same model thousands of times over fixed graphs.
+
+class GraphTerms(NamedTuple):
+    """The constant-independent part of a graph's cost, one array entry per costed layer (see `terms_latency_ms`;
+    `cost_graph` is the reference and the tests check that both agree)."""
+
+    compute_cycles: Any      # MAC array, at compute_efficiency 1
+    vector_cycles: Any       # vector path, at vector_efficiency 1
+    act_bytes: Any
+    cached_bytes: Any
+    streamed_bytes: Any
+    io_bytes: int
+    on_chip: int
+    off_chip: int
+
+
+def graph_terms(graph: LayerGraph, c: EdgeTPUConstants) -> GraphTerms:
+    import numpy as np
+
+    comp, vec, act, cached_l, stream = [], [], [], [], []
+    cache_left = c.param_cache_bytes
+    for layer in graph.layers:
+        if layer.op in FREE_OPS:
+            continue
+        _, cycles, act_bytes, pbytes = layer_terms(layer, c)
+        cached = min(pbytes, cache_left)
+        cache_left -= cached
+        conv = layer.op in CONV_OPS
+        comp.append(cycles if conv else 0.0)
+        vec.append(0.0 if conv else cycles)
+        act.append(act_bytes)
+        cached_l.append(cached)
+        stream.append(pbytes - cached)
+    io_bytes = _prod(graph.input_shape) + _prod(graph.output_shape)
+    return GraphTerms(np.array(comp, float), np.array(vec, float), np.array(act, float), np.array(cached_l, float),
+                      np.array(stream, float), io_bytes, int(sum(cached_l)), int(sum(stream)))
+
+
+def terms_latency_ms(t: GraphTerms, c: EdgeTPUConstants) -> float:
+    import numpy as np
+
+    cycle_ms = 1e-3 / c.clock_mhz
+    link = c.link_mb_per_s * 1e3
+    per_layer = np.maximum.reduce([t.compute_cycles * (cycle_ms / c.compute_efficiency)
+                                   + t.vector_cycles * (cycle_ms / c.vector_efficiency),
+                                   t.act_bytes * (cycle_ms / c.act_bytes_per_cycle),
+                                   t.cached_bytes * (cycle_ms / c.weight_bytes_per_cycle)]) + t.streamed_bytes / link
+    per_layer = np.maximum(per_layer, 0.0)
+    n = len(t.compute_cycles)
+    return float(c.invoke_overhead_us * 1e-3 + t.io_bytes / link + per_layer.sum() + n * c.layer_overhead_us * 1e-3)

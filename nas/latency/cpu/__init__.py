@@ -1,0 +1,1 @@
+"""The CPU latency targets: per-kernel features, the fitted predictor, LiteRT timing and the fitting procedure."""

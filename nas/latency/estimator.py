@@ -1,0 +1,59 @@
+"""Latency estimates: one entry point over every target (Edge TPU APM, CPU predictor, CPU measured).
+
+    estimate("efficientnet_edgetpu_s", "coral-usb")          # any model reference (see edgetpu_models.model_ref)
+    estimate("model.tflite", "cpu")                           # .tflite path or bytes
+    estimate_spec(spec, "coral-usb")                          # the NAS / server fast path (TF-free)
+
+Targets are YAML files (`edgetpu_models.nas.latency.targets`); an unknown name raises TargetError.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from edgetpu_models.errors import TargetError
+from edgetpu_models.layer_graph import LayerGraph
+from edgetpu_models.nas.latency.apm import cost_graph
+from edgetpu_models.nas.latency.targets import list_targets, load_target
+from edgetpu_models.nas.latency.types import LatencyEstimate, LayerLatency, Target
+from edgetpu_models.spec import Spec
+
+__all__ = ["LatencyEstimate", "LayerLatency", "Target", "estimate", "estimate_spec", "estimate_graph", "list_targets",
+           "load_target"]
+
+
+def estimate_graph(graph: LayerGraph, target: "str | Target" = "coral-usb") -> LatencyEstimate:
+    """Estimate for a layer graph on an Edge TPU or the CPU predictor (not 'measured': that needs a real model)."""
+    t = load_target(target) if isinstance(target, str) else target
+    if t.kind == "edgetpu":
+        assert t.constants is not None
+        rows, on_chip, off_chip = cost_graph(graph, t.constants)
+        return LatencyEstimate(sum(r.ms for r in rows), t.name, on_chip, off_chip, tuple(rows))
+    if t.kind == "cpu":
+        from edgetpu_models.nas.latency.cpu.predictor import predict_graph
+
+        return predict_graph(graph, t)
+    raise TargetError(f"{t.name}: a measured target times a real model; give it a zoo name, spec, Keras model or "
+                      f".tflite, not a layer graph")
+
+
+def estimate_spec(spec: Spec, target: str = "coral-usb", resolution: int | None = None,
+                  variant: str | None = None, *, threads: int | None = None) -> LatencyEstimate:
+    """The fast path (NAS, latency server): spec -> graph -> estimate, without TensorFlow for model targets."""
+    return estimate(spec, target, resolution=resolution, variant=variant, threads=threads)
+
+
+def estimate(model: Any, target: str = "coral-usb", *, resolution: int | None = None,
+             variant: str | None = None, threads: int | None = None) -> LatencyEstimate:
+    """Latency of `model` (any model reference, see `edgetpu_models.model_ref`, or a LayerGraph) on `target`.
+
+    `threads` applies to the measured CPU target (default: the target file's). Raises TargetError for an unknown
+    target, ModelFileError for a bad or float .tflite."""
+    t = load_target(target)
+    if t.kind == "measured":
+        from edgetpu_models.nas.latency.cpu.timing import measure
+
+        return measure(model, t, resolution=resolution, variant=variant, threads=threads)
+    from edgetpu_models.nas.latency.frontends import model_graph
+
+    return estimate_graph(model_graph(model, resolution=resolution, variant=variant), t)
