@@ -16,6 +16,7 @@ from typing import Any, Iterable, Iterator, Sequence
 import numpy as np
 
 from ..errors import EdgeTPUModelsError, ModelFileError
+from ..imagenet import class_names as imagenet_class_names, is_imagenet_head
 from ..io_utils import write_bytes_atomic, write_text_atomic
 from ..spec import Normalization
 from .tflite_reader import TFLiteModel, read_tflite
@@ -159,6 +160,8 @@ def export_tflite(model: Any, out_path: "str | os.PathLike[str]", *, int8: bool 
     normalization = normalization or Normalization()
     shape = _static_input_shape(model)
     outputs = int(model.output_shape[-1]) if not isinstance(model.output_shape, list) else None
+    if labels is None and outputs is not None and is_imagenet_head(outputs):
+        labels = imagenet_class_names(outputs)  # an ImageNet head: its class names, shipped with the package
     if labels is not None:
         labels = [str(x) for x in labels]
         if outputs is not None and len(labels) != outputs:
