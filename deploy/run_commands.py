@@ -1,4 +1,4 @@
-"""CLI subcommands that run a .tflite: classify, benchmark."""
+"""CLI subcommands that run a .tflite: classify, benchmark, evaluate."""
 
 from __future__ import annotations
 
@@ -55,7 +55,50 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from tqdm.auto import tqdm
+
+    from .evaluate import evaluate, format_report
+
+    with tqdm(desc="evaluate", unit="img", leave=False, delay=0.5) as bar:
+        def progress(n: int, total: int) -> None:
+            bar.total = total
+            bar.update(n)
+
+        report = evaluate(args.models, args.data, ground_truth=args.ground_truth, split=args.split,
+                          validation_split=args.validation_split, seed=args.seed, threads=args.threads,
+                          batch=args.batch, workers=args.workers, pipeline=args.pipeline, crop_fraction=args.crop,
+                          limit=args.limit, on_images=progress)
+    print(json.dumps(report.to_dict(), indent=1) if args.json else format_report(report))
+    return 0
+
+
+def _register_evaluate(sub: argparse._SubParsersAction) -> None:
+    from ..cli_args import positive_float
+
+    p = sub.add_parser("evaluate", help="top-1/top-5 of models on a labelled image folder; float against int8")
+    p.add_argument("models", metavar="MODEL", nargs="+", help=".tflite (with its X.json), .keras or .h5")
+    p.add_argument("--data", required=True, metavar="DIR", help="class folders (as `train` reads them, or ImageNet "
+                   "WordNet-id folders), or a flat ImageNet validation folder with --ground-truth")
+    p.add_argument("--ground-truth", dest="ground_truth", metavar="FILE",
+                   help="for a flat folder: lines 'FILE WNID' / 'FILE INDEX', or Kaggle's LOC_val_solution.csv")
+    p.add_argument("--split", choices=("all", "train", "val"), default="all",
+                   help="class folders: every image (default), or the train/val side of train's seeded split")
+    p.add_argument("--validation-split", dest="validation_split", type=float, default=0.2, help="as train's")
+    p.add_argument("--seed", type=int, default=0, help="as train's")
+    p.add_argument("--threads", type=positive_int, help="interpreter threads")
+    p.add_argument("--batch", type=positive_int, default=16, help="images per invoke (default 16)")
+    p.add_argument("--workers", type=positive_int, help="image decoding threads (default: CPU count, at most 8)")
+    p.add_argument("--pipeline", choices=("train", "reference"),
+                   help="override the preprocessing: this package's validation crop, or the ImageNet reference one")
+    p.add_argument("--crop", type=positive_float, help="override the centre-crop fraction (e.g. 0.875)")
+    p.add_argument("--limit", type=positive_int, help="only the first N images")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_evaluate)
+
+
 def register(sub: argparse._SubParsersAction) -> None:
+    _register_evaluate(sub)
     p = sub.add_parser("classify", help="classify images with an exported .tflite (labels/normalisation from X.json)")
     p.add_argument("model", metavar="MODEL.tflite")
     p.add_argument("images", metavar="IMAGE", nargs="+")
