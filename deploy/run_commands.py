@@ -1,4 +1,4 @@
-"""CLI subcommands that run a .tflite: classify, benchmark, evaluate."""
+"""CLI subcommands that run or show a .tflite: classify, benchmark, evaluate, report."""
 
 from __future__ import annotations
 
@@ -97,8 +97,25 @@ def _register_evaluate(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_evaluate)
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from .report import write_report
+
+    reports = write_report(args.models, args.target, args.out)
+    for r in reports:
+        latency = f"{r.latency_ms:.3f} ms predicted" if r.latency_ms is not None else "no latency estimate"
+        print(f"{r.name}: {latency} on {args.target}, {r.check.on_edgetpu}/{r.check.total} ops on the Edge TPU")
+    print(f"wrote {args.out}")
+    return 0
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     _register_evaluate(sub)
+    p = sub.add_parser("report", help="one self-contained HTML page: per-layer latency, ops on the Edge TPU, memory")
+    p.add_argument("models", metavar="MODEL.tflite", nargs="+", help="int8 .tflite files (several: side by side)")
+    p.add_argument("--target", default="coral-usb", help="Edge TPU latency target (default coral-usb)")
+    p.add_argument("--out", required=True, metavar="FILE.html")
+    p.set_defaults(func=cmd_report)
+
     p = sub.add_parser("classify", help="classify images with an exported .tflite (labels/normalisation from X.json)")
     p.add_argument("model", metavar="MODEL.tflite")
     p.add_argument("images", metavar="IMAGE", nargs="+")
