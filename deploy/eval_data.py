@@ -138,7 +138,8 @@ def default_preprocess(size: tuple[int, int], normalization: Normalization, imag
             pipeline = str(given.get("pipeline", pipeline))
             crop = float(given.get("crop_fraction", crop))
         except (AttributeError, TypeError, ValueError):
-            raise ModelFileError(f"{where}: 'preprocessing' must be {{'pipeline': ..., 'crop_fraction': ...}}") from None
+            raise ModelFileError(f"{where}: 'preprocessing' must be {{'pipeline': ..., 'crop_fraction': ...}}") \
+                from None
         if pipeline not in PIPELINES or not 0.0 < crop <= 1.0:
             raise ModelFileError(f"{where}: preprocessing: expected pipeline in {PIPELINES} and 0 < crop_fraction <= 1")
     return Preprocess(size=size, pipeline=pipeline, crop_fraction=crop, normalization=normalization)

@@ -99,6 +99,7 @@ class _KerasModel:
         shape = loaded.model.input_shape
         if isinstance(shape, list) or len(shape) != 4 or shape[3] != 3 or not shape[1] or not shape[2]:
             raise ModelFileError(f"{path}: input shape {shape}, expected [batch, H, W, 3] with a fixed H and W")
+        self.batch = int(shape[0]) if shape[0] else batch  # a model saved with a fixed batch size keeps it
         self.num_outputs = int(loaded.model.output_shape[-1])
         self.quantized = any("quantize" in type(layer).__name__.lower() for layer in loaded.model.layers)
         self.backend = "tensorflow (keras" + (", QAT fake-quant)" if self.quantized else ")")
@@ -108,7 +109,14 @@ class _KerasModel:
                                              meta_path(path))
 
     def scores(self, x: np.ndarray) -> np.ndarray:
-        return np.asarray(self.model(x, training=False), np.float32)
+        out = []
+        for start in range(0, len(x), self.batch):
+            chunk = x[start:start + self.batch]
+            n = len(chunk)
+            if n < self.batch:
+                chunk = np.concatenate([chunk, np.zeros((self.batch - n, *chunk.shape[1:]), chunk.dtype)])
+            out.append(np.asarray(self.model(chunk, training=False), np.float32)[:n])
+        return np.concatenate(out)
 
 
 def _tf_threads(threads: int) -> None:
@@ -281,9 +289,10 @@ def evaluate(models: Sequence["str | os.PathLike[str]"], data: "str | os.PathLik
     evals = []
     for r, truth, s, sec in zip(runners, truths, scores, seconds):
         top1, top5, per_class = _metrics(s, truth, dataset.keys, names)
-        evals.append(ModelEval(r.path, r.kind + (" int8" if r.quantized else " float"), r.backend, r.quantized,
-                               {**r.preprocess.to_dict(), "normalization_from": r.normalization_source}, len(s), top1, top5, per_class, len(s) / max(sec, 1e-9), sec,
-                               r.batch, threads, s, truth))
+        pre = {**r.preprocess.to_dict(), "normalization_from": r.normalization_source}
+        evals.append(ModelEval(r.path, r.kind + (" int8" if r.quantized else " float"), r.backend, r.quantized, pre,
+                               len(s), top1, top5, per_class, len(s) / max(sec, 1e-9), sec, r.batch, threads, s,
+                               truth))
     floats = [e for e in evals if not e.quantized]
     comparisons = [compare(floats[0], e) for e in evals if e.quantized and floats]
     return EvalReport(dataset.directory, dataset.layout, split, len(dataset.files), len(dataset.skipped),

@@ -163,3 +163,26 @@ def test_classes_a_model_does_not_have(heads, tmp_path, capsys):
         solid(tmp_path / c / "x.png", 5)
     assert cli.main(["evaluate", heads[1000].path, "--data", str(tmp_path)]) == 2
     assert "class 'cat' is not one of the classes of" in capsys.readouterr().err
+
+
+def test_keras_model_beside_its_int8_file(heads, tmp_path):
+    """A .keras model (normalisation from its X.meta.json) is scored like the .tflite and compared with an int8 one."""
+    from edgetpu_models.deploy.evaluate import evaluate
+    from edgetpu_models.deploy.export import export_tflite
+    from edgetpu_models.deploy.model_ref import write_model_meta
+
+    model = nearest_class_model(1000)
+    path = str(tmp_path / "head.keras")
+    model.save(path)
+    write_model_meta(path, "head", PIXEL_NORM, None)
+    calibration = [np.full((1, 16, 16, 3), v, np.float32) for v in np.linspace(0, 255, 100)]
+    int8 = export_tflite(model, str(tmp_path / "head_int8.tflite"), representative=calibration,
+                         normalization=PIXEL_NORM)
+    val, gt = imagenet_flat(tmp_path, "wnid")
+    report = evaluate([path, int8.path], val, ground_truth=gt, batch=2)
+    keras_eval, int8_eval = report.models
+    assert keras_eval.kind == "keras float" and (keras_eval.top1, keras_eval.top5) == pytest.approx((1 / 3, 2 / 3))
+    assert keras_eval.preprocessing["normalization_from"].endswith("head.meta.json")
+    (c,) = report.comparisons
+    assert c.reference == path and c.quantized == int8.path and int8_eval.quantized
+    assert 0.0 <= c.agreement <= 1.0 and c.max_abs_score_diff >= c.mean_abs_score_diff >= 0.0
