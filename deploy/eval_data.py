@@ -7,8 +7,9 @@ Layouts of `--data DIR`:
   * ImageNet's validation set as WordNet-id folders (`DIR/n01440764/*.JPEG`): the same listing, and the folder names
     map onto an ImageNet head (1000 outputs, or 1001 with background first);
   * ImageNet's validation set as one flat folder plus a ground-truth file: lines `FILE LABEL` (LABEL a WordNet id or
-    the 0-based class index of the 1000-class order, as in Caffe's val.txt), or Kaggle's `LOC_val_solution.csv`
-    (`ImageId,PredictionString`, the WordNet id first).
+    the 0-based class index of the 1000-class order, as in Caffe's val.txt), Kaggle's `LOC_val_solution.csv`
+    (`ImageId,PredictionString`, the WordNet id first), or the devkit's `ILSVRC2012_validation_ground_truth.txt` (one
+    ILSVRC2012_ID per line for ILSVRC2012_val_00000001.JPEG on, named by the devkit's `meta.mat` beside it).
 
 Preprocessing (`Preprocess`), one of two pipelines:
   * "train": this package's own validation pipeline (`edgetpu_models.data`): shorter side resized to
@@ -200,6 +201,12 @@ def _ground_truth_rows(path: str) -> list[tuple[str, str]]:
     except (OSError, UnicodeDecodeError) as e:
         raise DatasetError(f"{path}: not a readable ground-truth file ({e})") from None
     lines = [ln for ln in text.splitlines() if ln.strip()]
+    if lines and all(ln.strip().isdigit() for ln in lines):  # the devkit's: one ILSVRC2012_ID per image, in order
+        ids = _devkit_ids(path)
+        unknown = next((ln.strip() for ln in lines if int(ln) not in ids), None)
+        if unknown is not None:
+            raise DatasetError(f"{path}: ILSVRC2012_ID {unknown} is not in the devkit's meta.mat")
+        return [(f"ILSVRC2012_val_{n:08d}.JPEG", ids[int(ln)]) for n, ln in enumerate(lines, 1)]
     if lines and lines[0].replace(" ", "").lower().startswith("imageid,predictionstring"):
         rows = [(r[0], (r[1].split() or [""])[0]) for r in csv.reader(lines[1:]) if len(r) >= 2]
     else:
@@ -213,6 +220,24 @@ def _ground_truth_rows(path: str) -> list[tuple[str, str]]:
     if not rows:
         raise DatasetError(f"{path}: no labelled images in the ground-truth file")
     return rows
+
+
+def _devkit_ids(ground_truth: str) -> dict[int, str]:
+    """{ILSVRC2012_ID: WordNet id} from the devkit's meta.mat beside its ILSVRC2012_validation_ground_truth.txt (the
+    devkit numbers classes in its own order, not in the 0-999 class-index order)."""
+    meta = os.path.join(os.path.dirname(os.path.abspath(ground_truth)), "meta.mat")
+    if not os.path.exists(meta):
+        raise DatasetError(f"{ground_truth}: one ILSVRC2012_ID per line (the ImageNet devkit's ground truth) needs the "
+                           f"devkit's meta.mat beside it to name the classes; {meta} is missing")
+    from scipy.io import loadmat
+
+    try:
+        synsets = loadmat(meta, squeeze_me=True)["synsets"]
+        ids = {int(s["ILSVRC2012_ID"]): str(s["WNID"]) for s in synsets}
+    except (OSError, ValueError, KeyError, TypeError, IndexError) as e:
+        raise DatasetError(f"{meta}: not the ImageNet devkit's meta.mat (synsets with ILSVRC2012_ID and WNID: "
+                           f"{type(e).__name__}: {e})") from None
+    return ids
 
 
 def _flat_folder(directory: str, ground_truth: str) -> LabelledImages:

@@ -57,7 +57,8 @@ CASES = [(10, 41), (20, 82), (30, 500)]
 
 
 def imagenet_flat(folder, how: str):
-    """ImageNet validation as a flat folder plus a ground-truth file in one of the accepted forms."""
+    """ImageNet validation as a flat folder (ILSVRC2012_val_0000000N.png) plus a ground-truth file in one of the
+    accepted forms."""
     os.makedirs(folder / "val", exist_ok=True)
     wnids = imagenet.wordnet_ids()
     lines = ["ImageId,PredictionString"] if how == "csv" else []
@@ -71,12 +72,29 @@ def imagenet_flat(folder, how: str):
     return str(folder / "val"), str(gt)
 
 
+def devkit_ground_truth(folder):
+    """The devkit's form: one ILSVRC2012_ID per line and meta.mat beside it, its IDs in an order of its own (here
+    reversed: ILSVRC2012_ID k is class 1000 - k), so reading the IDs as class indices would fail."""
+    from scipy.io import savemat
+
+    wnids = imagenet.wordnet_ids()
+    synsets = np.zeros(1000, dtype=[("ILSVRC2012_ID", "O"), ("WNID", "O"), ("words", "O")])
+    for k in range(1, 1001):
+        synsets[k - 1] = (k, wnids[1000 - k], imagenet.class_names()[1000 - k])
+    os.makedirs(folder / "devkit", exist_ok=True)
+    savemat(str(folder / "devkit" / "meta.mat"), {"synsets": synsets})
+    gt = folder / "devkit" / "ILSVRC2012_validation_ground_truth.txt"
+    gt.write_text("".join(f"{1000 - cls}\n" for _red, cls in CASES))
+    return str(gt)
+
+
 @pytest.mark.parametrize("outputs", [1000, 1001])
-@pytest.mark.parametrize("how", ["wnid", "index", "csv"])
+@pytest.mark.parametrize("how", ["wnid", "index", "csv", "devkit"])
 def test_imagenet_flat_layout_top1_top5(heads, tmp_path, outputs, how):
     from edgetpu_models.deploy.evaluate import evaluate
 
     val, gt = imagenet_flat(tmp_path, how)
+    gt = devkit_ground_truth(tmp_path) if how == "devkit" else gt
     report = evaluate([heads[outputs].path], val, ground_truth=gt, batch=2)
     (m,) = report.models
     assert report.images == 3 and report.layout.startswith("ImageNet validation")
@@ -146,12 +164,16 @@ def test_train_pipeline_pixels_are_the_training_pipeline_s(tmp_path):
     (["--ground-truth", "MISSING"], "no such ground-truth file"),
     ([], "no class sub-folders; for a flat ImageNet validation folder give the ground-truth file"),
     (["--split", "val", "--ground-truth", "GT"], "a ground-truth file lists its own images"),
+    (["--ground-truth", "IDS"], "needs the devkit's meta.mat beside it"),
 ])
 def test_bad_inputs_are_one_line_errors(heads, tmp_path, capsys, args, expect):
     val, _ = imagenet_flat(tmp_path, "wnid")
     gt = tmp_path / "bad.txt"
     gt.write_text("ILSVRC2012_val_00000001.png\n")
-    args = [str(gt) if a == "GT" else str(tmp_path / "nope.txt") if a == "MISSING" else a for a in args]
+    ids = tmp_path / "ids.txt"
+    ids.write_text("490\n361\n")
+    names = {"GT": str(gt), "MISSING": str(tmp_path / "nope.txt"), "IDS": str(ids)}
+    args = [names.get(a, a) for a in args]
     assert cli.main(["evaluate", heads[1000].path, "--data", val, *args]) == 2
     err = capsys.readouterr().err.strip()
     assert expect in err and len(err.splitlines()) == 1
