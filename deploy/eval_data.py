@@ -19,7 +19,8 @@ Preprocessing (`Preprocess`), one of two pipelines:
   * "reference": the ImageNet evaluation of tensorflow/tpu's EfficientNet (and timm's tf_efficientnet_e*, whose
     crop_pct = size / (size + 32)): a centre square of int(size / (size + 32) * shorter side) pixels (CROP_PADDING =
     32, i.e. 0.875 at 224, 0.882 at 240, 0.904 at 300), offset ((h - c) + 1) // 2, resized to size with bicubic
-    interpolation. (Pillow's bicubic antialiases when it shrinks; TensorFlow's resize_bicubic does not.)
+    interpolation. (Pillow's bicubic antialiases when it shrinks; TensorFlow's resize_bicubic does not. timm takes
+    the same region the other way round: shorter side resized to floor(size / crop_pct), then a centre crop.)
 A sidecar (X.json / X.meta.json) may name them: {"preprocessing": {"pipeline": ..., "crop_fraction": ...}}; else an
 ImageNet head gets "reference" and any other head "train".
 """
