@@ -13,16 +13,36 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
 from edgetpu_models.data import load_image
 from edgetpu_models.deploy.interpreter import make_interpreter
 from edgetpu_models.errors import ModelFileError
+from edgetpu_models.imagenet import class_names as imagenet_class_names
+from edgetpu_models.imagenet import is_imagenet_head
 from edgetpu_models.sidecar import read_labels, require_sidecar
 
 _INT_RANGES = {np.dtype(np.uint8): (0, 255), np.dtype(np.int8): (-128, 127)}
+
+
+def quantize_input(x: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
+    """Normalised float images -> the input tensor's dtype, with its scale and zero point when it is an integer."""
+    dtype = np.dtype(detail["dtype"])
+    if dtype in _INT_RANGES:
+        scale, zero = detail["quantization"]
+        lo, hi = _INT_RANGES[dtype]
+        x = np.clip(np.round(x / scale + zero), lo, hi)
+    return x.astype(dtype)
+
+
+def dequantize_output(y: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
+    """An output tensor -> float32 scores (integer outputs de-quantized with their scale and zero point)."""
+    if np.dtype(detail["dtype"]) in _INT_RANGES:
+        scale, zero = detail["quantization"]
+        y = (y.astype(np.float32) - zero) * scale
+    return y.astype(np.float32)
 
 
 @dataclass(frozen=True)
@@ -67,6 +87,8 @@ class Classifier:
             names = [str(x) for x in labels]
         elif self.meta.labels is not None:
             names = list(self.meta.labels)
+        elif is_imagenet_head(n_out):  # an ImageNet head exported without a labels file: the shipped class names
+            names = imagenet_class_names(n_out)
         else:
             names = [str(i) for i in range(n_out)]
         if len(names) != n_out:
@@ -81,12 +103,7 @@ class Classifier:
             x = load_image(image, self.size[0], self.normalization)
         else:
             x = np.asarray(image, np.float32)
-        dtype = np.dtype(self._in["dtype"])
-        if dtype in _INT_RANGES:
-            scale, zero = self._in["quantization"]
-            lo, hi = _INT_RANGES[dtype]
-            x = np.clip(np.round(x / scale + zero), lo, hi)
-        return x.astype(dtype)[None]
+        return quantize_input(x, self._in)[None]
 
     def scores(self, batch: np.ndarray) -> tuple[np.ndarray, float]:
         """Class scores (de-quantized) for one preprocessed input, and the invoke time in ms."""
@@ -94,11 +111,7 @@ class Classifier:
         t0 = time.perf_counter()
         self.interpreter.invoke()
         ms = (time.perf_counter() - t0) * 1000.0
-        y = self.interpreter.get_tensor(self._out["index"])[0]
-        if np.dtype(self._out["dtype"]) in _INT_RANGES:
-            scale, zero = self._out["quantization"]
-            y = (y.astype(np.float32) - zero) * scale
-        return y.astype(np.float32), ms
+        return dequantize_output(self.interpreter.get_tensor(self._out["index"])[0], self._out), ms
 
     def classify(self, image: "str | np.ndarray", top_k: int = 5) -> ClassifyResult:
         y, ms = self.scores(self.preprocess(image))

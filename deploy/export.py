@@ -12,6 +12,8 @@ import os
 from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
+from edgetpu_models.imagenet import class_names as imagenet_class_names
+from edgetpu_models.imagenet import is_imagenet_head
 from edgetpu_models.io_utils import check_destination
 from edgetpu_models.quantize.convert import (
     IO_DTYPES,
@@ -63,7 +65,10 @@ def _quant(t: Any) -> dict[str, Any]:
 
 
 def _checked_labels(model: Any, labels: Sequence[str] | None) -> list[str] | None:
+    """The class names to write beside the model; an ImageNet head without any gets the shipped ImageNet names."""
     outputs = int(model.output_shape[-1]) if not isinstance(model.output_shape, list) else None
+    if labels is None and outputs is not None and is_imagenet_head(outputs):
+        labels = imagenet_class_names(outputs)
     if labels is None:
         return None
     labels = [str(x) for x in labels]

@@ -33,7 +33,8 @@ def preprocess_input(x: Any, data_format: str | None = None) -> Any:
 
 
 def decode_predictions(preds: Any, top: int = 5) -> list:
-    """ImageNet class names for the top predictions (keras.applications' decoder, which fetches the class index once)."""
-    import tf_keras as keras
+    """ImageNet (WordNet id, class name, score) of the top predictions, from the class list shipped with the package
+    (no download); accepts 1000- and 1001-class (background first) scores."""
+    from edgetpu_models.imagenet import decode_predictions as _decode
 
-    return keras.applications.imagenet_utils.decode_predictions(preds, top=top)
+    return _decode(preds, top=top)

@@ -25,3 +25,10 @@ def MobilenetEdgeTPU(include_top: bool = True, weights: Any = None, input_tensor
 def preprocess_input(x: Any, data_format: str | None = None) -> Any:
     """uint8-range pixels -> model input: x / 127.5 - 1."""
     return normalize(x, "mobilenet_edgetpu")
+
+
+def decode_predictions(preds: Any, top: int = 5) -> list:
+    """ImageNet (WordNet id, class name, score) of the top predictions, offline; see `edgetpu_models.imagenet`."""
+    from edgetpu_models.imagenet import decode_predictions as _decode
+
+    return _decode(preds, top=top)

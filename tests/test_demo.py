@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
+import pytest
 from train_helpers import digits_subset, tiny_spec
 
 from edgetpu_models import cli
@@ -39,6 +41,32 @@ def test_demo_runs_every_step_into_one_folder(tmp_path, capsys):
     # the held-out images were classified by the int8 file on the CPU interpreter, one row each
     assert len((out / "classify.txt").read_text().strip().splitlines()) == 2 + 10
 
+    # `evaluate` on the demo's two files, its held-out split: the demo's own top-1, exactly, and their agreement
+    files = [str(out / "model_float.tflite"), str(out / "model_int8.tflite")]
+    assert cli.main(["evaluate", *files, "--data", data, "--split", "val", "--batch", "8", "--json"]) == 0
+    ev = json.loads(capsys.readouterr().out)
+    assert ev["images"] == summary["held_out_images"]
+    assert [m["top1"] for m in ev["models"]] == [summary["float"]["tflite_top1"], int8["top1"]]
+    (comparison,) = ev["comparisons"]
+    agree = np.mean([a == b for a, b in zip(*[[max(p, key=p.get) for p in m] for m in _predictions(files, data)])])
+    assert comparison["agreement"] == pytest.approx(agree)
+    assert cli.main(["evaluate", *files, "--data", data, "--split", "val"]) == 0
+    assert "agreement (same top-1)" in capsys.readouterr().out
+
     # a finished run folder is not overwritten
     assert cli.main(["demo", "--model", spec, "--data", data, "--out", str(out)]) == 2
     assert "holds a finished demo run already" in capsys.readouterr().err
+
+
+def _predictions(files, data):
+    """{label: score} per held-out image per model, one image at a time through `Classifier` (the demo's scorer)."""
+    from edgetpu_models.data import load_image_folder
+    from edgetpu_models.deploy.classify import Classifier
+
+    out = []
+    for path in files:
+        clf = Classifier(path)
+        held_out = load_image_folder(data, clf.size[0], clf.normalization, validation_split=0.2, seed=0).val
+        out.append([{p.label: p.score for p in clf.classify(x, top_k=3).predictions}
+                    for images, _ in held_out for x in images.numpy()])
+    return out

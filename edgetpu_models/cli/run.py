@@ -1,4 +1,4 @@
-"""CLI subcommands that run a .tflite: classify, benchmark."""
+"""CLI subcommands that run or show a .tflite: classify, benchmark, evaluate, report."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import argparse
 import json
 import os
 
-from edgetpu_models.cli.args import bounded_int, threads_arg
+from edgetpu_models.cli.args import add_trust_arg, bounded_float, bounded_int, fraction_arg, seed_arg, threads_arg
 from edgetpu_models.tables import format_table
 
 
@@ -55,7 +55,67 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from tqdm.auto import tqdm
+
+    from edgetpu_models.deploy.evaluate import evaluate, format_report
+
+    with tqdm(desc="evaluate", unit="img", leave=False, delay=0.5) as bar:
+        def progress(n: int, total: int) -> None:
+            bar.total = total
+            bar.update(n)
+
+        report = evaluate(args.models, args.data, ground_truth=args.ground_truth, split=args.split,
+                          validation_split=args.validation_split, seed=args.seed, threads=args.threads,
+                          batch=args.batch, workers=args.workers, pipeline=args.pipeline, crop_fraction=args.crop,
+                          limit=args.limit, on_images=progress)
+    print(json.dumps(report.to_dict(), indent=1) if args.json else format_report(report))
+    return 0
+
+
+def _register_evaluate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("evaluate", help="top-1/top-5 of models on a labelled image folder; float against int8")
+    p.add_argument("models", metavar="MODEL", nargs="+", help=".tflite (with its X.json), .keras or .h5")
+    p.add_argument("--data", required=True, metavar="DIR", help="class folders (as `train` reads them, or ImageNet "
+                   "WordNet-id folders), or a flat ImageNet validation folder with --ground-truth")
+    p.add_argument("--ground-truth", dest="ground_truth", metavar="FILE",
+                   help="for a flat folder: lines 'FILE WNID' / 'FILE INDEX', or Kaggle's LOC_val_solution.csv")
+    p.add_argument("--split", choices=("all", "train", "val"), default="all",
+                   help="class folders: every image (default), or the train/val side of train's seeded split")
+    p.add_argument("--validation-split", dest="validation_split", type=bounded_float(0.0, 0.9), default=0.2,
+                   help="as train's")
+    p.add_argument("--seed", type=seed_arg, default=0, help="as train's")
+    p.add_argument("--threads", type=threads_arg, help="interpreter threads")
+    p.add_argument("--batch", type=bounded_int(1, 1024), default=16, help="images per invoke (default 16)")
+    p.add_argument("--workers", type=bounded_int(1, 64), help="image decoding threads (default: CPU count, at most 8)")
+    p.add_argument("--pipeline", choices=("train", "reference"),
+                   help="override the preprocessing: this package's validation crop, or the ImageNet reference one")
+    p.add_argument("--crop", type=fraction_arg, help="override the centre-crop fraction (e.g. 0.875)")
+    p.add_argument("--limit", type=bounded_int(1, 100_000_000), help="only the first N images")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    add_trust_arg(p)
+    p.set_defaults(func=cmd_evaluate)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from edgetpu_models.deploy.report import write_report
+
+    reports = write_report(args.models, args.target, args.out)
+    for r in reports:
+        latency = f"{r.latency_ms:.3f} ms predicted" if r.latency_ms is not None else "no latency estimate"
+        print(f"{r.name}: {latency} on {args.target}, {r.check.on_edgetpu}/{r.check.total} ops on the Edge TPU")
+    print(f"wrote {args.out}")
+    return 0
+
+
 def register(sub: argparse._SubParsersAction) -> None:
+    _register_evaluate(sub)
+    p = sub.add_parser("report", help="one self-contained HTML page: per-layer latency, ops on the Edge TPU, memory")
+    p.add_argument("models", metavar="MODEL.tflite", nargs="+", help="int8 .tflite files (several: side by side)")
+    p.add_argument("--target", default="coral-usb", help="Edge TPU latency target (default coral-usb)")
+    p.add_argument("--out", required=True, metavar="FILE.html")
+    p.set_defaults(func=cmd_report)
+
     p = sub.add_parser("classify", help="classify images with an exported .tflite (labels/normalisation from X.json)")
     p.add_argument("model", metavar="MODEL.tflite")
     p.add_argument("images", metavar="IMAGE", nargs="+")
