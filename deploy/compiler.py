@@ -55,6 +55,27 @@ def size_to_bytes(text: str) -> int | None:
     return int(round(float(m.group(1)) * _UNITS[m.group(2)])) if m else None
 
 
+def parse_compiler_summaries(text: str) -> list[dict[str, object]]:
+    """The per-model summaries of one compiler run, in order: one for a plain compile, one per model when several
+    were co-compiled, one per segment with --num_segments. Each holds the _KEYS fields (sizes also as *_bytes)."""
+    blocks: list[dict[str, object]] = []
+    for raw in text.splitlines():
+        line = raw.strip()
+        if ":" not in line:
+            continue
+        key, value = (s.strip() for s in line.split(":", 1))
+        name = _KEYS.get(key)
+        if name is None:
+            continue
+        if name == "input_model" or not blocks:
+            blocks.append({})
+        blocks[-1].setdefault(name, value)
+        b = size_to_bytes(value)
+        if b is not None:
+            blocks[-1].setdefault(name + "_bytes", b)
+    return blocks
+
+
 def parse_compiler_output(text: str, log_text: str | None = None, model: str | None = None) -> CompatibilityReport:
     """Parses edgetpu_compiler's stdout (v15/v16 layout, with -s) and optionally its .log into a report.
 
@@ -101,6 +122,9 @@ def parse_compiler_output(text: str, log_text: str | None = None, model: str | N
     for key in ("total_operations", "ops_on_edgetpu", "ops_on_cpu", "edgetpu_subgraphs"):
         if key in stats:
             stats[key] = int(str(stats[key]))
+    models = parse_compiler_summaries(text)
+    if len(models) > 1:
+        stats["models"] = models
     report = CompatibilityReport(model=model or str(stats.get("input_model", "")), tool="edgetpu_compiler",
                                  rows=tuple(table), edgetpu_subgraphs=subgraphs, stats=stats)
     if "total_operations" in stats and stats["total_operations"] != report.total:

@@ -27,10 +27,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, fields, replace
-from typing import Any, Mapping, NamedTuple
+from typing import TYPE_CHECKING, Any, Mapping, NamedTuple
 
 from edgetpu_models.errors import TargetError
 from edgetpu_models.layer_graph import Layer, LayerGraph
+
+if TYPE_CHECKING:
+    from .memory import MemoryPlan
 
 CALIBRATED = ("compute_efficiency", "vector_efficiency", "act_bytes_per_cycle", "link_mb_per_s", "layer_overhead_us",
               "invoke_overhead_us")
@@ -180,6 +183,15 @@ def layer_terms(layer: Layer, c: EdgeTPUConstants) -> tuple[int, float, int, int
     return 0, work / (c.tiles * c.cells_per_tile), act_bytes, pbytes
 
 
+def memory_plan(graph: LayerGraph, c: EdgeTPUConstants, cache_bytes: int | None = None) -> "MemoryPlan":
+    """Which parameters the compiler caches and which it streams (`nas.memory`): the target's SRAM less the reserve
+    and the activations that overflow the narrow memory; whole layers, first fit in graph order, in the chip's padded
+    layout. `cache_bytes` replaces the SRAM size (co-compiled models get what earlier ones left)."""
+    from .memory import plan_model
+
+    return plan_model(graph, cache_bytes=c.param_cache_bytes if cache_bytes is None else cache_bytes)
+
+
 def cost_graph(graph: LayerGraph, c: EdgeTPUConstants) -> tuple[list[LayerLatency], int, int]:
     """Per-layer costs (transfer rows first and last), on-chip and off-chip parameter bytes."""
     cycle_ms = 1e-3 / c.clock_mhz  # one cycle in ms
@@ -189,21 +201,16 @@ def cost_graph(graph: LayerGraph, c: EdgeTPUConstants) -> tuple[list[LayerLatenc
     weight_ms_per_byte = cycle_ms / c.weight_bytes_per_cycle
     compute_ms = cycle_ms / c.compute_efficiency
     vector_ms = cycle_ms / c.vector_efficiency
-    cache_left = c.param_cache_bytes
-    on_chip = off_chip = 0
+    plan = memory_plan(graph, c)
+    on_chip, off_chip = plan.cached_bytes, plan.streamed_bytes
     rows = [LayerLatency("<input>", "transfer", tuple(graph.input_shape), 0,
                          c.invoke_overhead_us * 1e-3 + _prod(graph.input_shape) / link_bytes_per_ms, "host_link")]
     append = rows.append
-    for layer in graph.layers:
+    for layer, cached, streamed in zip(graph.layers, plan.layer_cached, plan.layer_streamed):
         if layer.op in FREE_OPS:
             append(LayerLatency(layer.name, layer.op, layer.output_shape, 0, 0.0, "free"))
             continue
-        macs, cycles, act_bytes, pbytes = layer_terms(layer, c)
-        cached = pbytes if pbytes <= cache_left else cache_left
-        cache_left -= cached
-        streamed = pbytes - cached
-        on_chip += cached
-        off_chip += streamed
+        macs, cycles, act_bytes, _ = layer_terms(layer, c)
         bound, top = "compute", cycles * (compute_ms if layer.op in CONV_OPS else vector_ms)
         t = act_bytes * act_ms_per_byte
         if t > top:
@@ -244,19 +251,17 @@ def graph_terms(graph: LayerGraph, c: EdgeTPUConstants) -> GraphTerms:
     import numpy as np
 
     comp, vec, act, cached_l, stream = [], [], [], [], []
-    cache_left = c.param_cache_bytes
-    for layer in graph.layers:
+    plan = memory_plan(graph, c)
+    for layer, cached, streamed in zip(graph.layers, plan.layer_cached, plan.layer_streamed):
         if layer.op in FREE_OPS:
             continue
-        _, cycles, act_bytes, pbytes = layer_terms(layer, c)
-        cached = min(pbytes, cache_left)
-        cache_left -= cached
+        _, cycles, act_bytes, _ = layer_terms(layer, c)
         conv = layer.op in CONV_OPS
         comp.append(cycles if conv else 0.0)
         vec.append(0.0 if conv else cycles)
         act.append(act_bytes)
         cached_l.append(cached)
-        stream.append(pbytes - cached)
+        stream.append(streamed)
     io_bytes = _prod(graph.input_shape) + _prod(graph.output_shape)
     return GraphTerms(np.array(comp, float), np.array(vec, float), np.array(act, float), np.array(cached_l, float),
                       np.array(stream, float), io_bytes, int(sum(cached_l)), int(sum(stream)))

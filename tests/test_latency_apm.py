@@ -127,12 +127,15 @@ def test_zoo_ordering_on_coral_usb():
 
 
 def test_parameter_cache_and_streaming():
+    from edgetpu_models.nas.memory import MemoryConstants, layer_param_bytes
+
     small = estimate("efficientnet_edgetpu_s")
     graph = calibration_graph("ResNet50_299")
     big = estimate(graph)
-    total = sum(param_bytes(layer) for layer in graph.layers if layer.op not in ("reshape", "dropout"))
+    total = sum(layer_param_bytes(layer) for layer in graph.layers)
     assert small.off_chip_param_bytes == 0 and small.on_chip_param_bytes > 5_000_000
-    assert big.on_chip_param_bytes == 8 * 1024 * 1024
+    # whole layers are cached until the SRAM left after the reserve is full; never all 8 MiB
+    assert 6_000_000 < big.on_chip_param_bytes <= 8 * 1024 * 1024 - MemoryConstants().reserved_bytes
     assert big.on_chip_param_bytes + big.off_chip_param_bytes == total
     assert any(layer.bound == "param_stream" for layer in big.layers)
     # streamed bytes cost link time: a slower host link makes only the streaming model much slower
