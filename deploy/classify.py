@@ -11,6 +11,7 @@ point (uint8 or int8) or fed as float32 for a float model; outputs are de-quanti
 from __future__ import annotations
 
 import os
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any, Sequence
@@ -21,7 +22,6 @@ from ..data import load_image
 from ..errors import ModelFileError
 from ..spec import Normalization
 from .export import read_metadata, sidecar_paths
-from .interpreter import make_interpreter
 
 _INT_RANGES = {np.dtype(np.uint8): (0, 255), np.dtype(np.int8): (-128, 127)}
 
@@ -46,7 +46,11 @@ def metadata_for(model_path: str) -> tuple[dict[str, Any], str]:
     base = os.path.splitext(model_path)[0]
     candidates = [model_path]
     if base.endswith("_edgetpu"):
-        candidates.append(base[: -len("_edgetpu")] + ".tflite")
+        base = base[: -len("_edgetpu")]
+        candidates.append(base + ".tflite")
+    whole = re.sub(r"_segment_\d+_of_\d+$", "", base)  # a pipeline segment: the whole model's X.json
+    if whole != base:
+        candidates.append(whole + ".tflite")
     for cand in candidates:
         json_path, _ = sidecar_paths(cand)
         if os.path.exists(json_path):
@@ -72,12 +76,19 @@ def read_labels(path: str) -> list[str]:
 class Classifier:
     """An interpreter plus what it needs to turn image files into labelled scores."""
 
-    def __init__(self, model_path: "str | os.PathLike[str]", *, labels: "str | Sequence[str] | None" = None,
-                 threads: int | None = None, prefer: str | None = None) -> None:
-        self.model_path = os.fspath(model_path)
-        if not os.path.isfile(self.model_path):
-            raise ModelFileError(f"{self.model_path}: no such model file")
-        self.interpreter, self.backend = make_interpreter(self.model_path, threads, prefer=prefer)
+    def __init__(self, model_path: "str | os.PathLike[str] | Sequence[str | os.PathLike[str]]", *,
+                 labels: "str | Sequence[str] | None" = None, threads: int | None = None,
+                 prefer: str | None = None) -> None:
+        """`model_path`: one .tflite, or segment files in pipeline order (`deploy.pipeline`)."""
+        from .pipeline import open_model
+
+        paths = [os.fspath(model_path)] if isinstance(model_path, (str, os.PathLike)) else \
+            [os.fspath(p) for p in model_path]
+        self.model_path = paths[0]
+        for path in paths:
+            if not os.path.isfile(path):
+                raise ModelFileError(f"{path}: no such model file")
+        self.interpreter, self.backend = open_model(paths, threads, prefer=prefer)
         self.meta, json_path = metadata_for(self.model_path)
         inp = self.interpreter.get_input_details()[0]
         out = self.interpreter.get_output_details()[0]

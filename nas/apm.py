@@ -192,8 +192,10 @@ def memory_plan(graph: LayerGraph, c: EdgeTPUConstants, cache_bytes: int | None 
     return plan_model(graph, cache_bytes=c.param_cache_bytes if cache_bytes is None else cache_bytes)
 
 
-def cost_graph(graph: LayerGraph, c: EdgeTPUConstants) -> tuple[list[LayerLatency], int, int]:
-    """Per-layer costs (transfer rows first and last), on-chip and off-chip parameter bytes."""
+def cost_graph(graph: LayerGraph, c: EdgeTPUConstants,
+               plan: "MemoryPlan | None" = None) -> tuple[list[LayerLatency], int, int]:
+    """Per-layer costs (transfer rows first and last), on-chip and off-chip parameter bytes. `plan`: the cache
+    allotment to cost with (default: this model alone on the chip; co-compiled models pass theirs)."""
     cycle_ms = 1e-3 / c.clock_mhz  # one cycle in ms
     link_bytes_per_ms = c.link_mb_per_s * 1e3
     overhead_ms = c.layer_overhead_us * 1e-3
@@ -201,7 +203,7 @@ def cost_graph(graph: LayerGraph, c: EdgeTPUConstants) -> tuple[list[LayerLatenc
     weight_ms_per_byte = cycle_ms / c.weight_bytes_per_cycle
     compute_ms = cycle_ms / c.compute_efficiency
     vector_ms = cycle_ms / c.vector_efficiency
-    plan = memory_plan(graph, c)
+    plan = plan or memory_plan(graph, c)
     on_chip, off_chip = plan.cached_bytes, plan.streamed_bytes
     rows = [LayerLatency("<input>", "transfer", tuple(graph.input_shape), 0,
                          c.invoke_overhead_us * 1e-3 + _prod(graph.input_shape) / link_bytes_per_ms, "host_link")]
