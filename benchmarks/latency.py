@@ -6,6 +6,8 @@
     python benchmarks/latency.py --cached-only       # CPU part from cached timings only
 
 Prints:
+0. the memory model against the published edgetpu_compiler logs (MAE of cached and streamed MiB), and the
+   coral-usb estimates of models Coral publishes on its models page (held out, never fitted);
 1. estimates per second from specs (zoo and random search-space specs), ms per model (mean / worst);
 2. the leave-one-out calibration table of each Coral target with Spearman rank correlation and median |error|;
 3. the zoo on every target;
@@ -68,6 +70,53 @@ def bench_calibration() -> None:
         print()
 
 
+def bench_memory() -> None:
+    """The memory model (nas/memory.py) against the public edgetpu_compiler logs in nas/compiler_logs."""
+    from edgetpu_models.nas.memory import check_logs
+
+    checks = check_logs()
+    mib = 2 ** 20
+    print(f"== memory model vs {len(checks)} published edgetpu_compiler logs (cached / streamed / remaining MiB, "
+          f"predicted / logged)")
+    table = [(f"{c.logged.log}[{c.logged.block}]", c.basis,
+              f"{c.predicted_cached / mib:.2f} / {c.logged.cached_bytes / mib:.2f}",
+              f"{c.predicted_streamed / mib:.2f} / {c.logged.streamed_bytes / mib:.2f}",
+              f"{c.predicted_remaining / mib:.2f} / {c.logged.remaining_bytes / mib:.2f}") for c in checks]
+    print(format_table(("log", "basis", "cached", "streamed", "remaining"), table, right=(2, 3, 4)))
+    for basis in ("graph", "size-only", None):
+        sel = [c for c in checks if basis in (None, c.basis)]
+        if not sel:
+            continue
+        mae_c = sum(abs(c.predicted_cached - c.logged.cached_bytes) for c in sel) / len(sel) / mib
+        mae_s = sum(abs(c.predicted_streamed - c.logged.streamed_bytes) for c in sel) / len(sel) / mib
+        print(f"   {basis or 'all':9s} ({len(sel):2d} models): mean absolute error cached {mae_c:.2f} MiB, "
+              f"streamed {mae_s:.2f} MiB")
+    print("   basis 'graph': the layer graph was rebuilt; 'size-only': the model is not public, its parameters are "
+          "taken as the published .tflite size (activations unknown)")
+    print()
+
+
+def bench_heldout() -> None:
+    """Coral's own published latencies of models not in the fitted table (nas/targets/coral_models_page.csv)."""
+    import csv
+
+    from edgetpu_models.nas.frontends import spec_graph
+
+    path = os.path.join(os.path.dirname(cal.benchmarks_csv()), "coral_models_page.csv")
+    with open(path, encoding="utf-8") as f:
+        rows = [r for r in csv.DictReader(line for line in f if not line.startswith("#")) if r["zoo"] != "-"]
+    table = []
+    for r in rows:
+        e = estimate(spec_graph(r["zoo"]), "coral-usb")
+        m = float(r["usb_ms"])
+        table.append((r["model"], r["input"], f"{m:.1f}", f"{e.latency_ms:.2f}", f"{(e.latency_ms / m - 1) * 100:+.1f}%",
+                      f"{e.on_chip_param_bytes / 2**20:.2f}", f"{e.off_chip_param_bytes / 2**20:.2f}"))
+    print("== coral-usb vs Coral's models page (held out: never fitted)")
+    print(format_table(("model", "input", "published ms", "predicted ms", "error", "cached MiB", "streamed MiB"),
+                       table, right=(1, 2, 3, 4, 5, 6)))
+    print()
+
+
 def bench_zoo() -> None:
     targets = ("coral-usb", "coral-usb-std", "coral-devboard", "pixel4", "cpu")
     rows = []
@@ -115,7 +164,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cached-only", action="store_true", help="CPU check from cached timings only")
     args = p.parse_args(argv)
     bench_spec_path()
+    bench_memory()
     bench_calibration()
+    bench_heldout()
     bench_zoo()
     bench_cpu(args.held_out, args.cached_only)
     return 0

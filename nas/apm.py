@@ -61,7 +61,8 @@ class EdgeTPUConstants:
     array poorly, and a larger kernel costs less than its MAC ratio there (the paper's Fig. 4)."""
     param_cache_bytes: int = 8 * 1024 * 1024
     weight_bytes_per_cycle: float = 256.0
-    """Bandwidth of the on-chip parameter cache (assumption: 16 bytes per tile per cycle)."""
+    """Bandwidth from the parameter SRAM to the cells. Weights travel once per spatial pass (`weight_passes`), so this
+    bounds full convolutions at high resolution; fitted (calibrated) on the Coral targets."""
     # calibrated
     compute_efficiency: float = 0.5
     """Fraction of the mapped MAC rate that convolutions sustain."""
@@ -183,6 +184,20 @@ def layer_terms(layer: Layer, c: EdgeTPUConstants) -> tuple[int, float, int, int
     return 0, work / (c.tiles * c.cells_per_tile), act_bytes, pbytes
 
 
+def weight_passes(layer: Layer, c: EdgeTPUConstants) -> int:
+    """How many extra times a convolution's cached weights travel from the parameter SRAM to the cells. Output
+    positions are spread over the tile grid and each tile works through its positions one round at a time, all
+    tiles with the same weights (broadcast); a cell holds only the current round's reduction, so the weights are
+    fetched again for every round after the first (the first load overlaps the previous layer). At high resolution
+    this traffic, not the MACs, bounds a full convolution with many weights: the fused blocks of EfficientNet-EdgeTPU
+    at 112-150 px. Dense layers and 1-position maps load their weights once."""
+    shape = layer.output_shape
+    if layer.op not in ("conv2d", "depthwise_conv2d") or len(shape) != 3:
+        return 0
+    grid = c.tile_grid
+    return -(-shape[0] // grid) * -(-shape[1] // grid) - 1
+
+
 def memory_plan(graph: LayerGraph, c: EdgeTPUConstants, cache_bytes: int | None = None) -> "MemoryPlan":
     """Which parameters the compiler caches and which it streams (`nas.memory`): the target's SRAM less the reserve
     and the activations that overflow the narrow memory; whole layers, first fit in graph order, in the chip's padded
@@ -217,7 +232,7 @@ def cost_graph(graph: LayerGraph, c: EdgeTPUConstants,
         t = act_bytes * act_ms_per_byte
         if t > top:
             bound, top = "activations", t
-        t = cached * weight_ms_per_byte
+        t = cached * weight_passes(layer, c) * weight_ms_per_byte
         if t > top:
             bound, top = "weights", t
         # Streamed parameters must arrive before the layer can run: link time adds to the on-chip time.
@@ -262,7 +277,7 @@ def graph_terms(graph: LayerGraph, c: EdgeTPUConstants) -> GraphTerms:
         comp.append(cycles if conv else 0.0)
         vec.append(0.0 if conv else cycles)
         act.append(act_bytes)
-        cached_l.append(cached)
+        cached_l.append(cached * weight_passes(layer, c))
         stream.append(streamed)
     io_bytes = _prod(graph.input_shape) + _prod(graph.output_shape)
     return GraphTerms(np.array(comp, float), np.array(vec, float), np.array(act, float), np.array(cached_l, float),
