@@ -96,6 +96,41 @@ def bench_memory() -> None:
     print()
 
 
+def bench_weight_bandwidth(values: tuple[int, ...] = (56, 64, 72, 80, 88, 96, 112)) -> None:
+    """How weight_bytes_per_cycle (a structural constant of the targets) was chosen: the value with the smallest
+    sum of leave-one-out median errors of coral-usb and coral-devboard on the Coral table."""
+    import dataclasses
+
+    from edgetpu_models.nas.apm import graph_terms, terms_latency_ms
+    from edgetpu_models.nas.latency import load_target
+
+    data = []
+    for target in ("coral-usb", "coral-devboard"):
+        rows = cal.target_rows(target)
+        data.append((target, rows, cal.calibration_graphs(rows), load_target(target)))
+    table = []
+    for wb in values:
+        meds = []
+        for target, rows, graphs, t in data:
+            base = dataclasses.replace(t.constants, weight_bytes_per_cycle=float(wb))
+            terms = [graph_terms(g, base) for g in graphs]
+            measured = [r.measured_ms for r in rows]
+            free = cal._free(t)
+            full = cal.fit_constants(terms, measured, base, free)
+            errs = []
+            for i in range(len(rows)):
+                keep = [j for j in range(len(rows)) if j != i]
+                c = cal.fit_constants([terms[j] for j in keep], [measured[j] for j in keep], full, free,
+                                      multistart=False)
+                errs.append(abs(terms_latency_ms(terms[i], c) / measured[i] - 1))
+            meds.append(statistics.median(errs))
+        chosen = "  <- targets" if wb == data[0][3].constants.weight_bytes_per_cycle else ""
+        table.append((str(wb), f"{meds[0] * 100:.1f}%", f"{meds[1] * 100:.1f}%", f"{sum(meds) * 100:.1f}%" + chosen))
+    print("== weight_bytes_per_cycle: leave-one-out median |error| on the Coral table for each value")
+    print(format_table(("B/cycle", "coral-usb", "coral-devboard", "sum"), table, right=(1, 2)))
+    print()
+
+
 def bench_heldout() -> None:
     """Coral's own published latencies of models not in the fitted table (nas/targets/coral_models_page.csv)."""
     import csv
@@ -166,6 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     bench_spec_path()
     bench_memory()
     bench_calibration()
+    bench_weight_bandwidth()
     bench_heldout()
     bench_zoo()
     bench_cpu(args.held_out, args.cached_only)

@@ -122,23 +122,34 @@ def cmd_partition(args: argparse.Namespace) -> int:
     for path in paths:
         print(f"wrote {os.path.abspath(path)}")
     if compiled is not None:
-        print("edgetpu_compiler --num_segments: " + ", ".join(
-            f"segment {i}: {m.get('on_chip_used', '?')} cached, {m.get('off_chip_used', '?')} streamed"
-            for i, m in enumerate(compiled)))
+        same = sum(1 for c in compiled[1:] if c["same_cut"])
+        print(f"edgetpu_compiler --num_segments {args.segments}: {same} of {len(compiled) - 1} cut points the same "
+              f"as ours")
+        for i, c in enumerate(compiled):
+            print(f"  segment {i}: compiler input {c['input_tensor']}, ours {c['ours']}; compiler "
+                  f"{c['on_chip_used']} cached, {c['off_chip_used']} streamed")
     return 0
 
 
 def _compiler_cuts(args: argparse.Namespace, plan) -> list | None:
-    """What edgetpu_compiler --num_segments makes of the same model (None when it is not installed)."""
+    """What edgetpu_compiler --num_segments makes of the same model (None when it is not installed): per segment,
+    its input tensor (the compiler's cut), ours, and the compiler's cached/streamed bytes."""
     import tempfile
 
     from .compiler import compile_models, find_compiler
+    from .tflite_reader import read_tflite
 
     if find_compiler() is None:
         return None
     with tempfile.TemporaryDirectory() as tmp:
         results = compile_models([args.file], tmp, segments=args.segments)
-    return list(results[0].report.stats.get("models") or [results[0].report.stats])
+        out = []
+        for r, ours in zip(results, plan.segments):
+            cut = read_tflite(r.output_path).input_tensors()[0].name if r.output_path else None
+            out.append({"input_tensor": cut, "ours": ours.input_tensor, "same_cut": cut == ours.input_tensor,
+                        "on_chip_used": r.report.stats.get("on_chip_used"),
+                        "off_chip_used": r.report.stats.get("off_chip_used")})
+    return out
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -259,3 +259,19 @@ def test_published_logs_parse_into_one_summary_per_model():
     assert [m.block for m in co] == [0, 1] and co[1].cached_bytes == 0
     assert co[0].remaining_bytes == co[1].remaining_bytes == round(2.25 * 1024)
     assert co[1].streamed_bytes == round(4.53 * 2**20)
+
+
+def test_loading_a_file_for_a_newer_runtime_names_both_versions(tiny_tflite, monkeypatch):
+    from edgetpu_models.deploy import interpreter
+    from edgetpu_models.errors import ModelFileError
+
+    def make(path):
+        raise RuntimeError("Failed to prepare for TPU. Failed precondition: Package requires runtime version (14), "
+                           "which is newer than this runtime version (13).Node number 1 (EdgeTpuDelegateForCustomOp) "
+                           "failed to prepare.\n")
+
+    monkeypatch.setattr(interpreter, "_edgetpu_devices", lambda: (make, ""))
+    with pytest.raises(ModelFileError) as e:
+        interpreter.make_interpreter(tiny_tflite)
+    msg = str(e.value)
+    assert "\n" not in msg and "runtime 14" in msg and "installed runtime is 13" in msg and "-m 13" in msg

@@ -55,3 +55,17 @@ def test_cocompiled_estimates_share_the_cache_in_order():
 def test_log_graph_builds_one_dense_layer():
     g = log_graph("dense:256:256")
     assert isinstance(g, LayerGraph) and len(g.layers) == 1 and g.layers[0].output_shape == (256,)
+
+
+def test_cli_estimate_cocompiled(capsys):
+    from edgetpu_models import cli
+
+    assert cli.main(["estimate", "efficientnet_edgetpu_m", "efficientnet_edgetpu_s", "--json"]) == 0
+    import json
+
+    d = json.loads(capsys.readouterr().out)
+    first, second = d["models"]
+    assert first["model"] == "efficientnet_edgetpu_m" and second["streamed_bytes"] > 0
+    assert second["cache_budget_bytes"] == first["cache_budget_bytes"] - first["cached_bytes"]
+    assert cli.main(["estimate", "efficientnet_edgetpu_m", "efficientnet_edgetpu_s", "--target", "cpu"]) == 2
+    assert "Edge TPU target" in capsys.readouterr().err

@@ -113,3 +113,21 @@ def test_cli_partition_then_benchmark_the_pipeline(net, tmp_path):
     r = subprocess.run([sys.executable, "-m", "edgetpu_models.cli", "partition", net, "--segments", "0"],
                        capture_output=True, text=True)
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_partition_compares_cut_points_with_the_compiler(net, tmp_path, monkeypatch, capsys):
+    from edgetpu_models import cli
+
+    from test_compiler import _fake_multi_compiler
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    _fake_multi_compiler(bin_dir)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    assert cli.main(["partition", net, "--segments", "2", "--out", str(tmp_path / "o"), "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    args = (bin_dir / "args.txt").read_text().split()
+    assert args[args.index("--num_segments") + 1] == "2"
+    compiled = d["edgetpu_compiler"]
+    assert len(compiled) == 2 and compiled[0]["on_chip_used"] == "2.27MiB"
+    assert compiled[1]["ours"] == d["segments"][1]["input"] and isinstance(compiled[1]["same_cut"], bool)
