@@ -139,10 +139,17 @@ def bench_heldout() -> None:
 
     path = os.path.join(os.path.dirname(cal.benchmarks_csv()), "coral_models_page.csv")
     with open(path, encoding="utf-8") as f:
-        rows = [r for r in csv.DictReader(line for line in f if not line.startswith("#")) if r["zoo"] != "-"]
+        rows = list(csv.DictReader(line for line in f if not line.startswith("#")))
     table = []
     for r in rows:
-        e = estimate(spec_graph(r["zoo"]), "coral-usb")
+        graph_json = os.path.join(cal.calibration_dir(), f"{r['keras_app']}_{r['input']}.json")
+        if r["zoo"] != "-":
+            graph = spec_graph(r["zoo"])
+        elif r["keras_app"] != "-" and os.path.exists(graph_json):
+            graph = cal.load_graph_json(graph_json)
+        else:
+            continue
+        e = estimate(graph, "coral-usb")
         m = float(r["usb_ms"])
         table.append((r["model"], r["input"], f"{m:.1f}", f"{e.latency_ms:.2f}", f"{(e.latency_ms / m - 1) * 100:+.1f}%",
                       f"{e.on_chip_param_bytes / 2**20:.2f}", f"{e.off_chip_param_bytes / 2**20:.2f}"))
