@@ -151,7 +151,8 @@ def bench_heldout() -> None:
             continue
         e = estimate(graph, "coral-usb")
         m = float(r["usb_ms"])
-        table.append((r["model"], r["input"], f"{m:.1f}", f"{e.latency_ms:.2f}", f"{(e.latency_ms / m - 1) * 100:+.1f}%",
+        table.append((r["model"], r["input"], f"{m:.1f}", f"{e.latency_ms:.2f}",
+                      f"{(e.latency_ms / m - 1) * 100:+.1f}%",
                       f"{e.on_chip_param_bytes / 2**20:.2f}", f"{e.off_chip_param_bytes / 2**20:.2f}"))
     print("== coral-usb vs Coral's models page (held out: never fitted)")
     print(format_table(("model", "input", "published ms", "predicted ms", "error", "cached MiB", "streamed MiB"),

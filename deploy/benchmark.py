@@ -41,7 +41,8 @@ def _random_input(detail: dict, rng: np.random.Generator) -> np.ndarray:
     return rng.standard_normal(shape).astype(dtype)
 
 
-def benchmark(path: "str | os.PathLike[str] | Sequence[str | os.PathLike[str]]", runs: int = 100, warmup: int = 10, threads: int | None = None, *,
+def benchmark(path: "str | os.PathLike[str] | Sequence[str | os.PathLike[str]]", runs: int = 100, warmup: int = 10,
+              threads: int | None = None, *,
               prefer: str | None = None, on_run: Callable[[int], None] | None = None) -> BenchmarkResult:
     """Times `runs` invoke() calls on random input after `warmup` untimed ones. `on_run(i)` is called after each
     timed run (for a progress bar)."""
@@ -71,7 +72,8 @@ def benchmark(path: "str | os.PathLike[str] | Sequence[str | os.PathLike[str]]",
         n = sum(1 for _ in interp.run_stream([x] * runs))
         pipelined = (time.perf_counter() - t0) * 1000.0 / n
     model = os.fspath(path) if isinstance(path, (str, os.PathLike)) else " ".join(os.fspath(p) for p in path)
-    return BenchmarkResult(model=model, pipelined_ms=pipelined, backend=backend, threads=threads, runs=runs, warmup=warmup,
+    return BenchmarkResult(model=model, pipelined_ms=pipelined, backend=backend, threads=threads, runs=runs,
+                           warmup=warmup,
                            median_ms=float(np.median(times)), p90_ms=float(np.percentile(times, 90)),
                            p99_ms=float(np.percentile(times, 99)), mean_ms=float(times.mean()),
                            min_ms=float(times.min()))

@@ -272,7 +272,8 @@ def write_segments(plan: PartitionPlan, out_dir: "str | os.PathLike[str] | None"
     for seg, path in zip(plan.segments, paths):
         in_t = cuts[seg.first_op] if seg.first_op > 0 else None
         out_t = cuts[seg.end_op] if seg.end_op < len(m.operators) else None
-        data = flatbuffer_utils.convert_object_to_bytearray(_segment_model(model, seg.first_op, seg.end_op, in_t, out_t))
+        segment = _segment_model(model, seg.first_op, seg.end_op, in_t, out_t)
+        data = flatbuffer_utils.convert_object_to_bytearray(segment)
         write_bytes_atomic(path, bytes(data))
     return paths
 

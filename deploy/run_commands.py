@@ -48,13 +48,14 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     from .benchmark import benchmark
 
     with tqdm(total=args.runs, desc="benchmark", unit="run", leave=False, disable=args.json, delay=0.5) as bar:
-        result = benchmark(args.model if len(args.model) > 1 else args.model[0], runs=args.runs, warmup=args.warmup, threads=args.threads,
+        result = benchmark(args.model if len(args.model) > 1 else args.model[0], runs=args.runs, warmup=args.warmup,
+                           threads=args.threads,
                            on_run=lambda _i: bar.update(1))
     if args.json:
         print(json.dumps(result.to_dict(), indent=1))
         return 0
     threads = result.threads if result.threads is not None else "default"
-    print(f"{os.path.basename(result.model)} on {result.backend}, threads {threads}: {result.runs} runs after "
+    print(f"{' + '.join(os.path.basename(m) for m in args.model)} on {result.backend}, threads {threads}: {result.runs} runs after "
           f"{result.warmup} warm-up")
     print(format_table(["median ms", "p90 ms", "p99 ms", "mean ms", "min ms"],
                        [[f"{result.median_ms:.3f}", f"{result.p90_ms:.3f}", f"{result.p99_ms:.3f}",

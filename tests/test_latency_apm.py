@@ -110,7 +110,8 @@ def test_paper_fused_block_wins_shallow_and_large_loses_deep_and_small():
 def _conv_ms(size: int, cin: int, cout: int, k: int) -> float:
     """One k x k convolution on a size x size map, alone (no transfers, no invoke overhead)."""
     layer = Layer("conv", "conv2d", ("input",), (size, size, cin), (size, size, cout), kernel=k)
-    rows = cost_graph(LayerGraph("one_conv", (size, size, cin), (layer,)), latency.load_target("coral-usb").constants)[0]
+    c = latency.load_target("coral-usb").constants
+    rows = cost_graph(LayerGraph("one_conv", (size, size, cin), (layer,)), c)[0]
     return sum(r.ms for r in rows if r.name == "conv")
 
 
