@@ -30,7 +30,7 @@ def cmd_classify(args: argparse.Namespace) -> int:
             {"image": path, "ms": r.ms, "predictions": [{"label": p.label, "index": p.index, "score": p.score}
                                                         for p in r.predictions]} for path, r in results]}, indent=1))
         return 0
-    print(f"{os.path.basename(args.model)} on {clf.backend}; input {clf.size[0]}x{clf.size[1]} "
+    print(f"{' + '.join(os.path.basename(m) for m in models)} on {clf.backend}; input {clf.size[0]}x{clf.size[1]} "
           f"{clf._in['dtype'].__name__}")
     rows = []
     for path, r in results:
@@ -55,7 +55,8 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
         print(json.dumps(result.to_dict(), indent=1))
         return 0
     threads = result.threads if result.threads is not None else "default"
-    print(f"{' + '.join(os.path.basename(m) for m in args.model)} on {result.backend}, threads {threads}: {result.runs} runs after "
+    names = " + ".join(os.path.basename(m) for m in args.model)
+    print(f"{names} on {result.backend}, threads {threads}: {result.runs} runs after "
           f"{result.warmup} warm-up")
     print(format_table(["median ms", "p90 ms", "p99 ms", "mean ms", "min ms"],
                        [[f"{result.median_ms:.3f}", f"{result.p90_ms:.3f}", f"{result.p99_ms:.3f}",
