@@ -6,6 +6,8 @@
     python benchmarks/latency.py --cached-only       # CPU part from cached timings only
 
 Prints:
+0. the memory model against the published edgetpu_compiler logs (MAE of cached and streamed MiB), and the
+   coral-usb estimates of models Coral publishes on its models page (held out, never fitted);
 1. estimates per second from specs (zoo and random search-space specs), ms per model (mean / worst);
 2. the leave-one-out calibration table of each Coral target with Spearman rank correlation and median |error|;
 3. the zoo on every target;
@@ -23,10 +25,10 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from edgetpu_models.cli.tables import format_table  # noqa: E402
 from edgetpu_models.nas.latency import calibrate as cal  # noqa: E402
 from edgetpu_models.nas.latency.cpu.fit import held_out_rows, measure_held_out, random_specs  # noqa: E402
 from edgetpu_models.nas.latency.estimator import estimate, estimate_spec  # noqa: E402
-from edgetpu_models.tables import format_table  # noqa: E402
 from edgetpu_models.zoo import ZOO, zoo_spec  # noqa: E402
 
 
@@ -67,6 +69,96 @@ def bench_calibration() -> None:
         print(f"   Spearman {result.spearman:.3f}   median |error| {result.median_abs_error * 100:.1f}%   "
               f"fitted: " + ", ".join(f"{k}={v:.4g}" for k, v in result.constants.items()))
         print()
+
+
+def bench_memory() -> None:
+    """The memory model (nas/latency/memory.py) against the public edgetpu_compiler logs in deploy/compiler_logs."""
+    from edgetpu_models.deploy.compiler_logs import check_logs
+
+    checks = check_logs()
+    mib = 2 ** 20
+    print(f"== memory model vs {len(checks)} published edgetpu_compiler logs (cached / streamed / remaining MiB, "
+          f"predicted / logged)")
+    table = [(f"{c.logged.log}[{c.logged.block}]", c.basis,
+              f"{c.predicted_cached / mib:.2f} / {c.logged.cached_bytes / mib:.2f}",
+              f"{c.predicted_streamed / mib:.2f} / {c.logged.streamed_bytes / mib:.2f}",
+              f"{c.predicted_remaining / mib:.2f} / {c.logged.remaining_bytes / mib:.2f}") for c in checks]
+    print(format_table(("log", "basis", "cached", "streamed", "remaining"), table, right=(2, 3, 4)))
+    for basis in ("graph", "size-only", None):
+        sel = [c for c in checks if basis in (None, c.basis)]
+        if not sel:
+            continue
+        mae_c = sum(abs(c.predicted_cached - c.logged.cached_bytes) for c in sel) / len(sel) / mib
+        mae_s = sum(abs(c.predicted_streamed - c.logged.streamed_bytes) for c in sel) / len(sel) / mib
+        print(f"   {basis or 'all':9s} ({len(sel):2d} models): mean absolute error cached {mae_c:.2f} MiB, "
+              f"streamed {mae_s:.2f} MiB")
+    print("   basis 'graph': the layer graph was rebuilt; 'size-only': the model is not public, its parameters are "
+          "taken as the published .tflite size (activations unknown)")
+    print()
+
+
+def bench_weight_bandwidth(values: tuple[int, ...] = (56, 64, 72, 80, 88, 96, 112)) -> None:
+    """How weight_bytes_per_cycle (a structural constant of the targets) was chosen: the value with the smallest
+    sum of leave-one-out median errors of coral-usb and coral-devboard on the Coral table."""
+    import dataclasses
+
+    from edgetpu_models.nas.latency.apm import graph_terms, terms_latency_ms
+    from edgetpu_models.nas.latency.estimator import load_target
+
+    data = []
+    for target in ("coral-usb", "coral-devboard"):
+        rows = cal.target_rows(target)
+        data.append((target, rows, cal.calibration_graphs(rows), load_target(target)))
+    table = []
+    for wb in values:
+        meds = []
+        for _target, rows, graphs, t in data:
+            base = dataclasses.replace(t.constants, weight_bytes_per_cycle=float(wb))
+            terms = [graph_terms(g, base) for g in graphs]
+            measured = [r.measured_ms for r in rows]
+            free = cal._free(t)
+            full = cal.fit_constants(terms, measured, base, free)
+            errs = []
+            for i in range(len(rows)):
+                keep = [j for j in range(len(rows)) if j != i]
+                c = cal.fit_constants([terms[j] for j in keep], [measured[j] for j in keep], full, free,
+                                      multistart=False)
+                errs.append(abs(terms_latency_ms(terms[i], c) / measured[i] - 1))
+            meds.append(statistics.median(errs))
+        chosen = "  <- targets" if wb == data[0][3].constants.weight_bytes_per_cycle else ""
+        table.append((str(wb), f"{meds[0] * 100:.1f}%", f"{meds[1] * 100:.1f}%", f"{sum(meds) * 100:.1f}%" + chosen))
+    print("== weight_bytes_per_cycle: leave-one-out median |error| on the Coral table for each value")
+    print(format_table(("B/cycle", "coral-usb", "coral-devboard", "sum"), table, right=(1, 2)))
+    print()
+
+
+def bench_heldout() -> None:
+    """Coral's own published latencies of models not in the fitted table (nas/latency/targets/coral_models_page.csv)."""
+    import csv
+
+    from edgetpu_models.nas.latency.frontends import spec_graph
+
+    path = os.path.join(os.path.dirname(cal.benchmarks_csv()), "coral_models_page.csv")
+    with open(path, encoding="utf-8") as f:
+        rows = list(csv.DictReader(line for line in f if not line.startswith("#")))
+    table = []
+    for r in rows:
+        graph_json = os.path.join(cal.calibration_dir(), f"{r['keras_app']}_{r['input']}.json")
+        if r["zoo"] != "-":
+            graph = spec_graph(r["zoo"])
+        elif r["keras_app"] != "-" and os.path.exists(graph_json):
+            graph = cal.load_graph_json(graph_json)
+        else:
+            continue
+        e = estimate(graph, "coral-usb")
+        m = float(r["usb_ms"])
+        table.append((r["model"], r["input"], f"{m:.1f}", f"{e.latency_ms:.2f}",
+                      f"{(e.latency_ms / m - 1) * 100:+.1f}%",
+                      f"{e.on_chip_param_bytes / 2**20:.2f}", f"{e.off_chip_param_bytes / 2**20:.2f}"))
+    print("== coral-usb vs Coral's models page (held out: never fitted)")
+    print(format_table(("model", "input", "published ms", "predicted ms", "error", "cached MiB", "streamed MiB"),
+                       table, right=(1, 2, 3, 4, 5, 6)))
+    print()
 
 
 def bench_zoo() -> None:
@@ -116,7 +208,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cached-only", action="store_true", help="CPU check from cached timings only")
     args = p.parse_args(argv)
     bench_spec_path()
+    bench_memory()
     bench_calibration()
+    bench_weight_bandwidth()
+    bench_heldout()
     bench_zoo()
     bench_cpu(args.held_out, args.cached_only)
     return 0

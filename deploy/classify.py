@@ -18,7 +18,6 @@ from typing import Any, Sequence
 import numpy as np
 
 from edgetpu_models.data import load_image
-from edgetpu_models.deploy.interpreter import make_interpreter
 from edgetpu_models.errors import ModelFileError
 from edgetpu_models.imagenet import class_names as imagenet_class_names
 from edgetpu_models.imagenet import is_imagenet_head
@@ -63,12 +62,19 @@ class ClassifyResult:
 class Classifier:
     """An interpreter plus what it needs to turn image files into labelled scores."""
 
-    def __init__(self, model_path: "str | os.PathLike[str]", *, labels: "str | Sequence[str] | None" = None,
-                 threads: int | None = None, prefer: str | None = None) -> None:
-        self.model_path = os.fspath(model_path)
-        if not os.path.isfile(self.model_path):
-            raise ModelFileError(f"{self.model_path}: no such model file")
-        self.interpreter, self.backend = make_interpreter(self.model_path, threads, prefer=prefer)
+    def __init__(self, model_path: "str | os.PathLike[str] | Sequence[str | os.PathLike[str]]", *,
+                 labels: "str | Sequence[str] | None" = None, threads: int | None = None,
+                 prefer: str | None = None) -> None:
+        """`model_path`: one .tflite, or segment files in pipeline order (`deploy.pipeline`)."""
+        from edgetpu_models.deploy.pipeline import open_model
+
+        paths = [os.fspath(model_path)] if isinstance(model_path, (str, os.PathLike)) else \
+            [os.fspath(p) for p in model_path]
+        self.model_path = paths[0]
+        for path in paths:
+            if not os.path.isfile(path):
+                raise ModelFileError(f"{path}: no such model file")
+        self.interpreter, self.backend = open_model(paths, threads, prefer=prefer)
         self.meta = require_sidecar(self.model_path)
         inp = self.interpreter.get_input_details()[0]
         out = self.interpreter.get_output_details()[0]

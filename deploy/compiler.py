@@ -55,6 +55,27 @@ def size_to_bytes(text: str) -> int | None:
     return int(round(float(m.group(1)) * _UNITS[m.group(2)])) if m else None
 
 
+def parse_compiler_summaries(text: str) -> list[dict[str, object]]:
+    """The per-model summaries of one compiler run, in order: one for a plain compile, one per model when several
+    were co-compiled, one per segment with --num_segments. Each holds the _KEYS fields (sizes also as *_bytes)."""
+    blocks: list[dict[str, object]] = []
+    for raw in text.splitlines():
+        line = raw.strip()
+        if ":" not in line:
+            continue
+        key, value = (s.strip() for s in line.split(":", 1))
+        name = _KEYS.get(key)
+        if name is None:
+            continue
+        if name == "input_model" or not blocks:
+            blocks.append({})
+        blocks[-1].setdefault(name, value)
+        b = size_to_bytes(value)
+        if b is not None:
+            blocks[-1].setdefault(name + "_bytes", b)
+    return blocks
+
+
 def parse_compiler_output(text: str, log_text: str | None = None, model: str | None = None) -> CompatibilityReport:
     """Parses edgetpu_compiler's stdout (v15/v16 layout, with -s) and optionally its .log into a report.
 
@@ -101,6 +122,9 @@ def parse_compiler_output(text: str, log_text: str | None = None, model: str | N
     for key in ("total_operations", "ops_on_edgetpu", "ops_on_cpu", "edgetpu_subgraphs"):
         if key in stats:
             stats[key] = int(str(stats[key]))
+    models = parse_compiler_summaries(text)
+    if len(models) > 1:
+        stats["models"] = models
     report = CompatibilityReport(model=model or str(stats.get("input_model", "")), tool="edgetpu_compiler",
                                  rows=tuple(table), edgetpu_subgraphs=subgraphs, stats=stats)
     if "total_operations" in stats and stats["total_operations"] != report.total:
@@ -119,20 +143,77 @@ def missing_compiler_message() -> str:
 
 
 def compile_tflite(path: "str | os.PathLike[str]", out_dir: "str | os.PathLike[str] | None" = None, *,
-                   timeout_s: int = DEFAULT_TIMEOUT_S, compiler: str | None = None) -> CompileResult:
+                   timeout_s: int = DEFAULT_TIMEOUT_S, compiler: str | None = None, segments: int | None = None,
+                   min_runtime_version: int | None = None) -> CompileResult:
     """Compiles `path` for the Edge TPU into `out_dir` (default: beside the model) with `-s`, and parses the result.
 
-    Without the compiler the result holds our own check (`compiled=False`) and a one-line message saying so.
+    `segments` > 1 cuts it for a pipeline of that many Edge TPUs (`--num_segments`; the result is the first segment's,
+    every segment's summary is in `report.stats['models']` and `segment_paths`). `min_runtime_version` is passed as
+    `--min_runtime_version` (see `runtime_version_flag`). Without the compiler the result holds our own check
+    (`compiled=False`) and a one-line message saying so.
     """
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise ModelFileError(f"{path}: no such file")
+    results = compile_models([path], out_dir, timeout_s=timeout_s, compiler=compiler, segments=segments,
+                             min_runtime_version=min_runtime_version)
+    return results[0]
+
+
+def compile_models(paths: "list[str | os.PathLike[str]]", out_dir: "str | os.PathLike[str] | None" = None, *,
+                   timeout_s: int = DEFAULT_TIMEOUT_S, compiler: str | None = None, segments: int | None = None,
+                   min_runtime_version: int | None = None) -> list[CompileResult]:
+    """One compiler run over `paths`: several models are co-compiled (they share the parameter cache in this order,
+    later ones get what is left); one result per model, or per segment with `segments`."""
+    paths = [os.fspath(p) for p in paths]
+    for path in paths:
+        if not os.path.isfile(path):
+            raise ModelFileError(f"{path}: no such file")
+    if segments is not None and (not isinstance(segments, int) or segments < 1):
+        raise CompilerError(f"--segments: expected an integer >= 1, got {segments!r}")
+    if segments and segments > 1 and len(paths) > 1:
+        raise CompilerError("--segments: cuts one model; co-compiled models cannot be segmented in the same run")
     exe = compiler or find_compiler()
     if exe is None:
-        return CompileResult(report=check_tflite(path), compiled=False, message=missing_compiler_message())
-    out_dir = os.fspath(out_dir) if out_dir is not None else (os.path.dirname(os.path.abspath(path)) or ".")
+        return [CompileResult(report=check_tflite(p), compiled=False, message=missing_compiler_message())
+                for p in paths]
+    out_dir = os.fspath(out_dir) if out_dir is not None else (os.path.dirname(os.path.abspath(paths[0])) or ".")
     os.makedirs(out_dir, exist_ok=True)
-    cmd = [exe, "-s", "-o", out_dir, "-t", str(int(timeout_s)), path]
+    cmd = [exe, "-s", "-o", out_dir, "-t", str(int(timeout_s))]
+    if segments and segments > 1:
+        cmd += ["--num_segments", str(int(segments))]
+    if min_runtime_version is not None:
+        cmd += ["--min_runtime_version", str(int(min_runtime_version))]
+    proc = _run(cmd + paths, exe, paths[0], timeout_s)
+    version = next((ln.strip() for ln in proc.stdout.splitlines() if ln.startswith("Edge TPU Compiler version")), "")
+    chunks = split_compiler_output(proc.stdout)
+    if segments and segments > 1:
+        stem = os.path.splitext(os.path.basename(paths[0]))[0]
+        stems = [f"{stem}_segment_{i}_of_{segments}" for i in range(segments)]
+        models = [paths[0]] * segments
+    else:
+        stems = [os.path.splitext(os.path.basename(p))[0] for p in paths]
+        models = paths
+    if len(chunks) != len(stems):
+        raise CompilerError(f"{paths[0]}: {COMPILER} printed {len(chunks)} model summaries, expected {len(stems)}")
+    results = []
+    for stem, model, chunk in zip(stems, models, chunks):
+        output_path = os.path.join(out_dir, f"{stem}_edgetpu.tflite")
+        log_path: str | None = os.path.join(out_dir, f"{stem}_edgetpu.log")
+        log_text = None
+        if log_path and os.path.exists(log_path):
+            with open(log_path, encoding="utf-8", errors="replace") as f:
+                log_text = f.read()
+        else:
+            log_path = None
+        report = parse_compiler_output(version + "\n" + chunk, log_text, model=model)
+        if len(chunks) > 1:
+            report.stats["models"] = parse_compiler_summaries(proc.stdout)
+        results.append(CompileResult(report=report, compiled=True,
+                                     output_path=output_path if os.path.exists(output_path) else None,
+                                     log_path=log_path, message=f"compiled with {COMPILER} "
+                                     f"{report.stats.get('compiler_version', '')}".strip()))
+    return results
+
+
+def _run(cmd: list[str], exe: str, path: str, timeout_s: int) -> "subprocess.CompletedProcess[str]":
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s + 30)
     except subprocess.TimeoutExpired:
@@ -143,16 +224,62 @@ def compile_tflite(path: "str | os.PathLike[str]", out_dir: "str | os.PathLike[s
         text = (proc.stderr + "\n" + proc.stdout).strip().splitlines()
         first = next((ln for ln in text if "error" in ln.lower()), text[0] if text else "no output")
         raise CompilerError(f"{path}: {COMPILER} failed (exit {proc.returncode}): {first.strip()}")
-    stem = os.path.splitext(os.path.basename(path))[0]
-    output_path = os.path.join(out_dir, f"{stem}_edgetpu.tflite")
-    log_path = os.path.join(out_dir, f"{stem}_edgetpu.log")
-    log_text = None
-    if os.path.exists(log_path):
-        with open(log_path, encoding="utf-8", errors="replace") as f:
-            log_text = f.read()
-    else:
-        log_path = None
-    report = parse_compiler_output(proc.stdout, log_text, model=path)
-    return CompileResult(report=report, compiled=True,
-                         output_path=output_path if os.path.exists(output_path) else None, log_path=log_path,
-                         message=f"compiled with {COMPILER} {report.stats.get('compiler_version', '')}".strip())
+    return proc
+
+
+def split_compiler_output(text: str) -> list[str]:
+    """stdout of one compiler run cut into one chunk per model (or segment), each from its "Input model:" line to
+    the next one (the operator table printed with -s stays with its model)."""
+    chunks: list[list[str]] = []
+    for line in text.splitlines():
+        if re.match(r"^\s*Input( model)?:", line):
+            chunks.append([])
+        if chunks:
+            chunks[-1].append(line)
+    return ["\n".join(c) for c in chunks] or [text]
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Edge TPU runtime versions
+
+RUNTIME_TOO_OLD = re.compile(r"Package requires runtime version \((\d+)\), which is newer than this runtime version "
+                             r"\((\d+)\)")
+"""libedgetpu's error for a model compiled for a newer runtime (google-coral/edgetpu#435, google-coral/pycoral#50)."""
+
+
+def installed_runtime_version() -> int | None:
+    """The Edge TPU runtime (libedgetpu) version pycoral reports, e.g. 14; None without pycoral/libedgetpu."""
+    try:
+        from pycoral.utils.edgetpu import get_runtime_version  # Coral's pycoral (not PyPI's "pycoral")
+    except Exception:  # not installed, or libedgetpu cannot load
+        return None
+    try:
+        text = str(get_runtime_version())
+    except Exception:  # pragma: no cover - depends on the driver
+        return None
+    m = re.search(r"RuntimeVersion\((\d+)\)", text) or re.search(r"(\d+)\s*$", text)
+    return int(m.group(1)) if m else None
+
+
+def runtime_version_flag(requested: int | None = None) -> tuple[int | None, str]:
+    """(version to pass as --min_runtime_version, where it came from): the one asked for, else the installed one,
+    else None (the compiler's default: the newest runtime it knows)."""
+    if requested is not None:
+        if not isinstance(requested, int) or requested < 1:
+            raise CompilerError(f"--min-runtime: expected a runtime version >= 1 (e.g. 13), got {requested!r}")
+        return requested, "asked for"
+    installed = installed_runtime_version()
+    if installed is not None:
+        return installed, "installed Edge TPU runtime (pycoral)"
+    return None, "compiler default (no Edge TPU runtime found; name one with --min-runtime)"
+
+
+def runtime_mismatch_message(path: str, error_text: str) -> str | None:
+    """One line for libedgetpu's "requires runtime version" failure, with both versions and the fix; else None."""
+    m = RUNTIME_TOO_OLD.search(error_text)
+    if not m:
+        return None
+    need, have = int(m.group(1)), int(m.group(2))
+    return (f"{path}: compiled for Edge TPU runtime {need}, but the installed runtime is {have}: recompile with "
+            f"`edgetpu-models compile MODEL.tflite --min-runtime {have}` (edgetpu_compiler -m {have}) or update "
+            f"libedgetpu to {need} or newer (https://coral.ai/software/#edgetpu-runtime)")

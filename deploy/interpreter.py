@@ -82,8 +82,11 @@ def make_interpreter(path: "str | os.PathLike[str]", threads: int | None = None,
                 interp = coral_make(path)
                 interp.allocate_tensors()
             except (RuntimeError, ValueError) as e:
+                from edgetpu_models.deploy.compiler import runtime_mismatch_message
+
                 first = str(e).splitlines()[0] if str(e) else type(e).__name__
-                raise ModelFileError(f"{path}: the Edge TPU runtime cannot load it ({first})") from None
+                line = runtime_mismatch_message(path, str(e))
+                raise ModelFileError(line or f"{path}: the Edge TPU runtime cannot load it ({first})") from None
             # an uncompiled file has nothing for the delegate: every op runs on the CPU, and the name says so
             return interp, "pycoral (Edge TPU)" if compiled else "pycoral (CPU: file not compiled for the Edge TPU)"
         if compiled or prefer == "pycoral":

@@ -4,7 +4,8 @@ It says what a model file needs to be used: the model it came from, its input si
 class names, and (for an int8 .tflite) the input/output quantization and calibration. `write_sidecar` is the one
 writer and writes the model file, the JSON and the labels as one unit; `read_sidecar` is the one reader. Files
 written by earlier versions still load: `X.meta.json` (old `quantize`), and a training run's `train_config.json` +
-`labels.txt` beside its `model.keras`. A compiled `X_edgetpu.tflite` uses the sidecar of `X.tflite`.
+`labels.txt` beside its `model.keras`. A compiled `X_edgetpu.tflite` uses the sidecar of `X.tflite`, and a pipeline
+segment `X_segment_1_of_2.tflite` the sidecar of the whole model `X.tflite`.
 
 Paths named inside a sidecar (the labels file) are file names in the model's own folder; a sidecar cannot point
 elsewhere.
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass, field, replace
 from typing import Any, Sequence
 
@@ -189,8 +191,12 @@ def read_sidecar(model_path: "str | os.PathLike[str]") -> Sidecar | None:
     model_path = os.fspath(model_path)
     base = os.path.splitext(model_path)[0]
     candidates = [base + ".json", base + ".meta.json"]
-    if base.endswith("_edgetpu"):
-        candidates.append(base[: -len("_edgetpu")] + ".json")
+    if base.endswith("_edgetpu"):  # the compiler writes X_edgetpu.tflite beside X.tflite
+        base = base[: -len("_edgetpu")]
+        candidates.append(base + ".json")
+    whole = re.sub(r"_segment_\d+_of_\d+$", "", base)  # a pipeline segment (`partition`): the whole model's
+    if whole != base:
+        candidates.append(whole + ".json")
     for path in candidates:
         data = _read_json(path)
         if data is not None:

@@ -15,7 +15,7 @@ from edgetpu_models.layer_graph import Layer, LayerGraph
 from edgetpu_models.nas.latency import calibrate as cal
 from edgetpu_models.nas.latency import estimator as latency
 from edgetpu_models.nas.latency import targets
-from edgetpu_models.nas.latency.apm import cost_graph, graph_terms, param_bytes, terms_latency_ms
+from edgetpu_models.nas.latency.apm import cost_graph, graph_terms, terms_latency_ms
 from edgetpu_models.nas.latency.estimator import LatencyEstimate, estimate, estimate_graph, estimate_spec, list_targets
 from edgetpu_models.nas.latency.frontends import spec_graph
 from edgetpu_models.spec import spec_from_dict
@@ -107,15 +107,35 @@ def test_paper_fused_block_wins_shallow_and_large_loses_deep_and_small():
     assert fused > 1.5 * dw
 
 
-def test_paper_5x5_costs_less_than_mac_ratio_when_shallow_in_deep_out():
+def _conv_ms(size: int, cin: int, cout: int, k: int) -> float:
+    """One k x k convolution on a size x size map, alone (no transfers, no invoke overhead)."""
+    layer = Layer("conv", "conv2d", ("input",), (size, size, cin), (size, size, cout), kernel=k)
+    c = latency.load_target("coral-usb").constants
+    rows = cost_graph(LayerGraph("one_conv", (size, size, cin), (layer,)), c)[0]
+    return sum(r.ms for r in rows if r.name == "conv")
+
+
+def test_paper_5x5_cost_depends_on_the_shapes():
     mac_ratio = 25 / 9
-    # shallow input (16) and deep output (256) on 56x56: far below the MAC ratio
-    shallow = block_ms("conv", 112, 16, 1, 256, 5) / block_ms("conv", 112, 16, 1, 256, 3)
-    # deep input and output (256 -> 256) on 32x32: close to the MAC ratio
-    deep = block_ms("conv", 64, 256, 1, 256, 5) / block_ms("conv", 64, 256, 1, 256, 3)
-    assert shallow < 0.7 * mac_ratio
-    assert deep > 0.85 * mac_ratio
-    assert deep > shallow + 0.5
+    # the paper's Fig. 4 bottom (20 us vs 27 us, a small layer): shallow input (16), deep output (256) on a map that
+    # one round of the tile grid covers: drain-dominated, the 5x5 kernel costs far less than its MAC ratio
+    assert _conv_ms(4, 16, 256, 5) / _conv_ms(4, 16, 256, 3) < 0.7 * mac_ratio
+    # Fig. 4 top (414 us vs 1122 us, 2.71x): deep input and output: close to the MAC ratio
+    assert _conv_ms(32, 256, 256, 5) / _conv_ms(32, 256, 256, 3) > 0.85 * mac_ratio
+    # on a large map the weights are fetched again for every round of output positions (nas.apm.weight_passes):
+    # the same shallow layer then costs its weight ratio, which is the MAC ratio
+    assert _conv_ms(56, 16, 256, 5) / _conv_ms(56, 16, 256, 3) > 0.85 * mac_ratio
+
+
+def test_high_resolution_full_convolutions_are_bound_by_weight_traffic():
+    """The EfficientNet-EdgeTPU fused blocks at 112-150 px: weights travel once per round of output positions."""
+    est = estimate("efficientnet_edgetpu_l")
+    bounds = {r.name: r.bound for r in est.layers}
+    assert bounds["blocks_0_0_conv_exp"] == "weights"
+    # the same layer on a 4x4 map (one round) is compute-bound
+    layer = Layer("conv", "conv2d", ("input",), (4, 4, 32), (4, 4, 128), kernel=3)
+    c = latency.load_target("coral-usb").constants
+    assert cost_graph(LayerGraph("g", (4, 4, 32), (layer,)), c)[0][1].bound == "compute"
 
 
 def test_zoo_ordering_on_coral_usb():
@@ -127,12 +147,15 @@ def test_zoo_ordering_on_coral_usb():
 
 
 def test_parameter_cache_and_streaming():
+    from edgetpu_models.nas.latency.memory import MemoryConstants, layer_param_bytes
+
     small = estimate("efficientnet_edgetpu_s")
     graph = calibration_graph("ResNet50_299")
     big = estimate(graph)
-    total = sum(param_bytes(layer) for layer in graph.layers if layer.op not in ("reshape", "dropout"))
+    total = sum(layer_param_bytes(layer) for layer in graph.layers)
     assert small.off_chip_param_bytes == 0 and small.on_chip_param_bytes > 5_000_000
-    assert big.on_chip_param_bytes == 8 * 1024 * 1024
+    # whole layers are cached until the SRAM left after the reserve is full; never all 8 MiB
+    assert 6_000_000 < big.on_chip_param_bytes <= 8 * 1024 * 1024 - MemoryConstants().reserved_bytes
     assert big.on_chip_param_bytes + big.off_chip_param_bytes == total
     assert any(layer.bound == "param_stream" for layer in big.layers)
     # streamed bytes cost link time: a slower host link makes only the streaming model much slower
@@ -179,9 +202,22 @@ def test_coral_usb_leave_one_out_meets_the_bar():
     assert len(rows) >= 8
     result = cal.run_calibration("coral-usb", rows, cal.calibration_graphs(rows))
     assert result.spearman >= 0.9
-    assert result.median_abs_error <= 0.20
+    assert result.median_abs_error <= 0.119  # no worse than before the memory and weight-traffic terms
     stored = latency.load_target("coral-usb").data["calibration"]["leave_one_out"]
-    assert stored["spearman"] >= 0.9 and stored["median_abs_error"] <= 0.20
+    assert stored["spearman"] >= 0.9 and stored["median_abs_error"] <= 0.119
+
+
+def test_efficientnet_edgetpu_within_15_percent_of_corals_published_usb_latency():
+    """Held out (never fitted): the latencies on Coral's models page (nas/latency/targets/coral_models_page.csv)."""
+    import csv
+
+    path = os.path.join(targets.targets_dir(), "coral_models_page.csv")
+    with open(path, encoding="utf-8") as f:
+        rows = [r for r in csv.DictReader(line for line in f if not line.startswith("#")) if r["zoo"] != "-"]
+    assert {r["zoo"] for r in rows} == {f"efficientnet_edgetpu_{v}" for v in "sml"}
+    for r in rows:
+        predicted = estimate(r["zoo"], "coral-usb").latency_ms
+        assert abs(predicted / float(r["usb_ms"]) - 1) <= 0.15, (r["model"], predicted)
 
 
 @pytest.fixture

@@ -76,19 +76,79 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_compile(args: argparse.Namespace) -> int:
-    from edgetpu_models.deploy.compiler import compile_tflite
+    from edgetpu_models.deploy.compiler import compile_models, runtime_version_flag
 
-    result = compile_tflite(args.file, args.out_dir, timeout_s=args.timeout)
-    if not result.compiled:
-        print(result.message)
+    files = [args.file] + list(args.more)
+    runtime, source = runtime_version_flag(args.min_runtime)
+    results = compile_models(files, args.out_dir, timeout_s=args.timeout, segments=args.segments,
+                             min_runtime_version=runtime)
+    if not results[0].compiled:
+        print(results[0].message)
+    elif not args.json:
+        print(f"--min_runtime_version: {runtime if runtime is not None else 'not passed'} ({source})")
     if args.json:
-        print(json.dumps({"compiled": result.compiled, "output_path": result.output_path,
-                          "log_path": result.log_path, "report": result.report.to_dict()}, indent=1))
+        print(json.dumps([{"compiled": r.compiled, "output_path": r.output_path, "log_path": r.log_path,
+                           "min_runtime_version": runtime, "report": r.report.to_dict()} for r in results]
+                         if len(results) > 1 else {"compiled": results[0].compiled,
+                                                   "output_path": results[0].output_path,
+                                                   "log_path": results[0].log_path, "min_runtime_version": runtime,
+                                                   "report": results[0].report.to_dict()}, indent=1))
     else:
-        print(result.report.format())
-        if result.output_path:
-            print(f"\nwrote {os.path.abspath(result.output_path)}")
-    return 0 if result.report.fully_mapped else 1
+        for r in results:
+            if len(results) > 1:
+                print(f"\n== {os.path.basename(r.output_path or r.report.model)}")
+            print(r.report.format())
+            if r.output_path:
+                print(f"\nwrote {os.path.abspath(r.output_path)}")
+    return 0 if all(r.report.fully_mapped for r in results) else 1
+
+
+def cmd_partition(args: argparse.Namespace) -> int:
+    from edgetpu_models.deploy.partition import format_plan, plan_partition, write_segments
+
+    plan = plan_partition(args.file, args.segments, args.target)
+    paths = write_segments(plan, args.out) if args.segments > 1 else []
+    compiled = _compiler_cuts(args, plan) if args.segments > 1 else None
+    if args.json:
+        d = plan.to_dict()
+        d["files"] = paths
+        if compiled is not None:
+            d["edgetpu_compiler"] = compiled
+        print(json.dumps(d, indent=1))
+        return 0
+    print(f"{os.path.basename(args.file)} on {args.segments} x {plan.target} (predicted by the latency model)")
+    print(format_plan(plan))
+    for path in paths:
+        print(f"wrote {os.path.abspath(path)}")
+    if compiled is not None:
+        same = sum(1 for c in compiled[1:] if c["same_cut"])
+        print(f"edgetpu_compiler --num_segments {args.segments}: {same} of {len(compiled) - 1} cut points the same "
+              f"as ours")
+        for i, c in enumerate(compiled):
+            print(f"  segment {i}: compiler input {c['input_tensor']}, ours {c['ours']}; compiler "
+                  f"{c['on_chip_used']} cached, {c['off_chip_used']} streamed")
+    return 0
+
+
+def _compiler_cuts(args: argparse.Namespace, plan) -> list | None:
+    """What edgetpu_compiler --num_segments makes of the same model (None when it is not installed): per segment,
+    its input tensor (the compiler's cut), ours, and the compiler's cached/streamed bytes."""
+    import tempfile
+
+    from edgetpu_models.deploy.compiler import compile_models, find_compiler
+    from edgetpu_models.tflite_reader import read_tflite
+
+    if find_compiler() is None:
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        results = compile_models([args.file], tmp, segments=args.segments)
+        out = []
+        for r, ours in zip(results, plan.segments):
+            cut = read_tflite(r.output_path).input_tensors()[0].name if r.output_path else None
+            out.append({"input_tensor": cut, "ours": ours.input_tensor, "same_cut": cut == ours.input_tensor,
+                        "on_chip_used": r.report.stats.get("on_chip_used"),
+                        "off_chip_used": r.report.stats.get("off_chip_used")})
+    return out
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -116,7 +176,23 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("compile", help="run edgetpu_compiler (or, without it, the compatibility check)")
     p.add_argument("file", metavar="FILE.tflite")
+    p.add_argument("more", nargs="*", metavar="FILE.tflite",
+                   help="more models to co-compile with the first (they share the parameter cache in this order)")
+    p.add_argument("--segments", type=bounded_int(1, 64), help="cut the model for a pipeline of N Edge TPUs "
+                                                          "(edgetpu_compiler --num_segments N)")
+    p.add_argument("--min-runtime", type=bounded_int(1, 1000), metavar="VERSION",
+                   help="oldest Edge TPU runtime the file must run on (--min_runtime_version; default: the "
+                        "installed runtime's version, from pycoral)")
     p.add_argument("--out-dir", help="output folder (default: beside the model)")
     p.add_argument("--timeout", type=bounded_int(1, 86_400), default=180, help="compiler timeout in seconds")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_compile)
+
+    p = sub.add_parser("partition", help="cut an int8 .tflite into N segments for a pipeline of N Edge TPUs "
+                                         "(cut points from the latency model)")
+    p.add_argument("file", metavar="MODEL.tflite")
+    p.add_argument("--segments", type=bounded_int(1, 64), required=True, help="number of Edge TPUs")
+    p.add_argument("--target", default="coral-usb", help="Edge TPU target of each segment (default coral-usb)")
+    p.add_argument("--out", metavar="DIR", help="folder for the segment files (default: beside the model)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_partition)

@@ -12,6 +12,8 @@ from edgetpu_models.tables import fmt_int, format_table
 
 
 def cmd_estimate(args: argparse.Namespace) -> int:
+    if args.more:
+        return _estimate_cocompiled(args)
     if args.server:
         result = _estimate_remote(args)
     else:
@@ -31,6 +33,31 @@ def cmd_estimate(args: argparse.Namespace) -> int:
              r["bound"])
             for r in result["layers"]]
     print(format_table(("layer", "op", "output", "MACs", "ms", "bound"), rows, right=(3, 4)))
+    return 0
+
+
+def _estimate_cocompiled(args: argparse.Namespace) -> int:
+    """Several models co-compiled for one Edge TPU, in the order given."""
+    from edgetpu_models.nas.latency.cocompile import estimate_cocompiled
+
+    if args.server:
+        raise EdgeTPUModelsError("--server: co-compiled estimates are made here; drop --server or give one model")
+    models = [args.model] + list(args.more)
+    results = estimate_cocompiled(models, args.target, resolution=args.resolution, variant=args.variant)
+    if args.json:
+        print(json.dumps({"target": args.target, "models": [
+            {"model": m, "latency_ms": e.latency_ms, "cached_bytes": p.cached_bytes,
+             "streamed_bytes": p.streamed_bytes, "cache_budget_bytes": p.cache_budget_bytes}
+            for m, (e, p) in zip(models, results)]}))
+        return 0
+    mib = 1024 * 1024
+    rows = [(str(i), m, f"{p.cache_budget_bytes / mib:.2f}", f"{p.cached_bytes / mib:.2f}",
+             f"{p.streamed_bytes / mib:.2f}", f"{e.latency_ms:.3f}") for i, (m, (e, p)) in
+            enumerate(zip(models, results))]
+    print(f"co-compiled for one Edge TPU ({args.target}), parameters cached in this order:")
+    print(format_table(("#", "model", "cache left MiB", "cached MiB", "streamed MiB", "ms"), rows,
+                       right=(2, 3, 4, 5)))
+    print(f"cache remaining after all: {results[-1][1].remaining_bytes / mib:.2f} MiB")
     return 0
 
 
@@ -109,6 +136,9 @@ def _calibrate_cpu(args: argparse.Namespace, target) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("estimate", help="latency of a model on a target (Edge TPU model, CPU predictor or measured)")
     add_model_args(p, help="zoo name, spec file (.yaml), Keras model (.keras/.h5) or int8 .tflite")
+    p.add_argument("more", nargs="*", metavar="MODEL",
+                   help="further models co-compiled after the first: each gets the parameter cache the ones before "
+                        "it left (Edge TPU targets)")
     p.add_argument("--target", default="coral-usb",
                    help="coral-usb, coral-usb-std, coral-devboard, pixel4, cpu, cpu-measured (default coral-usb)")
     p.add_argument("--threads", type=threads_arg, help="CPU threads for cpu-measured (default: the target file's)")

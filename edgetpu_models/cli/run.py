@@ -7,6 +7,7 @@ import json
 import os
 
 from edgetpu_models.cli.args import add_trust_arg, bounded_float, bounded_int, fraction_arg, seed_arg, threads_arg
+from edgetpu_models.errors import EdgeTPUModelsError
 from edgetpu_models.tables import format_table
 
 
@@ -14,7 +15,12 @@ def cmd_classify(args: argparse.Namespace) -> int:
     from edgetpu_models.data import load_image
     from edgetpu_models.deploy.classify import Classifier
 
-    clf = Classifier(args.model, labels=args.labels, threads=args.threads)
+    models = [args.model]
+    while args.images and args.images[0].lower().endswith(".tflite"):  # segment files, in pipeline order
+        models.append(args.images.pop(0))
+    if not args.images:
+        raise EdgeTPUModelsError("classify: expected image files after the model (or segment) files")
+    clf = Classifier(models if len(models) > 1 else args.model, labels=args.labels, threads=args.threads)
     # read every image before printing anything: a bad argument is one error line, not a half-printed table
     inputs = [(path, load_image(path, clf.size[0], clf.normalization)) for path in args.images]
     results = [(path, clf.classify(x, top_k=args.top_k)) for path, x in inputs]
@@ -23,7 +29,7 @@ def cmd_classify(args: argparse.Namespace) -> int:
             {"image": path, "ms": r.ms, "predictions": [{"label": p.label, "index": p.index, "score": p.score}
                                                         for p in r.predictions]} for path, r in results]}, indent=1))
         return 0
-    print(f"{os.path.basename(args.model)} on {clf.backend}; input {clf.size[0]}x{clf.size[1]} "
+    print(f"{' + '.join(os.path.basename(m) for m in models)} on {clf.backend}; input {clf.size[0]}x{clf.size[1]} "
           f"{clf._in['dtype'].__name__}")
     rows = []
     for path, r in results:
@@ -41,17 +47,22 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     from edgetpu_models.deploy.benchmark import benchmark
 
     with tqdm(total=args.runs, desc="benchmark", unit="run", leave=False, disable=args.json, delay=0.5) as bar:
-        result = benchmark(args.model, runs=args.runs, warmup=args.warmup, threads=args.threads,
+        result = benchmark(args.model if len(args.model) > 1 else args.model[0], runs=args.runs, warmup=args.warmup,
+                           threads=args.threads,
                            on_run=lambda _i: bar.update(1))
     if args.json:
         print(json.dumps(result.to_dict(), indent=1))
         return 0
     threads = result.threads if result.threads is not None else "default"
-    print(f"{os.path.basename(result.model)} on {result.backend}, threads {threads}: {result.runs} runs after "
+    names = " + ".join(os.path.basename(m) for m in args.model)
+    print(f"{names} on {result.backend}, threads {threads}: {result.runs} runs after "
           f"{result.warmup} warm-up")
     print(format_table(["median ms", "p90 ms", "p99 ms", "mean ms", "min ms"],
                        [[f"{result.median_ms:.3f}", f"{result.p90_ms:.3f}", f"{result.p99_ms:.3f}",
                          f"{result.mean_ms:.3f}", f"{result.min_ms:.3f}"]], right=(0, 1, 2, 3, 4)))
+    if result.pipelined_ms is not None:
+        print(f"pipelined ({len(args.model)} segments overlapped over {result.runs} inputs): "
+              f"{result.pipelined_ms:.3f} ms per result")
     return 0
 
 
@@ -116,8 +127,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, metavar="FILE.html")
     p.set_defaults(func=cmd_report)
 
-    p = sub.add_parser("classify", help="classify images with an exported .tflite (labels/normalisation from X.json)")
-    p.add_argument("model", metavar="MODEL.tflite")
+    p = sub.add_parser("classify", help="classify images with an exported .tflite (labels/normalisation from X.json); "
+                                        "segment files in order run as a pipeline")
+    p.add_argument("model", metavar="MODEL.tflite [SEGMENT.tflite ...]")
     p.add_argument("images", metavar="IMAGE", nargs="+")
     p.add_argument("--top-k", type=bounded_int(1, 100_000), default=3, help="classes to show per image (default 3)")
     p.add_argument("--labels", metavar="FILE", help="class names, one a line (default: the one X.json names)")
@@ -125,8 +137,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_classify)
 
-    p = sub.add_parser("benchmark", help="time a .tflite on this machine (median, p90, p99 ms)")
-    p.add_argument("model", metavar="MODEL.tflite")
+    p = sub.add_parser("benchmark", help="time a .tflite on this machine (median, p90, p99 ms); segment files in "
+                                         "order run as a pipeline")
+    p.add_argument("model", metavar="MODEL.tflite", nargs="+")
     p.add_argument("--runs", type=bounded_int(1, 1_000_000), default=100, help="timed runs (default 100)")
     p.add_argument("--warmup", type=bounded_int(0, 100_000), default=10, help="untimed runs first (default 10)")
     p.add_argument("--threads", type=threads_arg, help="CPU interpreter threads")

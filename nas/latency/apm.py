@@ -27,11 +27,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, fields, replace
-from typing import Any, Mapping, NamedTuple
+from typing import TYPE_CHECKING, Any, Mapping, NamedTuple
 
 from edgetpu_models.errors import TargetError
 from edgetpu_models.layer_graph import Layer, LayerGraph, Op
 from edgetpu_models.nas.latency.types import LayerLatency
+
+if TYPE_CHECKING:
+    from edgetpu_models.nas.latency.memory import MemoryPlan
 
 CALIBRATED = ("compute_efficiency", "vector_efficiency", "act_bytes_per_cycle", "link_mb_per_s", "layer_overhead_us",
               "invoke_overhead_us")
@@ -59,7 +62,8 @@ class EdgeTPUConstants:
     array poorly, and a larger kernel costs less than its MAC ratio there (the paper's Fig. 4)."""
     param_cache_bytes: int = 8 * 1024 * 1024
     weight_bytes_per_cycle: float = 256.0
-    """Bandwidth of the on-chip parameter cache (assumption: 16 bytes per tile per cycle)."""
+    """Bandwidth from the parameter SRAM to the cells. Weights travel once per spatial pass (`weight_passes`), so this
+    bounds full convolutions at high resolution; fitted (calibrated) on the Coral targets."""
     # calibrated
     compute_efficiency: float = 0.5
     """Fraction of the mapped MAC rate that convolutions sustain."""
@@ -75,7 +79,8 @@ class EdgeTPUConstants:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise TargetError(f"{where}: unknown constant(s) {', '.join(unknown)} (allowed: {', '.join(sorted(known))})")
+            raise TargetError(f"{where}: unknown constant(s) {', '.join(unknown)} "
+                              f"(allowed: {', '.join(sorted(known))})")
         if "clock_mhz" not in data:
             raise TargetError(f"{where}: clock_mhz: missing (expected the core clock in MHz)")
         for key, value in data.items():
@@ -164,8 +169,33 @@ def layer_terms(layer: Layer, c: EdgeTPUConstants) -> tuple[int, float, int, int
     return 0, work / (c.tiles * c.cells_per_tile), act_bytes, pbytes
 
 
-def cost_graph(graph: LayerGraph, c: EdgeTPUConstants) -> tuple[list[LayerLatency], int, int]:
-    """Per-layer costs (transfer rows first and last), on-chip and off-chip parameter bytes."""
+def weight_passes(layer: Layer, c: EdgeTPUConstants) -> int:
+    """How many extra times a convolution's cached weights travel from the parameter SRAM to the cells. Output
+    positions are spread over the tile grid and each tile works through its positions one round at a time, all
+    tiles with the same weights (broadcast); a cell holds only the current round's reduction, so the weights are
+    fetched again for every round after the first (the first load overlaps the previous layer). At high resolution
+    this traffic, not the MACs, bounds a full convolution with many weights: the fused blocks of EfficientNet-EdgeTPU
+    at 112-150 px. Dense layers and 1-position maps load their weights once."""
+    shape = layer.output_shape
+    if layer.op not in (Op.CONV2D, Op.DEPTHWISE_CONV2D) or len(shape) != 3:
+        return 0
+    grid = c.tile_grid
+    return -(-shape[0] // grid) * -(-shape[1] // grid) - 1
+
+
+def memory_plan(graph: LayerGraph, c: EdgeTPUConstants, cache_bytes: int | None = None) -> "MemoryPlan":
+    """Which parameters the compiler caches and which it streams (`nas.memory`): the target's SRAM less the reserve
+    and the activations that overflow the narrow memory; whole layers, first fit in graph order, in the chip's padded
+    layout. `cache_bytes` replaces the SRAM size (co-compiled models get what earlier ones left)."""
+    from edgetpu_models.nas.latency.memory import plan_model
+
+    return plan_model(graph, cache_bytes=c.param_cache_bytes if cache_bytes is None else cache_bytes)
+
+
+def cost_graph(graph: LayerGraph, c: EdgeTPUConstants,
+               plan: "MemoryPlan | None" = None) -> tuple[list[LayerLatency], int, int]:
+    """Per-layer costs (transfer rows first and last), on-chip and off-chip parameter bytes. `plan`: the cache
+    allotment to cost with (default: this model alone on the chip; co-compiled models pass theirs)."""
     cycle_ms = 1e-3 / c.clock_mhz  # one cycle in ms
     link_bytes_per_ms = c.link_mb_per_s * 1e3
     overhead_ms = c.layer_overhead_us * 1e-3
@@ -173,26 +203,21 @@ def cost_graph(graph: LayerGraph, c: EdgeTPUConstants) -> tuple[list[LayerLatenc
     weight_ms_per_byte = cycle_ms / c.weight_bytes_per_cycle
     compute_ms = cycle_ms / c.compute_efficiency
     vector_ms = cycle_ms / c.vector_efficiency
-    cache_left = c.param_cache_bytes
-    on_chip = off_chip = 0
+    plan = plan or memory_plan(graph, c)
+    on_chip, off_chip = plan.cached_bytes, plan.streamed_bytes
     rows = [LayerLatency("<input>", "transfer", tuple(graph.input_shape), 0,
                          c.invoke_overhead_us * 1e-3 + _prod(graph.input_shape) / link_bytes_per_ms, "host_link")]
     append = rows.append
-    for layer in graph.layers:
+    for layer, cached, streamed in zip(graph.layers, plan.layer_cached, plan.layer_streamed):
         if layer.op in FREE_OPS:
             append(LayerLatency(layer.name, layer.op, layer.output_shape, 0, 0.0, "free"))
             continue
-        macs, cycles, act_bytes, pbytes = layer_terms(layer, c)
-        cached = pbytes if pbytes <= cache_left else cache_left
-        cache_left -= cached
-        streamed = pbytes - cached
-        on_chip += cached
-        off_chip += streamed
+        macs, cycles, act_bytes, _ = layer_terms(layer, c)
         bound, top = "compute", cycles * (compute_ms if layer.op in CONV_OPS else vector_ms)
         t = act_bytes * act_ms_per_byte
         if t > top:
             bound, top = "activations", t
-        t = cached * weight_ms_per_byte
+        t = cached * weight_passes(layer, c) * weight_ms_per_byte
         if t > top:
             bound, top = "weights", t
         # Streamed parameters must arrive before the layer can run: link time adds to the on-chip time.
@@ -228,19 +253,17 @@ def graph_terms(graph: LayerGraph, c: EdgeTPUConstants) -> GraphTerms:
     import numpy as np
 
     comp, vec, act, cached_l, stream = [], [], [], [], []
-    cache_left = c.param_cache_bytes
-    for layer in graph.layers:
+    plan = memory_plan(graph, c)
+    for layer, cached, streamed in zip(graph.layers, plan.layer_cached, plan.layer_streamed):
         if layer.op in FREE_OPS:
             continue
-        _, cycles, act_bytes, pbytes = layer_terms(layer, c)
-        cached = min(pbytes, cache_left)
-        cache_left -= cached
+        _, cycles, act_bytes, _ = layer_terms(layer, c)
         conv = layer.op in CONV_OPS
         comp.append(cycles if conv else 0.0)
         vec.append(0.0 if conv else cycles)
         act.append(act_bytes)
-        cached_l.append(cached)
-        stream.append(pbytes - cached)
+        cached_l.append(cached * weight_passes(layer, c))
+        stream.append(streamed)
     io_bytes = _prod(graph.input_shape) + _prod(graph.output_shape)
     return GraphTerms(np.array(comp, float), np.array(vec, float), np.array(act, float), np.array(cached_l, float),
                       np.array(stream, float), io_bytes, int(sum(cached_l)), int(sum(stream)))
