@@ -12,9 +12,18 @@ import re
 from typing import Any
 
 from .errors import SpecError
-from .layer_graph import LayerGraph, arch_to_graph
+from .layer_graph import Layer, LayerGraph, arch_to_graph
 from .spec import Arch, Spec, resolve
 from .zoo import ZOO, resolve_model_ref
+
+GROUPED_CONV_LOWERING = "split"
+"""How a grouped convolution (MobilenetEdgeTPU-V2's fused block) is built: "split" = tf.split along channels, one
+Conv2D + BatchNormalization + ReLU per group, Concatenate. Not Keras' native `Conv2D(groups=g)`, because the TFLite int8
+converter turns that into one CONV_2D whose filter depth is in_channels / groups, a form the Edge TPU compiler does not
+map (its CONV_2D needs the filter depth to equal the input depth; see deploy/edgetpu_check.py), whereas SPLIT, CONV_2D
+and CONCATENATION all map (shared/reference/edgetpu_hardware.md). tensorflow/models builds it the same way. Each group
+keeps its own BN so the converter folds it into that group's conv; the split is annotated for QAT (quantize/qat.py).
+Layers are named `<conv>_g<i>`, `<bn>_g<i>`; weights.py slices timm's single grouped tensor into them."""
 
 # keras.applications' EfficientNet initialisers.
 CONV_KERNEL_INITIALIZER = {"class_name": "VarianceScaling",
@@ -48,6 +57,32 @@ def _input_shape(arch: Arch, input_shape: tuple | None) -> tuple[int, int, int]:
     return shape  # type: ignore[return-value]
 
 
+def _conv_bn_act(keras: Any, x: Any, layer: Layer, padding: str, bn_args: dict, relu_max: float | None,
+                 suffix: str = "") -> Any:
+    if layer.op == "conv2d":
+        filters = layer.out_channels // layer.groups
+        x = keras.layers.Conv2D(filters, layer.kernel, strides=layer.stride, padding=padding, use_bias=False,
+                                kernel_initializer=CONV_KERNEL_INITIALIZER, name=layer.name + suffix)(x)
+    else:
+        x = keras.layers.DepthwiseConv2D(layer.kernel, strides=layer.stride, padding=padding, use_bias=False,
+                                         depthwise_initializer=CONV_KERNEL_INITIALIZER, name=layer.name + suffix)(x)
+    if layer.batch_norm:
+        x = keras.layers.BatchNormalization(name=layer.batch_norm + suffix, **bn_args)(x)
+    if layer.activation:
+        x = keras.layers.ReLU(max_value=relu_max, name=f"{layer.name}{suffix}_{layer.activation}")(x)
+    return x
+
+
+def _grouped_conv(keras: Any, x: Any, layer: Layer, padding: str, bn_args: dict, relu_max: float | None) -> Any:
+    """See GROUPED_CONV_LOWERING."""
+    import tensorflow as tf
+
+    assert GROUPED_CONV_LOWERING == "split"
+    parts = tf.split(x, layer.groups, axis=-1, name=f"{layer.name}_split")
+    outs = [_conv_bn_act(keras, part, layer, padding, bn_args, relu_max, f"_g{i}") for i, part in enumerate(parts)]
+    return keras.layers.Concatenate(name=f"{layer.name}_concat")(outs)
+
+
 def build_graph_model(graph: LayerGraph, arch: Arch, input_tensor: Any = None,
                       classifier_activation: str | None = "softmax", model_name: str | None = None):
     """Creates the tf_keras model for a layer graph (one Keras layer, or conv+BN+ReLU, per graph layer)."""
@@ -65,17 +100,14 @@ def build_graph_model(graph: LayerGraph, arch: Arch, input_tensor: Any = None,
     for layer in graph:
         x = tensors[layer.inputs[0]]
         if layer.op in ("conv2d", "depthwise_conv2d"):
-            if layer.op == "conv2d":
-                x = keras.layers.Conv2D(layer.out_channels, layer.kernel, strides=layer.stride, padding="same",
-                                        use_bias=False, kernel_initializer=CONV_KERNEL_INITIALIZER,
-                                        name=layer.name)(x)
+            padding = "same"
+            if layer.padding == "symmetric":  # PyTorch's padding, explicit (a PAD op, which the Edge TPU maps)
+                x = keras.layers.ZeroPadding2D((layer.kernel - 1) // 2, name=f"{layer.name}_pad")(x)
+                padding = "valid"
+            if layer.groups > 1:
+                x = _grouped_conv(keras, x, layer, padding, bn_args, relu_max)
             else:
-                x = keras.layers.DepthwiseConv2D(layer.kernel, strides=layer.stride, padding="same", use_bias=False,
-                                                 depthwise_initializer=CONV_KERNEL_INITIALIZER, name=layer.name)(x)
-            if layer.batch_norm:
-                x = keras.layers.BatchNormalization(name=layer.batch_norm, **bn_args)(x)
-            if layer.activation:
-                x = keras.layers.ReLU(max_value=relu_max, name=f"{layer.name}_{layer.activation}")(x)
+                x = _conv_bn_act(keras, x, layer, padding, bn_args, relu_max)
         elif layer.op == "add":
             if layer.rate > 0:  # drop-connect: drops the whole residual branch per sample; identity at inference
                 x = keras.layers.Dropout(layer.rate, noise_shape=(None, 1, 1, 1), name=f"{layer.block}_drop")(x)

@@ -40,6 +40,10 @@ class Layer:
     """Weights stored for inference, override for front ends that know them exactly (-1: derive from shapes)."""
     kernel_hw: tuple[int, int] | None = None
     """(height, width) of a non-square kernel or window (Inception's 1x7 / 7x1); None: kernel x kernel."""
+    groups: int = 1
+    """conv2d only: a grouped convolution, each output channel seeing in_channels / groups inputs."""
+    padding: str = "same"
+    """"same" (TensorFlow) or "symmetric" ((kernel - 1) // 2 on every side, PyTorch); set only where they differ."""
 
     @property
     def kernel_area(self) -> int:
@@ -58,7 +62,7 @@ class Layer:
         """Trainable parameters: kernels, BN gamma and beta, dense weights and bias (BN moving statistics excluded)."""
         bn = 2 * self.out_channels if self.batch_norm else 0
         if self.op == "conv2d":
-            return self.kernel_area * self.in_channels * self.out_channels + bn
+            return self.kernel_area * self.in_channels // self.groups * self.out_channels + bn
         if self.op == "depthwise_conv2d":
             return self.kernel_area * self.in_channels + bn
         if self.op == "dense":
@@ -70,7 +74,7 @@ class Layer:
         """Multiply-accumulates for one image (convolutions and the classifier; adds and pooling count zero)."""
         if self.op == "conv2d":
             h, w, c = self.output_shape
-            return h * w * c * self.kernel_area * self.in_channels
+            return h * w * c * self.kernel_area * self.in_channels // self.groups
         if self.op == "depthwise_conv2d":
             h, w, c = self.output_shape
             return h * w * c * self.kernel_area
@@ -84,7 +88,7 @@ class Layer:
         if self.weight_params >= 0:
             return self.weight_params
         if self.op == "conv2d":
-            return self.kernel_area * self.in_channels * self.out_channels + self.out_channels
+            return self.kernel_area * self.in_channels // self.groups * self.out_channels + self.out_channels
         if self.op == "depthwise_conv2d":
             return self.kernel_area * self.in_channels + self.out_channels
         if self.op == "dense":
@@ -125,7 +129,8 @@ def _same_out(size: int, stride: int) -> int:
 class _Walker:
     """Appends layers while tracking the current tensor name and shape."""
 
-    def __init__(self, input_shape: tuple[int, int, int]):
+    def __init__(self, input_shape: tuple[int, int, int], padding: str = "same"):
+        self.padding = padding
         self.layers: list[Layer] = []
         self.tensor = "input"
         self.shape: tuple[int, ...] = input_shape
@@ -138,11 +143,13 @@ class _Walker:
         self.tensor, self.shape = name, out_shape
 
     def conv(self, name: str, filters: int, kernel: int, stride: int, bn: str, act: str | None,
-             block: str | None = None, depthwise: bool = False) -> None:
+             block: str | None = None, depthwise: bool = False, groups: int = 1) -> None:
         h, w, c = self.shape
         out = (_same_out(h, stride), _same_out(w, stride), c if depthwise else filters)
+        # Symmetric padding gives the same output size; it differs from SAME only for strided, wider than 1 kernels.
+        padding = self.padding if stride > 1 and kernel > 1 else "same"
         self.add(name, "depthwise_conv2d" if depthwise else "conv2d", out, kernel=kernel, stride=stride,
-                 batch_norm=bn, activation=act, block=block)
+                 batch_norm=bn, activation=act, block=block, groups=groups, padding=padding)
 
 
 def _block_layers(wk: _Walker, b: BlockArgs, act: str) -> None:
@@ -154,7 +161,7 @@ def _block_layers(wk: _Walker, b: BlockArgs, act: str) -> None:
         return
     if b.block == "fused_ibn":
         if expands:
-            wk.conv(f"{p}_conv_exp", b.expand_filters, b.kernel, b.stride, f"{p}_bn1", act, p)
+            wk.conv(f"{p}_conv_exp", b.expand_filters, b.kernel, b.stride, f"{p}_bn1", act, p, groups=b.groups)
             wk.conv(f"{p}_conv_pwl", b.output_filters, 1, 1, f"{p}_bn2", None, p)
         else:  # expansion 1: nothing to fuse, only the linear projection (MobilenetEdgeTPU's first block)
             wk.conv(f"{p}_conv_pwl", b.output_filters, 1, b.stride, f"{p}_bn1", None, p)
@@ -174,7 +181,7 @@ def arch_to_graph(arch: Arch, include_top: bool = True, classes: int = 1000, poo
     """Expands a resolved architecture into its layer graph (keras.applications semantics for the head arguments)."""
     if input_shape is None:
         input_shape = (arch.resolution, arch.resolution, 3)
-    wk = _Walker(tuple(input_shape))
+    wk = _Walker(tuple(input_shape), arch.padding)
     act = arch.activation
     wk.conv("stem_conv", arch.stem.filters, arch.stem.kernel, arch.stem.stride, "stem_bn", act)
     for b in arch.blocks:
