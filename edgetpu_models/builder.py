@@ -18,10 +18,11 @@ from .zoo import ZOO, resolve_model_ref
 
 GROUPED_CONV_LOWERING = "split"
 """How a grouped convolution (MobilenetEdgeTPU-V2's fused block) is built: "split" = tf.split along channels, one
-Conv2D + BatchNormalization + ReLU per group, Concatenate. Not Keras' native `Conv2D(groups=g)`, because the TFLite int8
-converter turns that into one CONV_2D whose filter depth is in_channels / groups, a form the Edge TPU compiler does not
-map (its CONV_2D needs the filter depth to equal the input depth; see deploy/edgetpu_check.py), whereas SPLIT, CONV_2D
-and CONCATENATION all map (shared/reference/edgetpu_hardware.md). tensorflow/models builds it the same way. Each group
+Conv2D + BatchNormalization + ReLU per group, Concatenate. Not Keras' native `Conv2D(groups=g)`: the TFLite int8
+converter (TF 2.21, checked) turns that into one CONV_2D whose filter depth is in_channels / groups, a form Coral's op
+table does not list and the last Edge TPU compiler (v16) predates, so deploy/edgetpu_check.py counts it as unmapped
+rather than risk a CPU fallback from the middle of the network; SPLIT, CONV_2D and CONCATENATION all map
+(shared/reference/edgetpu_hardware.md). tensorflow/models builds it the same way. Each group
 keeps its own BN so the converter folds it into that group's conv; the split is annotated for QAT (quantize/qat.py).
 Layers are named `<conv>_g<i>`, `<bn>_g<i>`; weights.py slices timm's single grouped tensor into them."""
 

@@ -7,14 +7,15 @@ produce the same `LayerGraph` so every consumer sees one structure.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Iterator
 
 from .spec import Arch, BlockArgs
 
 OPS = ("conv2d", "depthwise_conv2d", "add", "global_avg_pool", "global_max_pool", "dropout", "dense",
        # Ops that Keras-applications networks and converted .tflite files add (the latency front ends emit them):
-       "max_pool2d", "avg_pool2d", "concat", "pad", "mul", "activation", "reshape", "softmax", "quantize")
+       "max_pool2d", "avg_pool2d", "concat", "pad", "mul", "activation", "reshape", "softmax", "quantize",
+       "split")  # split: the channel split of a grouped convolution as the builder lowers it (`lowered`)
 """Spec graphs use the first seven. `kernel`/`stride` also describe the window of max_pool2d/avg_pool2d; a `mul` or
 `add` with one input works against constants (a standalone BatchNormalization is one per-channel affine `mul`);
 `reshape` (flatten, squeeze) moves no data."""
@@ -197,3 +198,32 @@ def arch_to_graph(arch: Arch, include_top: bool = True, classes: int = 1000, poo
         wk.add(f"{pooling}_pool", f"global_{pooling}_pool", (c,))
     return LayerGraph(name=arch.name if arch.variant is None else f"{arch.name}_{arch.variant}",
                       input_shape=tuple(input_shape), layers=tuple(wk.layers))
+
+
+def lowered(graph: LayerGraph) -> LayerGraph:
+    """The graph in the ops the builder emits and the int8 converter keeps, for latency costing: a grouped conv2d
+    becomes split + one conv2d per group + concat (builder.GROUPED_CONV_LOWERING; per-group MACs and weights, plus the
+    data the split and concatenation move), and a symmetric-padded conv gets its explicit pad. Same params and MACs."""
+    if all(layer.groups == 1 and layer.padding == "same" for layer in graph.layers):
+        return graph
+    out: list[Layer] = []
+    for layer in graph.layers:
+        if layer.padding == "symmetric":
+            p = (layer.kernel - 1) // 2
+            h, w, c = layer.input_shape
+            pad = Layer(f"{layer.name}_pad", "pad", layer.inputs, layer.input_shape, (h + 2 * p, w + 2 * p, c),
+                        block=layer.block)
+            out.append(pad)
+            layer = replace(layer, inputs=(pad.name,), padding="same")  # same costs once the pad is explicit
+        if layer.groups == 1:
+            out.append(layer)
+            continue
+        g, (h, w, cin), (oh, ow, cout) = layer.groups, layer.input_shape, layer.output_shape
+        split = Layer(f"{layer.name}_split", "split", layer.inputs, layer.input_shape, layer.input_shape,
+                      block=layer.block)
+        parts = [replace(layer, name=f"{layer.name}_g{i}", inputs=(split.name,), input_shape=(h, w, cin // g),
+                         output_shape=(oh, ow, cout // g), groups=1,
+                         batch_norm=f"{layer.batch_norm}_g{i}" if layer.batch_norm else None) for i in range(g)]
+        out += [split, *parts, Layer(layer.name, "concat", tuple(p.name for p in parts), (oh, ow, cout // g),
+                                     layer.output_shape, block=layer.block)]
+    return replace(graph, layers=tuple(out))

@@ -1,8 +1,7 @@
-"""MobilenetEdgeTPU-V2 Tiny/XS/S/M/L (keras.applications-style constructors over `searched_archs/mobilenet_edgetpu_v2.yaml`).
+"""MobilenetEdgeTPU-V2 Tiny/XS/S/M/L: keras.applications-style constructors over `searched_archs/mobilenet_edgetpu_v2.yaml`.
 
 The variants normalise their input differently (timm's pretrained configs: ImageNet mean/std for XS, S and L, 0.5/0.5
-for M's published checkpoint; Tiny follows tensorflow/models' ImageNet mean/std), so each has its own preprocess function;
-`preprocess_input(x, variant=...)` picks one.
+for M's published checkpoint; Tiny: ImageNet mean/std), so `preprocess_input(x, variant=...)` takes the variant.
 """
 
 from __future__ import annotations
@@ -22,7 +21,7 @@ MobilenetEdgeTPUV2L = _factory("mobilenet_edgetpu_v2_l", "MobilenetEdgeTPU-V2-L"
 
 
 def preprocess_input(x: Any, data_format: str | None = None, variant: str = "s") -> Any:
-    """uint8-range pixels -> model input for `variant` (one of tiny, xs, s, m, l): (x - mean) / std with its constants."""
+    """uint8-range pixels -> model input for `variant` (tiny, xs, s, m or l): (x - mean) / std with its constants."""
     if variant not in VARIANTS:
         from .errors import SpecError
         raise SpecError(f"variant: expected one of {', '.join(VARIANTS)}, got {variant!r}")

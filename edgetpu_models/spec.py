@@ -311,7 +311,8 @@ def spec_from_dict(data: Any, source: str | None = None) -> Spec:
         raise SpecError(f"{where}: default_variant: expected one of {', '.join(variants) or '(no variants defined)'}, "
                         f"got {default_variant!r}")
     return Spec(name=d["name"], stem=stem, stages=stages, head=head,
-                activation=d.get("activation", "relu"), padding=d.get("padding", "same"), batch_norm=bn, normalization=norm,
+                activation=d.get("activation", "relu"), padding=d.get("padding", "same"), batch_norm=bn,
+                normalization=norm,
                 dropout=float(d.get("dropout", 0.2)), drop_connect=float(d.get("drop_connect", 0.2)),
                 resolution=int(d.get("resolution", 224)), variants=variants, default_variant=default_variant,
                 source=source)

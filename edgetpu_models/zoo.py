@@ -34,8 +34,8 @@ ZOO: dict[str, ZooEntry] = {e.name: e for e in (
     ZooEntry("mobilenet_edgetpu_v2_tiny", "mobilenet_edgetpu_v2.yaml", "tiny", "MobilenetEdgeTPU-V2-Tiny"),
     ZooEntry("mobilenet_edgetpu_v2_xs", "mobilenet_edgetpu_v2.yaml", "xs", "MobilenetEdgeTPU-V2-XS"),
     ZooEntry("mobilenet_edgetpu_v2_s", "mobilenet_edgetpu_v2.yaml", "s", "MobilenetEdgeTPU-V2-S"),
-    ZooEntry("mobilenet_edgetpu_v2_m", "mobilenet_edgetpu_v2.yaml", "m", "MobilenetEdgeTPU-V2-M", "mobilenet_edgetpu_v2_m",
-             "ra4_e3600_r224_in1k"),
+    ZooEntry("mobilenet_edgetpu_v2_m", "mobilenet_edgetpu_v2.yaml", "m", "MobilenetEdgeTPU-V2-M",
+             "mobilenet_edgetpu_v2_m", "ra4_e3600_r224_in1k"),
     ZooEntry("mobilenet_edgetpu_v2_l", "mobilenet_edgetpu_v2.yaml", "l", "MobilenetEdgeTPU-V2-L"),
 )}
 

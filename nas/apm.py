@@ -30,7 +30,7 @@ from dataclasses import dataclass, fields, replace
 from typing import Any, Mapping, NamedTuple
 
 from edgetpu_models.errors import TargetError
-from edgetpu_models.layer_graph import Layer, LayerGraph
+from edgetpu_models.layer_graph import Layer, LayerGraph, lowered
 
 CALIBRATED = ("compute_efficiency", "vector_efficiency", "act_bytes_per_cycle", "link_mb_per_s", "layer_overhead_us",
               "invoke_overhead_us")
@@ -182,6 +182,7 @@ def layer_terms(layer: Layer, c: EdgeTPUConstants) -> tuple[int, float, int, int
 
 def cost_graph(graph: LayerGraph, c: EdgeTPUConstants) -> tuple[list[LayerLatency], int, int]:
     """Per-layer costs (transfer rows first and last), on-chip and off-chip parameter bytes."""
+    graph = lowered(graph)  # grouped convs as split + per-group convs + concat, explicit pads: what the chip runs
     cycle_ms = 1e-3 / c.clock_mhz  # one cycle in ms
     link_bytes_per_ms = c.link_mb_per_s * 1e3
     overhead_ms = c.layer_overhead_us * 1e-3
@@ -243,6 +244,7 @@ class GraphTerms(NamedTuple):
 def graph_terms(graph: LayerGraph, c: EdgeTPUConstants) -> GraphTerms:
     import numpy as np
 
+    graph = lowered(graph)
     comp, vec, act, cached_l, stream = [], [], [], [], []
     cache_left = c.param_cache_bytes
     for layer in graph.layers:

@@ -33,7 +33,7 @@ from functools import lru_cache
 from typing import Any, Callable, Iterable, Sequence
 
 from edgetpu_models.errors import EdgeTPUModelsError, ModelFileError, TargetError
-from edgetpu_models.layer_graph import Layer, LayerGraph
+from edgetpu_models.layer_graph import Layer, LayerGraph, lowered
 from edgetpu_models.spec import Spec, spec_from_dict, make_divisible
 
 from .apm import param_bytes
@@ -160,6 +160,7 @@ def _load_predictor(path: str, _mtime: int) -> Predictor:
 
 
 def predict_graph(graph: LayerGraph, target: Target) -> LatencyEstimate:
+    graph = lowered(graph)  # grouped convs as the split + per-group kernels + concat that LiteRT runs
     pred = load_predictor(target)
     rows = [LayerLatency("<invoke>", "invoke", tuple(graph.input_shape), 0, pred.invoke_ms, "invoke")]
     pbytes = 0
