@@ -78,7 +78,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         if action.dest == "model":
             action.help = "zoo name, spec file (.yaml), Keras model (.keras/.h5) or int8 .tflite"
     p.add_argument("--target", default="coral-usb",
-                   help="coral-usb, coral-usb-std, coral-devboard, pixel4, cpu, cpu-measured (default coral-usb)")
+                   help="coral-usb, coral-usb-std, coral-devboard, pixel4, pixel6, cpu, cpu-measured "
+                        "(default coral-usb)")
     p.add_argument("--threads", type=int,
                    help="CPU threads for cpu-measured (default: the target file's; sets EDGETPU_MODELS_CPU_THREADS)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
@@ -86,7 +87,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_estimate)
 
     p = sub.add_parser("calibrate", help="fit a target's free constants to measurements and rewrite its file")
-    p.add_argument("--target", required=True, help="coral-usb, coral-devboard, pixel4 or cpu")
+    p.add_argument("--target", required=True, help="coral-usb, coral-devboard, pixel4, pixel6 or cpu")
     p.add_argument("--reuse-graphs", action="store_true",
                    help="fit from the stored calibration graphs instead of rebuilding and converting the models")
     p.add_argument("--work-dir", help="where converted .tflite files are kept (resume); default ~/.cache/edgetpu_models")
