@@ -149,3 +149,32 @@ def test_v1_depth_multipliers_scale_the_head():
     assert heads == {"mobilenet_edgetpu_075": 1280, "mobilenet_edgetpu_125": 1600, "mobilenet_edgetpu_175": 2240}
     m = mobilenet_edgetpu.MobilenetEdgeTPU(depth_multiplier=1.75, input_shape=(64, 64, 3), include_top=False)
     assert m.output_shape == (None, 2, 2, 2240)
+
+
+def test_search_space_grouped_fused_block_behind_its_decision():
+    import random
+
+    from edgetpu_models.nas.space import load_space
+
+    default = load_space()
+    assert not any(d.key == "group_size" for d in default.decisions)  # off unless a space lists it
+    space = load_space(os.path.join(os.path.dirname(default.source), "search_space_grouped.yaml"))
+    assert any(d.key == "group_size" for d in space.decisions)
+    rng = random.Random(3)
+    grouped = 0
+    for _ in range(40):
+        point = tuple(rng.randrange(n) for n in space.sizes)
+        spec = space.decode(point)
+        graph = profile(spec)  # every point is a valid spec: group sizes that do not divide decode to full convs
+        grouped += any(layer.groups > 1 for layer in graph)
+        assert space.decode(space.encode(spec), template=spec, name=spec.name) == spec
+    assert grouped > 0
+    assert space.encode("efficientnet_edgetpu_s")  # the published models stay points of the grouped space
+
+
+def test_pixel6_is_fitted_to_v1_and_estimates_every_v2_variant():
+    from edgetpu_models.nas.latency import estimate
+
+    assert abs(estimate("mobilenet_edgetpu", "pixel6").latency_ms / 0.92 - 1) < 0.05
+    for v in ("tiny", "xs", "s", "m", "l"):
+        assert 0.5 < estimate(f"mobilenet_edgetpu_v2_{v}", "pixel6").latency_ms < 3.0
