@@ -122,47 +122,21 @@ def _is_split(layer: Any) -> bool:
     return type(layer).__name__ == "TFOpLambda" and layer.get_config().get("function") == "split"
 
 
-class SplitQuantizeConfig:
-    """tfmot config for tf.split (the builder's grouped convolution): it moves int8 values without changing them, so
-    it has no weights, activations or outputs to fake-quantize (its input is quantized where it is produced)."""
-
-    def get_weights_and_quantizers(self, layer: Any) -> list:
-        return []
-
-    def get_activations_and_quantizers(self, layer: Any) -> list:
-        return []
-
-    def set_quantize_weights(self, layer: Any, quantize_weights: list) -> None:
-        pass
-
-    def set_quantize_activations(self, layer: Any, quantize_activations: list) -> None:
-        pass
-
-    def get_output_quantizers(self, layer: Any) -> list:
-        return []
-
-    def get_config(self) -> dict:
-        return {}
-
-    @classmethod
-    def from_config(cls, config: dict) -> "SplitQuantizeConfig":
-        return cls()
-
-
-def _annotate_splits(model: Any) -> Any:
-    """The model with every tf.split annotated with `SplitQuantizeConfig` (tfmot has no config for TF-op layers)."""
+def _annotate(model: Any) -> Any:
+    """tfmot's quantize_annotate_model, except that tf.split (the builder's grouped convolution) stays unwrapped: tfmot
+    has no config for TF-op layers, and a split moves int8 values without changing them, so there is nothing to
+    fake-quantize (its input is quantized where it is produced; the converter quantizes the op itself)."""
     import tensorflow_model_optimization as tfmot
     import tf_keras as keras
 
     if not any(_is_split(layer) for layer in model.layers):
-        return model
-    base_cls = tfmot.quantization.keras.QuantizeConfig
-    config_cls = type("SplitQuantizeConfig", (SplitQuantizeConfig, base_cls), {})
-    globals()["SplitQuantizeConfig"] = config_cls  # the registered name resolves to a real QuantizeConfig subclass
+        return tfmot.quantization.keras.quantize_annotate_model(model)
 
     def clone(layer: Any) -> Any:
         fresh = layer.__class__.from_config(layer.get_config())
-        return tfmot.quantization.keras.quantize_annotate_layer(fresh, config_cls()) if _is_split(layer) else fresh
+        if _is_split(layer) or isinstance(layer, keras.layers.InputLayer):
+            return fresh
+        return tfmot.quantization.keras.quantize_annotate_layer(fresh)
 
     cloned = keras.models.clone_model(model, clone_function=clone)
     cloned.set_weights(model.get_weights())
@@ -178,8 +152,8 @@ def quantize_model(model: Any, *, fold_bn: bool = True) -> Any:
         return model
     base = fold_batch_norms(model) if fold_bn else model
     try:
-        annotated = tfmot.quantization.keras.quantize_annotate_model(_annotate_splits(base))
-        with tfmot.quantization.keras.quantize_scope({"SplitQuantizeConfig": SplitQuantizeConfig}):
+        annotated = _annotate(base)
+        with tfmot.quantization.keras.quantize_scope():
             return tfmot.quantization.keras.quantize_apply(annotated)
     except (ValueError, RuntimeError, TypeError) as e:
         first = str(e).splitlines()[0] if str(e) else type(e).__name__

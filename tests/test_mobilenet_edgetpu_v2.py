@@ -178,3 +178,39 @@ def test_pixel6_is_fitted_to_v1_and_estimates_every_v2_variant():
     assert abs(estimate("mobilenet_edgetpu", "pixel6").latency_ms / 0.92 - 1) < 0.05
     for v in ("tiny", "xs", "s", "m", "l"):
         assert 0.5 < estimate(f"mobilenet_edgetpu_v2_{v}", "pixel6").latency_ms < 3.0
+
+
+def test_qat_and_int8_export_of_a_grouped_model(tmp_path):
+    """A small V2-style network (1x1 conv block, symmetric padding, a grouped fused block) at 32 x 32: QAT wraps the
+    model around the split and trains; the int8 export maps every op (PAD, SPLIT, per-group CONV_2D, CONCATENATION),
+    and a native grouped CONV_2D would not. (The five V2 variants at 224: benchmarks/export.py.)"""
+    import tensorflow as tf
+
+    from edgetpu_models.deploy.edgetpu_check import check_tflite
+    from edgetpu_models.deploy.export import export_tflite
+    from edgetpu_models.quantize.qat import qat_finetune, quantize_model
+
+    small = {"name": "small_v2", "padding": "symmetric", "stem": {"filters": 16},
+             "stages": [{"block": "conv", "repeats": 1, "kernel": 1, "stride": 1, "expansion": 1, "filters": 16},
+                        {"block": "fused_ibn", "repeats": 1, "kernel": 3, "stride": 2, "expansion": 4, "filters": 32},
+                        {"block": "fused_ibn", "repeats": 2, "kernel": 3, "stride": 1, "expansion": 4, "filters": 32,
+                         "group_size": 64, "continue_stage": True}],
+             "head": {"filters": 64}}
+    model = build_model(spec_from_dict(small), resolution=32, classes=5)
+    qat = quantize_model(model)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(8, 32, 32, 3)).astype(np.float32)
+    ds = tf.data.Dataset.from_tensor_slices((x, rng.integers(0, 5, 8))).batch(4)
+    assert np.isfinite(qat_finetune(qat, ds, 1, progress=False)["loss"])
+    report = check_tflite(export_tflite(qat, tmp_path / "qat.tflite", representative=[x] * 13,
+                                        model_name="tiny").path)
+    assert report.fully_mapped, report.format()
+    assert {"PAD", "SPLIT", "CONCATENATION", "CONV_2D"} <= {row.operator for row in report.rows}
+
+    import tf_keras as keras
+
+    inp = keras.Input((8, 8, 32))
+    native = keras.Model(inp, keras.layers.Conv2D(64, 3, padding="same", groups=2)(inp))
+    bad = check_tflite(export_tflite(native, tmp_path / "native.tflite", representative=[np.ones((100, 8, 8, 32))],
+                                     model_name="native").path)
+    assert not bad.fully_mapped and "grouped convolution (2 groups" in bad.first_cpu_op.reason
