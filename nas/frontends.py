@@ -256,6 +256,8 @@ def keras_graph(model: Any, name: str | None = None) -> LayerGraph:
             emit(Layer(layer.name, "mul", ins, i_shape, o_shape))
         elif cls == "Concatenate":
             emit(Layer(layer.name, "concat", ins, i_shape, o_shape))
+        elif cls == "TFOpLambda" and layer.get_config().get("function") == "split":
+            emit(Layer(layer.name, "split", ins, i_shape, i_shape))  # a grouped conv's split (builder.py)
         elif cls == "ZeroPadding2D":
             if _pad_folds_into_conv(layer, consumer_layers.get(layer.name, [])):
                 tensor[layer.name] = ins[0]  # the converter turns pad + 'valid' conv into one 'same' conv
