@@ -114,9 +114,11 @@ def load_model_ref(ref: "str | os.PathLike[str]", variant: str | None = None, re
             labels = None
         return LoadedModel(model, name, norm, labels, path=path, normalization_source=source)
     from ..builder import build_model
+    from ..preprocessing import normalization_of
     from ..zoo import resolve_model_ref
 
-    spec, _ = resolve_model_ref(ref, variant)
+    spec, chosen = resolve_model_ref(ref, variant)
     model = build_model(ref, variant, resolution=resolution, classes=classes or 1000)
     name = os.fspath(ref) if not os.fspath(ref).endswith((".yaml", ".yml")) else spec.name
-    return LoadedModel(model, name, spec.normalization, None, normalization_source=f"spec {spec.name}")
+    norm = normalization_of(spec, chosen)  # a variant may normalise differently (MobilenetEdgeTPU-V2-M)
+    return LoadedModel(model, name, norm, None, normalization_source=f"spec {spec.name}")
