@@ -1,8 +1,9 @@
 """The one builder: walks a spec's layer graph and creates a tf_keras functional model from plain Keras layers.
 
 tf_keras (Keras 2), not Keras 3: tensorflow-model-optimization's quantization-aware training only wraps Keras 2
-models. Only stock layers are used (Conv2D, DepthwiseConv2D, BatchNormalization, ReLU, Add, Dropout, pooling, Dense)
-so QAT and the int8 converter need no custom-layer handling.
+models. Only stock layers are used (Conv2D, DepthwiseConv2D, BatchNormalization, ReLU, Add, Dropout, pooling, Dense;
+ZeroPadding2D for symmetric padding, and tf.split + Concatenate for grouped convolutions, see GROUPED_CONV_LOWERING)
+so QAT and the int8 converter need no custom-layer handling (QAT leaves the split unwrapped: quantize/qat.py).
 """
 
 from __future__ import annotations
