@@ -124,7 +124,7 @@ class Spec:
 
     def to_dict(self) -> dict[str, Any]:
         """The spec as plain data, in the same layout as the YAML files (round-trips through `spec_from_dict`)."""
-        out: dict[str, Any] = {"name": self.name, "activation": self.activation, "padding": self.padding,
+        out: dict[str, Any] = {"name": self.name, "activation": self.activation,
                                "batch_norm": dataclasses.asdict(self.batch_norm),
                                "normalization": {"mean": list(self.normalization.mean),
                                                  "std": list(self.normalization.std)},
@@ -132,6 +132,8 @@ class Spec:
                                "dropout": self.dropout, "drop_connect": self.drop_connect,
                                "resolution": self.resolution}
         out["stages"] = [_stage_dict(st) for st in self.stages]
+        if self.padding != "same":  # written only where it differs, so existing specs serialise as before
+            out["padding"] = self.padding
         if self.default_variant is not None:
             out["default_variant"] = self.default_variant
         if self.variants:
