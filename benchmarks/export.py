@@ -1,6 +1,6 @@
 """Export benchmark: int8 TFLite export of the zoo models, Edge TPU check, file size and LiteRT CPU latency.
 
-    python benchmarks/export.py                               # S, M, L, MobilenetEdgeTPU (+ the 0.75 variant)
+    python benchmarks/export.py                               # S, M, L, MobilenetEdgeTPU (+ 0.75), V2 Tiny..L
     python benchmarks/export.py --models efficientnet_edgetpu_s
     python benchmarks/export.py --qat --qat-steps 2           # also: QAT wrap + train + export + check, every model
 
@@ -27,7 +27,8 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 MODELS = ("efficientnet_edgetpu_s", "efficientnet_edgetpu_m", "efficientnet_edgetpu_l", "mobilenet_edgetpu",
-          "mobilenet_edgetpu_075")
+          "mobilenet_edgetpu_075", "mobilenet_edgetpu_v2_tiny", "mobilenet_edgetpu_v2_xs", "mobilenet_edgetpu_v2_s",
+          "mobilenet_edgetpu_v2_m", "mobilenet_edgetpu_v2_l")
 LIMIT_S = {"efficientnet_edgetpu_s": (120.0, 3.0)}  # must-show: export of S <= 2 minutes, <= 3 GiB peak
 
 
@@ -142,7 +143,7 @@ def _mapped(on_edgetpu: int, total: int, fully_mapped: bool) -> str:
 
 
 def _print_tables(args: argparse.Namespace, rows: list[dict]) -> None:
-    from edgetpu_models.tables import format_table
+    from edgetpu_models.cli.tables import format_table
 
     headers = ["model", "res", "build s", "export s", "export CPU s", "peak GiB", "int8 MiB", "Edge TPU ops",
                "CPU ms (2 thr)", "load avg"]

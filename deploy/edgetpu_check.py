@@ -198,6 +198,11 @@ def _op_constraint(m: TFLiteModel, op: TFLiteOperator) -> str | None:
             return "dilation differs in x and y"
         if len(op.inputs) > 1 and not m.tensor(op.inputs[1]).is_constant:
             return "weights are not constant"
+        if name == "CONV_2D" and len(op.inputs) > 1:
+            depth, channels = m.tensor(op.inputs[1]).shape[-1], m.tensor(op.inputs[0]).shape[-1]
+            if depth != channels:
+                return (f"grouped convolution ({channels // depth} groups; filter depth {depth} < input depth "
+                        f"{channels}): the compiler maps only full convolutions (split + per-group conv + concat do)")
     if name in ("AVERAGE_POOL_2D", "MAX_POOL_2D", "CONCATENATION") and o.get("fused_activation_function",
                                                                             "NONE") != "NONE":
         return f"fused activation {o['fused_activation_function']} (not allowed on {name})"

@@ -16,9 +16,9 @@ from edgetpu_models.spec import Spec, load_spec, resolve, save_spec, spec_from_d
 from edgetpu_models.zoo import ZOO
 
 __version__ = "0.1.0"
-__all__ = ["build_model", "efficientnet_edgetpu", "mobilenet_edgetpu", "load_spec", "save_spec", "spec_from_dict",
-           "resolve", "Spec", "ZOO", "profile", "EdgeTPUModelsError", "SpecError", "UnknownModelError",
-           "WeightsError"]
+__all__ = ["build_model", "efficientnet_edgetpu", "mobilenet_edgetpu", "mobilenet_edgetpu_v2", "load_spec", "save_spec",
+           "spec_from_dict", "resolve", "Spec", "ZOO", "profile", "EdgeTPUModelsError", "SpecError",
+           "UnknownModelError", "WeightsError"]
 
 
 def build_model(spec_or_path: Any, variant: str | None = None, **kwargs: Any):
@@ -36,6 +36,6 @@ def profile(spec_or_path: Any, variant: str | None = None, **kwargs: Any):
 
 
 def __getattr__(name: str) -> Any:  # lazy submodules keep `import edgetpu_models` free of TensorFlow
-    if name in ("efficientnet_edgetpu", "mobilenet_edgetpu"):
+    if name in ("efficientnet_edgetpu", "mobilenet_edgetpu", "mobilenet_edgetpu_v2"):
         return import_module(f".{name}", __name__)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,8 +1,9 @@
 """The one builder: walks a spec's layer graph and creates a tf_keras functional model from plain Keras layers.
 
 tf_keras (Keras 2), not Keras 3: tensorflow-model-optimization's quantization-aware training only wraps Keras 2
-models. Only stock layers are used (Conv2D, DepthwiseConv2D, BatchNormalization, ReLU, Add, Dropout, pooling, Dense)
-so QAT and the int8 converter need no custom-layer handling.
+models. Only stock layers are used (Conv2D, DepthwiseConv2D, BatchNormalization, ReLU, Add, Dropout, pooling, Dense;
+ZeroPadding2D for symmetric padding, and tf.split + Concatenate for grouped convolutions, see GROUPED_CONV_LOWERING)
+so QAT and the int8 converter need no custom-layer handling (QAT leaves the split unwrapped: quantize/qat.py).
 """
 
 from __future__ import annotations
@@ -16,6 +17,16 @@ from edgetpu_models.layer_graph import Layer, LayerGraph, Op, arch_to_graph
 from edgetpu_models.model_ref import resolve_spec
 from edgetpu_models.spec import Arch, Spec, resolve
 from edgetpu_models.zoo import ZOO
+
+GROUPED_CONV_LOWERING = "split"
+"""How a grouped convolution (MobilenetEdgeTPU-V2's fused block) is built: "split" = tf.split along channels, one
+Conv2D + BatchNormalization + ReLU per group, Concatenate. Not Keras' native `Conv2D(groups=g)`: the TFLite int8
+converter (TF 2.21, checked) turns that into one CONV_2D whose filter depth is in_channels / groups, a form Coral's op
+table does not list and the last Edge TPU compiler (v16) predates, so deploy/edgetpu_check.py counts it as unmapped
+rather than risk a CPU fallback from the middle of the network; SPLIT, CONV_2D and CONCATENATION all map
+(shared/reference/edgetpu_hardware.md). tensorflow/models builds it the same way. Each group
+keeps its own BN so the converter folds it into that group's conv; the split is annotated for QAT (quantize/qat.py).
+Layers are named `<conv>_g<i>`, `<bn>_g<i>`; weights.py slices timm's single grouped tensor into them."""
 
 # keras.applications' EfficientNet initialisers.
 CONV_KERNEL_INITIALIZER = {"class_name": "VarianceScaling",
@@ -49,18 +60,40 @@ def _input_shape(arch: Arch, input_shape: tuple | None) -> tuple[int, int, int]:
     return shape  # type: ignore[return-value]
 
 
-def _conv(keras: Any, layer: Layer, x: Any, ctx: dict[str, Any]) -> Any:
+def _conv_bn_act(keras: Any, x: Any, layer: Layer, padding: str, bn_args: dict, relu_max: float | None,
+                 suffix: str = "") -> Any:
     if layer.op == Op.CONV2D:
-        x = keras.layers.Conv2D(layer.out_channels, layer.kernel, strides=layer.stride, padding="same", use_bias=False,
-                                kernel_initializer=CONV_KERNEL_INITIALIZER, name=layer.name)(x)
+        filters = layer.out_channels // layer.groups
+        x = keras.layers.Conv2D(filters, layer.kernel, strides=layer.stride, padding=padding, use_bias=False,
+                                kernel_initializer=CONV_KERNEL_INITIALIZER, name=layer.name + suffix)(x)
     else:
-        x = keras.layers.DepthwiseConv2D(layer.kernel, strides=layer.stride, padding="same", use_bias=False,
-                                         depthwise_initializer=CONV_KERNEL_INITIALIZER, name=layer.name)(x)
+        x = keras.layers.DepthwiseConv2D(layer.kernel, strides=layer.stride, padding=padding, use_bias=False,
+                                         depthwise_initializer=CONV_KERNEL_INITIALIZER, name=layer.name + suffix)(x)
     if layer.batch_norm:
-        x = keras.layers.BatchNormalization(name=layer.batch_norm, **ctx["bn_args"])(x)
+        x = keras.layers.BatchNormalization(name=layer.batch_norm + suffix, **bn_args)(x)
     if layer.activation:
-        x = keras.layers.ReLU(max_value=ctx["relu_max"], name=f"{layer.name}_{layer.activation}")(x)
+        x = keras.layers.ReLU(max_value=relu_max, name=f"{layer.name}{suffix}_{layer.activation}")(x)
     return x
+
+
+def _grouped_conv(keras: Any, x: Any, layer: Layer, padding: str, bn_args: dict, relu_max: float | None) -> Any:
+    """See GROUPED_CONV_LOWERING."""
+    import tensorflow as tf
+
+    assert GROUPED_CONV_LOWERING == "split"
+    parts = tf.split(x, layer.groups, axis=-1, name=f"{layer.name}_split")
+    outs = [_conv_bn_act(keras, part, layer, padding, bn_args, relu_max, f"_g{i}") for i, part in enumerate(parts)]
+    return keras.layers.Concatenate(name=f"{layer.name}_concat")(outs)
+
+
+def _conv(keras: Any, layer: Layer, x: Any, ctx: dict[str, Any]) -> Any:
+    padding = "same"
+    if layer.padding == "symmetric":  # PyTorch's padding, explicit (a PAD op, which the Edge TPU maps)
+        x = keras.layers.ZeroPadding2D((layer.kernel - 1) // 2, name=f"{layer.name}_pad")(x)
+        padding = "valid"
+    if layer.groups > 1:
+        return _grouped_conv(keras, x, layer, padding, ctx["bn_args"], ctx["relu_max"])
+    return _conv_bn_act(keras, x, layer, padding, ctx["bn_args"], ctx["relu_max"])
 
 
 def _add(keras: Any, layer: Layer, x: Any, ctx: dict[str, Any]) -> Any:

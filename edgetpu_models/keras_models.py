@@ -62,9 +62,10 @@ def load_model_ref(ref: Any, variant: str | None = None, resolution: int | None 
         raise ModelFileError(f"{resolved.path or resolved.name}: expected a zoo name, spec or Keras model file, "
                              f"got a {resolved.kind} model")
     from edgetpu_models.builder import build_model
+    from edgetpu_models.preprocessing import normalization_of
 
     spec = resolved.spec
     model = build_model(resolved, resolution=resolution, classes=classes or 1000)
     name = resolved.zoo_name or spec.name  # type: ignore[union-attr]
-    return LoadedModel(model, name, spec.normalization, None,  # type: ignore[union-attr]
-                       normalization_source=f"spec {spec.name}")  # type: ignore[union-attr]
+    norm = normalization_of(spec, resolved.variant)  # a variant may normalise differently (MobilenetEdgeTPU-V2-M)
+    return LoadedModel(model, name, norm, None, normalization_source=f"spec {spec.name}")  # type: ignore[union-attr]

@@ -7,7 +7,7 @@ produce the same `LayerGraph` so every consumer sees one structure.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Iterator
 
@@ -16,7 +16,7 @@ from edgetpu_models.spec import Arch, BlockArgs
 
 class Op(StrEnum):
     """The layer graph's op vocabulary: every op a front end may emit and a consumer must handle. A StrEnum, so a
-    layer's op compares equal to (and serialises as) its name, e.g. `Op.CONV2D == Op.CONV2D`."""
+    layer's op compares equal to (and serialises as) its name, e.g. `Op.CONV2D == "conv2d"`."""
 
     CONV2D = "conv2d"
     DEPTHWISE_CONV2D = "depthwise_conv2d"
@@ -35,6 +35,8 @@ class Op(StrEnum):
     RESHAPE = "reshape"
     SOFTMAX = "softmax"
     QUANTIZE = "quantize"
+    SPLIT = "split"
+    """The channel split of a grouped convolution as the builder lowers it (`lowered`)."""
     OTHER = "other"
     """A .tflite op none of the above describes (e.g. RESIZE_BILINEAR): costed as element-wise work."""
 
@@ -71,6 +73,10 @@ class Layer:
     """Weights stored for inference, override for front ends that know them exactly (-1: derive from shapes)."""
     kernel_hw: tuple[int, int] | None = None
     """(height, width) of a non-square kernel or window (Inception's 1x7 / 7x1); None: kernel x kernel."""
+    groups: int = 1
+    """conv2d only: a grouped convolution, each output channel seeing in_channels / groups inputs."""
+    padding: str = "same"
+    """"same" (TensorFlow) or "symmetric" ((kernel - 1) // 2 on every side, PyTorch); set only where they differ."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.op, Op):
@@ -97,7 +103,7 @@ class Layer:
         """Trainable parameters: kernels, BN gamma and beta, dense weights and bias (BN moving statistics excluded)."""
         bn = 2 * self.out_channels if self.batch_norm else 0
         if self.op == Op.CONV2D:
-            return self.kernel_area * self.in_channels * self.out_channels + bn
+            return self.kernel_area * self.in_channels // self.groups * self.out_channels + bn
         if self.op == Op.DEPTHWISE_CONV2D:
             return self.kernel_area * self.in_channels + bn
         if self.op == Op.DENSE:
@@ -109,7 +115,7 @@ class Layer:
         """Multiply-accumulates for one image (convolutions and the classifier; adds and pooling count zero)."""
         if self.op == Op.CONV2D:
             h, w, c = self.output_shape
-            return h * w * c * self.kernel_area * self.in_channels
+            return h * w * c * self.kernel_area * self.in_channels // self.groups
         if self.op == Op.DEPTHWISE_CONV2D:
             h, w, c = self.output_shape
             return h * w * c * self.kernel_area
@@ -123,7 +129,7 @@ class Layer:
         if self.weight_params >= 0:
             return self.weight_params
         if self.op == Op.CONV2D:
-            return self.kernel_area * self.in_channels * self.out_channels + self.out_channels
+            return self.kernel_area * self.in_channels // self.groups * self.out_channels + self.out_channels
         if self.op == Op.DEPTHWISE_CONV2D:
             return self.kernel_area * self.in_channels + self.out_channels
         if self.op == Op.DENSE:
@@ -164,7 +170,8 @@ def _same_out(size: int, stride: int) -> int:
 class _Walker:
     """Appends layers while tracking the current tensor name and shape."""
 
-    def __init__(self, input_shape: tuple[int, int, int]):
+    def __init__(self, input_shape: tuple[int, int, int], padding: str = "same"):
+        self.padding = padding
         self.layers: list[Layer] = []
         self.tensor = "input"
         self.shape: tuple[int, ...] = input_shape
@@ -177,11 +184,13 @@ class _Walker:
         self.tensor, self.shape = name, out_shape
 
     def conv(self, name: str, filters: int, kernel: int, stride: int, bn: str, act: str | None,
-             block: str | None = None, depthwise: bool = False) -> None:
+             block: str | None = None, depthwise: bool = False, groups: int = 1) -> None:
         h, w, c = self.shape
         out = (_same_out(h, stride), _same_out(w, stride), c if depthwise else filters)
+        # Symmetric padding gives the same output size; it differs from SAME only for strided, wider than 1 kernels.
+        padding = self.padding if stride > 1 and kernel > 1 else "same"
         self.add(name, Op.DEPTHWISE_CONV2D if depthwise else Op.CONV2D, out, kernel=kernel, stride=stride,
-                 batch_norm=bn, activation=act, block=block)
+                 batch_norm=bn, activation=act, block=block, groups=groups, padding=padding)
 
 
 def _block_layers(wk: _Walker, b: BlockArgs, act: str) -> None:
@@ -193,7 +202,7 @@ def _block_layers(wk: _Walker, b: BlockArgs, act: str) -> None:
         return
     if b.block == "fused_ibn":
         if expands:
-            wk.conv(f"{p}_conv_exp", b.expand_filters, b.kernel, b.stride, f"{p}_bn1", act, p)
+            wk.conv(f"{p}_conv_exp", b.expand_filters, b.kernel, b.stride, f"{p}_bn1", act, p, groups=b.groups)
             wk.conv(f"{p}_conv_pwl", b.output_filters, 1, 1, f"{p}_bn2", None, p)
         else:  # expansion 1: nothing to fuse, only the linear projection (MobilenetEdgeTPU's first block)
             wk.conv(f"{p}_conv_pwl", b.output_filters, 1, b.stride, f"{p}_bn1", None, p)
@@ -213,7 +222,7 @@ def arch_to_graph(arch: Arch, include_top: bool = True, classes: int = 1000, poo
     """Expands a resolved architecture into its layer graph (keras.applications semantics for the head arguments)."""
     if input_shape is None:
         input_shape = (arch.resolution, arch.resolution, 3)
-    wk = _Walker(tuple(input_shape))
+    wk = _Walker(tuple(input_shape), arch.padding)
     act = arch.activation
     wk.conv("stem_conv", arch.stem.filters, arch.stem.kernel, arch.stem.stride, "stem_bn", act)
     for b in arch.blocks:
@@ -229,3 +238,32 @@ def arch_to_graph(arch: Arch, include_top: bool = True, classes: int = 1000, poo
         wk.add(f"{pooling}_pool", f"global_{pooling}_pool", (c,))
     return LayerGraph(name=arch.name if arch.variant is None else f"{arch.name}_{arch.variant}",
                       input_shape=tuple(input_shape), layers=tuple(wk.layers))
+
+
+def lowered(graph: LayerGraph) -> LayerGraph:
+    """The graph in the ops the builder emits and the int8 converter keeps, for latency costing: a grouped conv2d
+    becomes split + one conv2d per group + concat (builder.GROUPED_CONV_LOWERING; per-group MACs and weights, plus the
+    data the split and concatenation move), and a symmetric-padded conv gets its explicit pad. Same params and MACs."""
+    if all(layer.groups == 1 and layer.padding == "same" for layer in graph.layers):
+        return graph
+    out: list[Layer] = []
+    for layer in graph.layers:
+        if layer.padding == "symmetric":
+            p = (layer.kernel - 1) // 2
+            h, w, c = layer.input_shape
+            pad = Layer(f"{layer.name}_pad", Op.PAD, layer.inputs, layer.input_shape, (h + 2 * p, w + 2 * p, c),
+                        block=layer.block)
+            out.append(pad)
+            layer = replace(layer, inputs=(pad.name,), padding="same")  # same costs once the pad is explicit
+        if layer.groups == 1:
+            out.append(layer)
+            continue
+        g, (h, w, cin), (oh, ow, cout) = layer.groups, layer.input_shape, layer.output_shape
+        split = Layer(f"{layer.name}_split", Op.SPLIT, layer.inputs, layer.input_shape, layer.input_shape,
+                      block=layer.block)
+        parts = [replace(layer, name=f"{layer.name}_g{i}", inputs=(split.name,), input_shape=(h, w, cin // g),
+                         output_shape=(oh, ow, cout // g), groups=1,
+                         batch_norm=f"{layer.batch_norm}_g{i}" if layer.batch_norm else None) for i in range(g)]
+        out += [split, *parts, Layer(layer.name, Op.CONCAT, tuple(p.name for p in parts), (oh, ow, cout // g),
+                                     layer.output_shape, block=layer.block)]
+    return replace(graph, layers=tuple(out))

@@ -11,12 +11,13 @@ from edgetpu_models.preprocessing import normalize
 def MobilenetEdgeTPU(include_top: bool = True, weights: Any = None, input_tensor: Any = None,
                      input_shape: tuple | None = None, pooling: str | None = None, classes: int = 1000,
                      classifier_activation: str | None = "softmax", depth_multiplier: float = 1.0, **kwargs: Any):
-    """Instantiates MobilenetEdgeTPU (depth_multiplier 1.0 or 0.75). Arguments as in keras.applications; the model
+    """Instantiates MobilenetEdgeTPU (depth_multiplier 0.75, 1.0, 1.25 or 1.75). Arguments as in keras.applications; the model
     expects input already passed through `preprocess_input`."""
-    variants = {1.0: "mobilenet_edgetpu", 0.75: "mobilenet_edgetpu_075"}
+    variants = {1.0: "mobilenet_edgetpu", 0.75: "mobilenet_edgetpu_075", 1.25: "mobilenet_edgetpu_125",
+                1.75: "mobilenet_edgetpu_175"}
     if depth_multiplier not in variants:
         from edgetpu_models.errors import SpecError
-        raise SpecError(f"depth_multiplier: expected 1.0 or 0.75, got {depth_multiplier!r}")
+        raise SpecError(f"depth_multiplier: expected 0.75, 1.0, 1.25 or 1.75, got {depth_multiplier!r}")
     return build_model(variants[depth_multiplier], include_top=include_top, weights=weights,
                        input_tensor=input_tensor, input_shape=input_shape, pooling=pooling, classes=classes,
                        classifier_activation=classifier_activation, **kwargs)

@@ -10,6 +10,7 @@ This module must stay free of TensorFlow: it is on the hot path of latency estim
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 import os
 import reprlib
@@ -31,6 +32,10 @@ MAX_BLOCKS = 1000
 MAX_EXPANSION = 64
 MAX_MULTIPLIER = 100.0
 MAX_RESOLUTION = 4096
+PADDINGS = ("same", "symmetric")
+"""How a strided convolution pads: "same" is TensorFlow's SAME (the extra row/column of an even input goes at the
+bottom/right); "symmetric" pads (kernel - 1) // 2 on every side, as PyTorch and timm's non-`tf_` models do. Both give
+the same output size; stride-1 convolutions with odd kernels are identical either way."""
 
 ACTIVATIONS = ("relu", "relu6")
 """Only activations that map well onto the Edge TPU; swish and squeeze-excite are deliberately not expressible."""
@@ -69,6 +74,12 @@ class Stage:
     expansion_input: int | None = None
     """Forces the width the expansion is computed from for the stage's first block (timm's `fc`): the S spec's first
     block expands 24 * 4 = 96 channels although its real input is the 32-channel stem."""
+    group_size: int | None = None
+    """fused_ibn only: the k x k expansion convolution is grouped, each group producing `group_size` channels (timm's
+    `gs`, tensorflow/models' `group_base_size`): groups = expansion width / group_size. None: a full convolution."""
+    continue_stage: bool = False
+    """Number the blocks as a continuation of the previous stage (timm lists differently configured blocks inside one
+    stage, `blocks.1.0`, `blocks.1.1`; the names must match for timm weights to load)."""
 
 
 @dataclass(frozen=True)
@@ -85,6 +96,20 @@ class Variant:
     depth: float = 1.0
     resolution: int = 224
     dropout: float = 0.2
+    # Overrides of the base network, for families whose members are not compound-scaled copies of one base
+    # (MobilenetEdgeTPU-V2's variants differ in stem, head, stage widths and group size). None: the base's.
+    stem: Stem | None = None
+    head: Head | None = None
+    stages: tuple[Stage, ...] | None = None
+    stage_filters: tuple[int, ...] | None = None
+    """Output width of every numbered stage, in order (a `continue_stage` stage shares the width of the stage it
+    continues): replaces the stages' `filters`."""
+    group_size: int | None = None
+    """Replaces the group size of every grouped stage."""
+    padding: str | None = None
+    drop_connect: float | None = None
+    batch_norm: BatchNorm | None = None
+    normalization: Normalization | None = None
 
 
 @dataclass(frozen=True)
@@ -94,6 +119,7 @@ class Spec:
     stages: tuple[Stage, ...]
     head: Head
     activation: str = "relu"
+    padding: str = "same"
     batch_norm: BatchNorm = BatchNorm()
     normalization: Normalization = Normalization()
     dropout: float = 0.2
@@ -114,18 +140,43 @@ class Spec:
                                "head": dataclasses.asdict(self.head),
                                "dropout": self.dropout, "drop_connect": self.drop_connect,
                                "resolution": self.resolution}
-        for st in self.stages:
-            d = dataclasses.asdict(st)
-            if d["expansion_input"] is None:
-                del d["expansion_input"]
-            if isinstance(d["expansion"], float) and d["expansion"].is_integer():
-                d["expansion"] = int(d["expansion"])
-            out["stages"].append(d)
+        out["stages"] = [_stage_dict(st) for st in self.stages]
+        if self.padding != "same":  # written only where it differs, so existing specs serialise as before
+            out["padding"] = self.padding
         if self.default_variant is not None:
             out["default_variant"] = self.default_variant
         if self.variants:
-            out["variants"] = {k: dataclasses.asdict(v) for k, v in self.variants.items()}
+            out["variants"] = {k: _variant_dict(v) for k, v in self.variants.items()}
         return out
+
+
+def _stage_dict(st: Stage) -> dict[str, Any]:
+    d = dataclasses.asdict(st)
+    for optional in ("expansion_input", "group_size"):
+        if d[optional] is None:
+            del d[optional]
+    if not d["continue_stage"]:
+        del d["continue_stage"]
+    if isinstance(d["expansion"], float) and d["expansion"].is_integer():
+        d["expansion"] = int(d["expansion"])
+    return d
+
+
+def _variant_dict(v: Variant) -> dict[str, Any]:
+    out: dict[str, Any] = {"width": v.width, "depth": v.depth, "resolution": v.resolution, "dropout": v.dropout}
+    for key in ("stem", "head", "batch_norm"):
+        if getattr(v, key) is not None:
+            out[key] = dataclasses.asdict(getattr(v, key))
+    if v.normalization is not None:
+        out["normalization"] = {"mean": list(v.normalization.mean), "std": list(v.normalization.std)}
+    if v.stages is not None:
+        out["stages"] = [_stage_dict(st) for st in v.stages]
+    if v.stage_filters is not None:
+        out["stage_filters"] = list(v.stage_filters)
+    for key in ("group_size", "padding", "drop_connect"):
+        if getattr(v, key) is not None:
+            out[key] = getattr(v, key)
+    return out
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -169,6 +220,7 @@ _SCHEMAS: dict[str, dict[str, Field]] = {
         "stem": (True, None, "a mapping"), "stages": (True, None, "a non-empty list"),
         "head": (True, None, "a mapping"),
         "activation": (False, lambda v: v in ACTIVATIONS, "one of " + ", ".join(ACTIVATIONS)),
+        "padding": (False, lambda v: v in PADDINGS, "one of " + ", ".join(PADDINGS)),
         "batch_norm": (False, None, "a mapping"), "normalization": (False, None, "a mapping"),
         "dropout": (False, *_RATE[1:]), "drop_connect": (False, *_RATE[1:]),
         "resolution": _RESOLUTION,
@@ -188,12 +240,25 @@ _SCHEMAS: dict[str, dict[str, Field]] = {
               "expansion": (True, lambda v: _is_num(v) and 1 <= v <= MAX_EXPANSION,
                             f"a number from 1 to {MAX_EXPANSION}"),
               "filters": _POS_INT, "skip": (False, lambda v: isinstance(v, bool), "true or false"),
-              "expansion_input": (False, *_POS_INT[1:])},
+              "expansion_input": (False, *_POS_INT[1:]),
+              "group_size": (False, lambda v: _is_int(v) and 1 <= v <= MAX_CHANNELS,
+                             f"an integer from 1 to {MAX_CHANNELS} (channels per group)"),
+              "continue_stage": (False, lambda v: isinstance(v, bool), "true or false")},
     "head": {"filters": _POS_INT, "scaled": (False, lambda v: isinstance(v, bool), "true or false")},
     "variant": {"width": (False, *_MULTIPLIER[1:]),
                 "depth": (False, *_MULTIPLIER[1:]),
                 "resolution": _RESOLUTION,
-                "dropout": (False, *_RATE[1:])},
+                "dropout": (False, *_RATE[1:]),
+                "stem": (False, None, "a mapping"), "head": (False, None, "a mapping"),
+                "stages": (False, None, "a non-empty list"),
+                "stage_filters": (False, lambda v: isinstance(v, list) and v and all(
+                    _is_int(x) and 1 <= x <= MAX_CHANNELS for x in v), f"a list of integers from 1 to {MAX_CHANNELS}, "
+                                  "one per stage"),
+                "group_size": (False, lambda v: _is_int(v) and 1 <= v <= MAX_CHANNELS,
+                               f"an integer from 1 to {MAX_CHANNELS} (channels per group)"),
+                "padding": (False, lambda v: v in PADDINGS, "one of " + ", ".join(PADDINGS)),
+                "drop_connect": (False, *_RATE[1:]),
+                "batch_norm": (False, None, "a mapping"), "normalization": (False, None, "a mapping")},
 }
 
 
@@ -229,34 +294,72 @@ def _check(kind: str, data: Any, path: str, where: str) -> dict[str, Any]:
     return check_fields(_SCHEMAS[kind], data, path, where)
 
 
+def _parse_stages(raw_stages: Any, path: str, where: str) -> tuple[Stage, ...]:
+    if not isinstance(raw_stages, list) or not raw_stages:
+        raise SpecError(f"{where}: {path}: expected a non-empty list of stages")
+    stages = []
+    for i, raw in enumerate(raw_stages):
+        st = _check("stage", raw, f"{path}[{i}]", where)
+        if st["block"] == "conv" and st["expansion"] != 1:
+            raise SpecError(f"{where}: {path}[{i}].expansion: a 'conv' block has no expansion; expected 1")
+        if st.get("group_size") is not None and (st["block"] != "fused_ibn" or st["expansion"] == 1):
+            raise SpecError(f"{where}: {path}[{i}].group_size: only a fused_ibn block with expansion > 1 has a grouped "
+                            f"convolution; remove group_size or use block: fused_ibn")
+        if st.get("continue_stage") and i == 0:
+            raise SpecError(f"{where}: {path}[0].continue_stage: the first stage has no previous stage to continue")
+        stages.append(Stage(**st))
+    return tuple(stages)
+
+
+def _parse_normalization(raw: Any, path: str, where: str) -> Normalization:
+    n = _check("normalization", raw, path, where)
+    return Normalization(tuple(map(float, n["mean"])), tuple(map(float, n["std"])))
+
+
+def _parse_variant(name: str, raw: Any, base_stages: tuple[Stage, ...], where: str) -> Variant:
+    path = f"variants.{name}"
+    v = _check("variant", raw, path, where)
+    if "stem" in v:
+        v["stem"] = Stem(**_check("stem", v["stem"], f"{path}.stem", where))
+    if "head" in v:
+        v["head"] = Head(**_check("head", v["head"], f"{path}.head", where))
+    if "stages" in v:
+        v["stages"] = _parse_stages(v["stages"], f"{path}.stages", where)
+    if "batch_norm" in v:
+        v["batch_norm"] = BatchNorm(**_check("batch_norm", v["batch_norm"], f"{path}.batch_norm", where))
+    if "normalization" in v:
+        v["normalization"] = _parse_normalization(v["normalization"], f"{path}.normalization", where)
+    if "stage_filters" in v:
+        n = sum(not st.continue_stage for st in v.get("stages") or base_stages)
+        if len(v["stage_filters"]) != n:
+            raise SpecError(f"{where}: {path}.stage_filters: expected {n} widths (one per numbered stage), "
+                            f"got {len(v['stage_filters'])}")
+        v["stage_filters"] = tuple(v["stage_filters"])
+    if "group_size" in v and not any(st.group_size for st in v.get("stages") or base_stages):
+        raise SpecError(f"{where}: {path}.group_size: no stage has a grouped convolution to resize")
+    return Variant(**v)
+
+
 def spec_from_dict(data: Any, source: str | None = None) -> Spec:
     """Validates plain data (as parsed from YAML) and returns a `Spec`. Raises `SpecError` naming field and rule."""
     where = source or "<spec>"
     d = _check("spec", data, "", where)
     stem = Stem(**_check("stem", d["stem"], "stem", where))
     head = Head(**_check("head", d["head"], "head", where))
-    if not isinstance(d["stages"], list) or not d["stages"]:
-        raise SpecError(f"{where}: stages: expected a non-empty list of stages")
-    stages = []
-    for i, raw in enumerate(d["stages"]):
-        st = _check("stage", raw, f"stages[{i}]", where)
-        if st["block"] == "conv" and st["expansion"] != 1:
-            raise SpecError(f"{where}: stages[{i}].expansion: a 'conv' block has no expansion; expected 1")
-        stages.append(Stage(**st))
+    stages = _parse_stages(d["stages"], "stages", where)
     bn = BatchNorm(**_check("batch_norm", d.get("batch_norm", {}), "batch_norm", where))
-    norm_raw = _check("normalization", d["normalization"], "normalization", where) if "normalization" in d else None
-    norm = (Normalization(tuple(map(float, norm_raw["mean"])), tuple(map(float, norm_raw["std"])))
-            if norm_raw else Normalization())
+    norm = _parse_normalization(d["normalization"], "normalization", where) if "normalization" in d else Normalization()
     variants_raw = d.get("variants", {}) or {}
     if not isinstance(variants_raw, Mapping):
         raise SpecError(f"{where}: variants: expected a mapping of name -> {{width, depth, resolution, dropout}}")
-    variants = {str(k): Variant(**_check("variant", v, f"variants.{k}", where)) for k, v in variants_raw.items()}
+    variants = {str(k): _parse_variant(str(k), v, stages, where) for k, v in variants_raw.items()}
     default_variant = d.get("default_variant")
     if default_variant is not None and default_variant not in variants:
         raise SpecError(f"{where}: default_variant: expected one of {', '.join(variants) or '(no variants defined)'}, "
                         f"got {default_variant!r}")
-    return Spec(name=d["name"], stem=stem, stages=tuple(stages), head=head,
-                activation=d.get("activation", "relu"), batch_norm=bn, normalization=norm,
+    return Spec(name=d["name"], stem=stem, stages=stages, head=head,
+                activation=d.get("activation", "relu"), padding=d.get("padding", "same"), batch_norm=bn,
+                normalization=norm,
                 dropout=float(d.get("dropout", 0.2)), drop_connect=float(d.get("drop_connect", 0.2)),
                 resolution=int(d.get("resolution", 224)), variants=variants, default_variant=default_variant,
                 source=source)
@@ -310,6 +413,7 @@ class BlockArgs:
     output_filters: int
     residual: bool          # identity shortcut (skip, stride 1 and input == output width)
     drop_rate: float        # drop-connect rate of the residual branch (training only)
+    groups: int = 1         # groups of the fused_ibn expansion convolution (1: a full convolution)
 
 
 @dataclass(frozen=True)
@@ -326,6 +430,7 @@ class Arch:
     activation: str
     batch_norm: BatchNorm
     normalization: Normalization
+    padding: str = "same"
 
 
 def pick_variant(spec: Spec, variant: str | None) -> tuple[str | None, Variant]:
@@ -339,9 +444,38 @@ def pick_variant(spec: Spec, variant: str | None) -> tuple[str | None, Variant]:
     return variant, spec.variants[variant]
 
 
+def _apply_overrides(spec: Spec, v: Variant) -> Spec:
+    """The base network with a variant's overrides (stem, head, stages, widths, group size, padding) applied."""
+    stages = v.stages if v.stages is not None else spec.stages
+    if v.stage_filters is not None:
+        numbered = list(itertools.accumulate(0 if st.continue_stage else 1 for st in stages))
+        stages = tuple(dataclasses.replace(st, filters=v.stage_filters[n - 1]) for st, n in zip(stages, numbered))
+    if v.group_size is not None:
+        stages = tuple(dataclasses.replace(st, group_size=v.group_size) if st.group_size else st for st in stages)
+    return dataclasses.replace(spec, stem=v.stem or spec.stem, head=v.head or spec.head, stages=stages,
+                               padding=v.padding or spec.padding,
+                               drop_connect=spec.drop_connect if v.drop_connect is None else v.drop_connect,
+                               batch_norm=v.batch_norm or spec.batch_norm,
+                               normalization=v.normalization or spec.normalization)
+
+
+def _groups(spec: Spec, index: int, st: Stage, in_filters: int, expand: int) -> int:
+    """Groups of a block's expansion convolution; the widths (after scaling) must split into whole groups."""
+    if st.group_size is None:
+        return 1
+    where = f"{spec.source or spec.name}: stages[{index}].group_size"
+    if expand % st.group_size:
+        raise SpecError(f"{where}: the expansion width {expand} is not a multiple of group_size {st.group_size}")
+    groups = expand // st.group_size
+    if in_filters % groups:
+        raise SpecError(f"{where}: {groups} groups do not divide the block's {in_filters} input channels")
+    return groups
+
+
 def resolve(spec: Spec, variant: str | None = None, resolution: int | None = None) -> Arch:
     """Applies compound scaling and expands stages into blocks. `resolution` overrides the variant's."""
     variant, v = pick_variant(spec, variant)
+    spec = _apply_overrides(spec, v)
     where = spec.source or spec.name
     if resolution is not None and (not _is_int(resolution) or not 32 <= resolution <= MAX_RESOLUTION):
         raise SpecError(f"{where}: resolution: expected an integer from 32 to {MAX_RESOLUTION}, got "
@@ -353,8 +487,11 @@ def resolve(spec: Spec, variant: str | None = None, resolution: int | None = Non
         raise SpecError(f"{where}: stages: {total} blocks after depth scaling; at most {MAX_BLOCKS} are supported")
     blocks: list[BlockArgs] = []
     in_filters = stem.filters
+    stage_index, block_index = -1, 0
     for s, (st, reps) in enumerate(zip(spec.stages, repeats)):
         out_filters = round_filters(st.filters, v.width)
+        if not st.continue_stage:
+            stage_index, block_index = stage_index + 1, 0
         for b in range(reps):
             first = b == 0
             stride = st.stride if first else 1
@@ -363,11 +500,15 @@ def resolve(spec: Spec, variant: str | None = None, resolution: int | None = Non
             # A block has an expansion layer only when it widens: expansion 1 (and 'conv') means none.
             expand = in_filters if st.block == "conv" or st.expansion == 1 else make_divisible(base_in * st.expansion)
             residual = st.block != "conv" and st.skip and stride == 1 and in_filters == out_filters
-            blocks.append(BlockArgs(name=f"blocks_{s}_{b}", block=st.block, kernel=st.kernel, stride=stride,
-                                    input_filters=in_filters, expand_filters=expand, output_filters=out_filters,
-                                    residual=residual, drop_rate=spec.drop_connect * len(blocks) / total))
+            blocks.append(BlockArgs(name=f"blocks_{stage_index}_{block_index}", block=st.block, kernel=st.kernel,
+                                    stride=stride, input_filters=in_filters, expand_filters=expand,
+                                    output_filters=out_filters, residual=residual,
+                                    drop_rate=spec.drop_connect * len(blocks) / total,
+                                    groups=_groups(spec, s, st, in_filters, expand)))
             in_filters = out_filters
+            block_index += 1
     return Arch(name=spec.name, variant=variant, resolution=resolution or v.resolution, stem=stem,
                 blocks=tuple(blocks),
                 head_filters=round_filters(spec.head.filters, v.width if spec.head.scaled else 1.0), dropout=v.dropout,
-                activation=spec.activation, batch_norm=spec.batch_norm, normalization=spec.normalization)
+                activation=spec.activation, batch_norm=spec.batch_norm, normalization=spec.normalization,
+                padding=spec.padding)

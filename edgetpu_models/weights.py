@@ -21,8 +21,9 @@ _TOP_LEVEL = {"conv_stem": "stem_conv", "bn1": "stem_bn", "conv_head": "head_con
               "classifier": "classifier"}
 _BN_FIELDS = {"weight": "gamma", "bias": "beta", "running_mean": "moving_mean", "running_var": "moving_variance"}
 _BLOCK_KEY = re.compile(r"^blocks\.(\d+)\.(\d+)\.(\w+)$")
+_GROUP_PART = re.compile(r"^(\w+)_g(\d+)$")
 
-HF_URL = "https://huggingface.co/timm/{name}.in1k/resolve/main/model.safetensors"
+HF_URL = "https://huggingface.co/timm/{name}.{tag}/resolve/main/model.safetensors"
 
 
 def timm_to_keras_layer(module: str) -> str | None:
@@ -78,7 +79,8 @@ def load_timm_safetensors(model: Any, path: str) -> None:
         sources = _keras_weight_sources(layer)
         if sources is None or not layer.weights:
             continue
-        module = keras_to_timm.get(layer.name)
+        group = _GROUP_PART.match(layer.name)  # one group of a grouped conv (builder.GROUPED_CONV_LOWERING)
+        module = keras_to_timm.get(group.group(1) if group and group.group(1) in keras_to_timm else layer.name)
         if module is None:
             raise WeightsError(f"{path}: no tensors for layer {layer.name!r} (expected e.g. "
                                f"'{_timm_module_of(layer.name)}.{sources[0][0]}'): a different architecture?")
@@ -87,7 +89,11 @@ def load_timm_safetensors(model: Any, path: str) -> None:
             key = f"{module}.{suffix}"
             if key not in tensors:
                 raise WeightsError(f"{path}: missing tensor {key!r} for layer {layer.name!r}")
-            value = _convert(tensors[key], how)
+            tensor = tensors[key]
+            if group and module != keras_to_timm.get(layer.name):  # this group's slice of the output channels
+                size = var.shape[-1] if how == "conv" else var.shape[0]
+                tensor = tensor[int(group.group(2)) * size:(int(group.group(2)) + 1) * size]
+            value = _convert(tensor, how)
             if tuple(value.shape) != tuple(var.shape):
                 raise WeightsError(f"{path}: tensor {key!r} has shape {tuple(tensors[key].shape)}, which does not fit "
                                    f"layer {layer.name!r} (Keras shape {tuple(var.shape)}): a different model or "
@@ -115,7 +121,7 @@ def imagenet_cache_path(model_name: str | None) -> str | None:
     if entry is None or entry.timm_name is None:
         return None
     home = os.path.expanduser(os.environ.get("KERAS_HOME", "~/.keras"))
-    return os.path.join(home, "models", f"{entry.timm_name}.in1k.safetensors")
+    return os.path.join(home, "models", f"{entry.timm_name}.{entry.timm_tag}.safetensors")
 
 
 def imagenet_weights_path(model_name: str | None) -> str:
@@ -127,7 +133,7 @@ def imagenet_weights_path(model_name: str | None) -> str:
                            f"(available for: {have}); pass weights=None or a .safetensors/.h5 file")
     if os.path.exists(cached):
         return cached
-    url = HF_URL.format(name=ZOO[model_name].timm_name)
+    url = HF_URL.format(name=ZOO[model_name].timm_name, tag=ZOO[model_name].timm_tag)
     fname = os.path.basename(cached)
     hint = (f"download {url} on a machine with network access and pass it as weights='path/to/{fname}' "
             f"(or put it at {cached})")

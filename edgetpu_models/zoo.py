@@ -18,7 +18,9 @@ class ZooEntry:
     variant: str
     display_name: str
     timm_name: str | None = None
-    """timm model whose `<timm_name>.in1k` checkpoint on the Hugging Face hub holds ImageNet weights, if any."""
+    """timm model whose `<timm_name>.<timm_tag>` checkpoint on the Hugging Face hub holds ImageNet weights, if any."""
+    timm_tag: str = "in1k"
+    """timm's pretrained tag of that checkpoint (`in1k` for the ports of the official ones)."""
 
 
 ZOO: dict[str, ZooEntry] = {e.name: e for e in (
@@ -27,6 +29,14 @@ ZOO: dict[str, ZooEntry] = {e.name: e for e in (
     ZooEntry("efficientnet_edgetpu_l", "efficientnet_edgetpu.yaml", "L", "EfficientNet-EdgeTPU-L", "tf_efficientnet_el"),
     ZooEntry("mobilenet_edgetpu", "mobilenet_edgetpu.yaml", "1.0", "MobilenetEdgeTPU"),
     ZooEntry("mobilenet_edgetpu_075", "mobilenet_edgetpu.yaml", "0.75", "MobilenetEdgeTPU (depth multiplier 0.75)"),
+    ZooEntry("mobilenet_edgetpu_125", "mobilenet_edgetpu.yaml", "1.25", "MobilenetEdgeTPU (depth multiplier 1.25)"),
+    ZooEntry("mobilenet_edgetpu_175", "mobilenet_edgetpu.yaml", "1.75", "MobilenetEdgeTPU (depth multiplier 1.75)"),
+    ZooEntry("mobilenet_edgetpu_v2_tiny", "mobilenet_edgetpu_v2.yaml", "tiny", "MobilenetEdgeTPU-V2-Tiny"),
+    ZooEntry("mobilenet_edgetpu_v2_xs", "mobilenet_edgetpu_v2.yaml", "xs", "MobilenetEdgeTPU-V2-XS"),
+    ZooEntry("mobilenet_edgetpu_v2_s", "mobilenet_edgetpu_v2.yaml", "s", "MobilenetEdgeTPU-V2-S"),
+    ZooEntry("mobilenet_edgetpu_v2_m", "mobilenet_edgetpu_v2.yaml", "m", "MobilenetEdgeTPU-V2-M",
+             "mobilenet_edgetpu_v2_m", "ra4_e3600_r224_in1k"),
+    ZooEntry("mobilenet_edgetpu_v2_l", "mobilenet_edgetpu_v2.yaml", "l", "MobilenetEdgeTPU-V2-L"),
 )}
 
 

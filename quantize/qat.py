@@ -29,8 +29,17 @@ class QATError(EdgeTPUModelsError, ValueError):
     """A model tfmot cannot wrap for quantization-aware training (a layer with no quantize config)."""
 
 
+def _inbounds(layer_cfg: dict) -> list[list]:
+    """The [layer, node, tensor, kwargs] entries of a layer's inbound nodes. A TF-op layer (tf.split, which the grouped
+    convolution uses) stores its one node flat: [layer, node, tensor, kwargs]."""
+    out = []
+    for node in layer_cfg.get("inbound_nodes", []):
+        out.extend([node] if node and isinstance(node[0], str) else [e for e in node if isinstance(e, list)])
+    return out
+
+
 def _inbound_names(layer_cfg: dict) -> list[str]:
-    return [inbound[0] for node in layer_cfg.get("inbound_nodes", []) for inbound in node]
+    return [inbound[0] for inbound in _inbounds(layer_cfg)]
 
 
 def _fold_pairs(model: Any) -> dict[str, str]:
@@ -79,9 +88,8 @@ def fold_batch_norms(model: Any) -> Any:
             continue
         if lc["name"] in convs:
             lc["config"]["use_bias"] = True
-        for node in lc.get("inbound_nodes", []):
-            for inbound in node:
-                inbound[0] = pairs.get(inbound[0], inbound[0])
+        for inbound in _inbounds(lc):
+            inbound[0] = pairs.get(inbound[0], inbound[0])
         layers.append(lc)
     config["layers"] = layers
     for out in config["output_layers"]:
@@ -108,6 +116,31 @@ def fold_batch_norms(model: Any) -> Any:
     return folded
 
 
+def _is_split(layer: Any) -> bool:
+    return type(layer).__name__ == "TFOpLambda" and layer.get_config().get("function") == "split"
+
+
+def _annotate(model: Any) -> Any:
+    """tfmot's quantize_annotate_model, except that tf.split (the builder's grouped convolution) stays unwrapped: tfmot
+    has no config for TF-op layers, and a split moves int8 values without changing them, so there is nothing to
+    fake-quantize (its input is quantized where it is produced; the converter quantizes the op itself)."""
+    import tensorflow_model_optimization as tfmot
+    import tf_keras as keras
+
+    if not any(_is_split(layer) for layer in model.layers):
+        return tfmot.quantization.keras.quantize_annotate_model(model)
+
+    def clone(layer: Any) -> Any:
+        fresh = layer.__class__.from_config(layer.get_config())
+        if _is_split(layer) or isinstance(layer, keras.layers.InputLayer):
+            return fresh
+        return tfmot.quantization.keras.quantize_annotate_layer(fresh)
+
+    cloned = keras.models.clone_model(model, clone_function=clone)
+    cloned.set_weights(model.get_weights())
+    return cloned
+
+
 def quantize_model(model: Any, *, fold_bn: bool = True) -> Any:
     """Wraps a tf_keras model for quantization-aware training (tfmot's default 8-bit scheme), after folding batch
     norm into the convolutions as the converter will. The result trains like any Keras model and exports to int8."""
@@ -117,7 +150,7 @@ def quantize_model(model: Any, *, fold_bn: bool = True) -> Any:
         return model
     base = fold_batch_norms(model) if fold_bn else model
     try:
-        annotated = tfmot.quantization.keras.quantize_annotate_model(base)
+        annotated = _annotate(base)
         with tfmot.quantization.keras.quantize_scope():
             return tfmot.quantization.keras.quantize_apply(annotated)
     except (ValueError, RuntimeError, TypeError) as e:

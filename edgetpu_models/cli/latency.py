@@ -140,7 +140,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="further models co-compiled after the first: each gets the parameter cache the ones before "
                         "it left (Edge TPU targets)")
     p.add_argument("--target", default="coral-usb",
-                   help="coral-usb, coral-usb-std, coral-devboard, pixel4, cpu, cpu-measured (default coral-usb)")
+                   help="coral-usb, coral-usb-std, coral-devboard, pixel4, pixel6, cpu, cpu-measured "
+                        "(default coral-usb)")
     p.add_argument("--threads", type=threads_arg, help="CPU threads for cpu-measured (default: the target file's)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--server", metavar="HOST:PORT", help="ask a running latency server instead of estimating here")
@@ -148,7 +149,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("calibrate",
                        help="fit a target's free constants to measurements (written to your config folder)")
-    p.add_argument("--target", required=True, help="coral-usb, coral-devboard, pixel4 or cpu")
+    p.add_argument("--target", required=True, help="coral-usb, coral-devboard, pixel4, pixel6 or cpu")
     p.add_argument("--reuse-graphs", action="store_true",
                    help="fit from the stored calibration graphs instead of rebuilding and converting the models")
     p.add_argument("--work-dir",

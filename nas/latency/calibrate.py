@@ -32,7 +32,7 @@ from edgetpu_models.nas.latency.targets import load_target, targets_dir, user_ta
 from edgetpu_models.nas.latency.types import Target
 
 BOUNDS = {"compute_efficiency": (0.01, 1.0), "vector_efficiency": (0.001, 1.0), "act_bytes_per_cycle": (1.0, 4096.0),
-          "link_mb_per_s": (10.0, 20000.0),
+          "link_mb_per_s": (10.0, 20000.0), "weight_bytes_per_cycle": (8.0, 1024.0),
           "layer_overhead_us": (0.05, 500.0), "invoke_overhead_us": (1.0, 20000.0)}
 
 

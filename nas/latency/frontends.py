@@ -285,6 +285,13 @@ class _KerasGraph:
         # keras.applications uses Lambda for scaled residuals (x + scale * r): a mul fused into the add
         self.emit(Layer(layer.name, Op.ADD, ins, i_shape, o_shape, activation=_keras_activation(layer)))
 
+    def tf_op(self, layer: Any, srcs: list[str], ins: tuple, i_shape: tuple, o_shape: tuple) -> None:
+        if layer.get_config().get("function") != "split":
+            raise ModelFileError(f"{self.model.name}: layer {layer.name}: TensorFlow op "
+                                 f"{str(layer.get_config().get('function'))[:40]} is not supported by the latency "
+                                 f"front end")
+        self.emit(Layer(layer.name, Op.SPLIT, ins, i_shape, i_shape))  # a grouped conv's split (builder.py)
+
     def rescaling(self, layer: Any, srcs: list[str], ins: tuple, i_shape: tuple, o_shape: tuple) -> None:
         self.emit(Layer(layer.name, Op.MUL, ins, i_shape, o_shape, weight_params=2 * o_shape[-1]))
 
@@ -297,6 +304,7 @@ _KERAS_HANDLERS = {
     "GlobalAveragePooling2D": _KerasGraph.global_pool, "GlobalMaxPooling2D": _KerasGraph.global_pool,
     "Lambda": _KerasGraph.scaled_residual, "CustomScaleLayer": _KerasGraph.scaled_residual,
     "Rescaling": _KerasGraph.rescaling, "Normalization": _KerasGraph.rescaling,
+    "TFOpLambda": _KerasGraph.tf_op,
 }
 
 

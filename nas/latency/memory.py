@@ -25,7 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
-from edgetpu_models.layer_graph import WEIGHTED_OPS, Layer, LayerGraph
+from edgetpu_models.layer_graph import WEIGHTED_OPS, Layer, LayerGraph, lowered
 
 MIB = 1024 * 1024
 
@@ -109,7 +109,9 @@ def activation_peak(graph: LayerGraph) -> int:
 
 
 def plan_models(graphs: Sequence[LayerGraph], c: MemoryConstants = DEFAULT) -> list[MemoryPlan]:
-    """Memory plans of models co-compiled in this order (one graph: a plain compile)."""
+    """Memory plans of models co-compiled in this order (one graph: a plain compile). Plans are per layer of each
+    graph as the chip runs it (`layer_graph.lowered`: grouped convs split per group), which is what the APM costs."""
+    graphs = [lowered(g) for g in graphs]
     peaks = [activation_peak(g) for g in graphs]
     spill = max((max(0, p - c.narrow_bytes) for p in peaks), default=0)
     left = max(0, c.sram_bytes - c.reserved_bytes - spill)

@@ -27,8 +27,12 @@ from edgetpu_models.spec import Field, Spec, Stage, check_fields, make_divisible
 
 SEARCH_BLOCKS = ("ibn", "fused_ibn")
 SEARCH_ACTIVATIONS = ("relu",)
-CHOICE_KEYS = ("block", "kernel", "expansion", "width_multiplier", "repeats_delta", "skip", "expansion_from")
+CHOICE_KEYS = ("block", "kernel", "expansion", "width_multiplier", "repeats_delta", "skip", "expansion_from",
+               "group_size")
 """Per-stage decisions, in the order they appear in a point."""
+OPTIONAL_KEYS = ("expansion_from", "group_size")
+"""Decisions a space may leave out. `group_size` is the switch for MobilenetEdgeTPU-V2's grouped fused block: a space
+lists it (e.g. `group_size: [0, 64]`, see search_space_grouped.yaml) to search it; 0 is a full convolution."""
 EXPANSION_FROM = ("input", "output")
 
 Point = tuple[int, ...]
@@ -77,6 +81,7 @@ _CHOICE_RULES: dict[str, tuple[Any, str]] = {
     "repeats_delta": (_is_int, "integers"),
     "skip": (lambda v: isinstance(v, bool), "true or false"),
     "expansion_from": (lambda v: v in EXPANSION_FROM, "'input' or 'output'"),
+    "group_size": (lambda v: _is_int(v) and v >= 0, "integers >= 0 (0: a full convolution)"),
 }
 _NON_EMPTY_STR = lambda v: isinstance(v, str) and v.strip() != ""
 _POS_INT = lambda v: _is_int(v) and v >= 1
@@ -195,8 +200,10 @@ class SearchSpace:
             filters = slot_filters(slot.filters, v["width_multiplier"])
             expansion = v["expansion"]
             expansion_input = (filters if v.get("expansion_from", "input") == "output" and expansion != 1 else None)
+            group_size = v.get("group_size") if v["block"] == "fused_ibn" and expansion != 1 else None
             out.append(Stage(block=v["block"], repeats=repeats, kernel=v["kernel"], stride=slot.stride,
-                             expansion=expansion, filters=filters, skip=v["skip"], expansion_input=expansion_input))
+                             expansion=expansion, filters=filters, skip=v["skip"], expansion_input=expansion_input,
+                             group_size=group_size or None))
         return out
 
     def decode(self, point: Sequence[int], template: "Spec | str | None" = None, name: str | None = None) -> Spec:
@@ -210,6 +217,7 @@ class SearchSpace:
             else:
                 stages.append(st)
         base = self.template(template)
+        stages = _whole_groups(stages, base.stem.filters)
         spec = dataclasses.replace(base, name=name or base.name, stages=tuple(stages), source=None)
         return spec
 
@@ -291,6 +299,10 @@ class SearchSpace:
                 v["expansion_from"] = exp_from
             elif exp_from != "input":
                 return None
+            if "group_size" in ch:
+                v["group_size"] = st.group_size or 0
+            elif st.group_size:
+                return None
             for key, val in v.items():
                 match = [c for c in ch[key] if c == val and isinstance(c, bool) == isinstance(val, bool)]
                 if val is None or not match:
@@ -311,7 +323,26 @@ def slot_filters(base: int, multiplier: float) -> int:
 
 def _mergeable(a: Stage, b: Stage) -> bool:
     return (b.stride == 1 and b.expansion_input is None and a.block == b.block and a.kernel == b.kernel
-            and a.expansion == b.expansion and a.filters == b.filters and a.skip == b.skip)
+            and a.expansion == b.expansion and a.filters == b.filters and a.skip == b.skip
+            and a.group_size == b.group_size)
+
+
+def _whole_groups(stages: Sequence[Stage], stem_filters: int) -> list[Stage]:
+    """Stages whose group size does not split their widths into whole groups get a full convolution instead (the
+    same network a group_size of 0 gives), so every point decodes to a valid spec."""
+    out, in_filters = [], stem_filters
+    for st in stages:
+        if st.group_size:
+            ok = True
+            for first in ([True, False] if st.repeats > 1 else [True]):
+                cin = in_filters if first else st.filters
+                base = st.expansion_input if first and st.expansion_input is not None else cin
+                expand = make_divisible(base * st.expansion)
+                ok = ok and expand % st.group_size == 0 and cin % (expand // st.group_size) == 0
+            st = st if ok else dataclasses.replace(st, group_size=None)
+        out.append(st)
+        in_filters = st.filters
+    return out
 
 
 def _slot(raw: Any, i: int, defaults: Mapping[str, tuple[Any, ...]], where: str) -> SlotSpec:
@@ -321,8 +352,8 @@ def _slot(raw: Any, i: int, defaults: Mapping[str, tuple[Any, ...]], where: str)
                      unknown=lambda key, key_path: _known_choice(key, key_path, where))
     choices = {**defaults, **{key: _check_choices(s[key], f"{at}.{key}", key, where) for key in CHOICE_KEYS
                               if key in s}}
-    for key in CHOICE_KEYS[:-1]:
-        if key not in choices:
+    for key in CHOICE_KEYS:
+        if key not in choices and key not in OPTIONAL_KEYS:
             raise SearchSpaceError(f"{where}: {at}.{key}: missing (give it in the stage or in choices)")
     repeats, deltas = s["repeats"], choices["repeats_delta"]
     if any(repeats + d < 0 for d in deltas):
@@ -376,6 +407,8 @@ def stage_string(st: Stage) -> str:
     s = f"r{st.repeats}_k{st.kernel}_s{st.stride}_e{exp}_o{st.filters}"
     if st.block == "fused_ibn":
         s += "_c1"
+    if st.group_size:
+        s += f"_gs{st.group_size}"
     if st.expansion_input is not None:
         s += f"_i{st.expansion_input}"
     if not st.skip:

@@ -27,7 +27,7 @@ from functools import lru_cache
 from typing import Any
 
 from edgetpu_models.errors import TargetError
-from edgetpu_models.layer_graph import Layer, LayerGraph
+from edgetpu_models.layer_graph import Layer, LayerGraph, lowered
 from edgetpu_models.nas.latency.apm import param_bytes
 from edgetpu_models.nas.latency.cpu.features import FEATURES, FREE, kernel_family, kernel_features, kernel_key
 from edgetpu_models.nas.latency.types import LatencyEstimate, LayerLatency, Target
@@ -85,6 +85,7 @@ def _load_predictor(path: str, _mtime: int) -> Predictor:
 
 
 def predict_graph(graph: LayerGraph, target: Target) -> LatencyEstimate:
+    graph = lowered(graph)  # grouped convs as the split + per-group kernels + concat that LiteRT runs
     pred = load_predictor(target)
     rows = [LayerLatency("<invoke>", "invoke", tuple(graph.input_shape), 0, pred.invoke_ms, "invoke")]
     pbytes = 0
