@@ -14,9 +14,9 @@ for that call only: a bad request never takes the server down.
 
 Bounded work: requests are decoded here (not by gRPC), YAML is loaded with alias expansion bounded, specs are checked
 against `spec.MAX_BLOCKS` before any graph is built, batches are bounded in length and in response bytes, the cache in
-bytes, a batch stops when its client has gone, and expensive calls (batches, .tflite files) take at most a quarter of
-the threads so cheap calls keep being served. Shutdown has a hard deadline: `drain` returns within the grace period
-(plus a second), whatever the clients do.
+bytes, a batch stops when its client has gone, and expensive calls (big batches, .tflite files: `request_cost`) hold
+at most half the threads, so cheap calls keep being served. Shutdown has a hard deadline: `drain` returns within the
+grace period (plus a second), whatever the clients do.
 
 The spec path is TF-free (JSON/YAML text -> `Spec` -> `estimate_spec`).
 """
@@ -72,6 +72,8 @@ MAX_BATCH = 1024
 """Requests in one EstimateBatch call (the client sends chunks of 256)."""
 MAX_BLOCKS = _spec.MAX_BLOCKS
 """Largest spec (blocks after depth scaling) the server estimates: the same limit as the CLI's (`spec.resolve`)."""
+EXPENSIVE_COST = 2000
+"""A call that costs more than this many blocks (`request_cost`: about 0.3 s of work) waits for an expensive slot."""
 MAX_ERROR_CHARS = 1024
 """Error details are cut to this length: gRPC turns trailers over ~8 KB into RESOURCE_EXHAUSTED "Stream removed"."""
 ERROR_TYPE_KEY = "edgetpu-error-type"
@@ -142,6 +144,20 @@ def check_size(spec: Spec, variant: str | None, where: str, max_blocks: int = MA
     if blocks > max_blocks:
         raise RequestError(f"{where}: stages: {blocks} blocks after depth scaling; this server takes at most "
                            f"{max_blocks}")
+
+
+def request_cost(request: latency_pb2.EstimateRequest, where: str = "request") -> int:
+    """What estimating `request` costs, in blocks (1000 blocks take about 0.15 s): a spec's blocks after depth scaling
+    (parsing it, so a malformed one fails here at once), a zoo model's about 50, a .tflite one per 10 bytes (the
+    reader's work is bounded by the file's size; a crafted 24 KB file takes about 0.4 s)."""
+    kind = request.WhichOneof("model")
+    if kind == "tflite":
+        return len(request.tflite) // 10
+    if kind != "spec":
+        return 50
+    spec = parse_spec_text(request.spec, f"{where}.spec")
+    _, v = pick_variant(spec, request.variant if request.HasField("variant") else None)
+    return sum(round_repeats(st.repeats, v.depth) for st in spec.stages)
 
 
 def estimate_request(request: latency_pb2.EstimateRequest, where: str = "request",
@@ -228,9 +244,9 @@ class _LRUCache:
 
 
 class _ExpensiveGate:
-    """At most `slots` expensive calls (batches, .tflite files) run at once, and at most `slots` more wait for a turn;
-    any further one is turned away (UNAVAILABLE: the client retries). So expensive calls hold at most 2 * `slots` of the
-    server's threads and cheap calls are never queued behind them."""
+    """At most `slots` expensive calls (big batches, .tflite files) run at once, and at most `slots` more wait for a
+    turn; any further one is turned away (UNAVAILABLE: the client retries). So expensive calls hold at most 2 * `slots`
+    of the server's threads (half of them) and cheap calls are never queued behind them."""
 
     def __init__(self, slots: int) -> None:
         self.slots = slots
@@ -348,18 +364,23 @@ class LatencyService:
         remaining = context.time_remaining()
         if not self.expensive.enter(min(30.0, remaining if remaining is not None else 30.0)):
             context.abort(grpc.StatusCode.UNAVAILABLE, f"server busy: {what} waits behind {self.expensive.slots} "
-                                                       f"expensive calls (batches, .tflite files); retry later")
+                                                       f"expensive calls (big batches, .tflite files); retry later")
+
+    def _gated(self, cost: int, context: grpc.ServicerContext, what: str, work: Callable[[], Any]) -> Any:
+        """`work()`, after waiting for a turn among the expensive calls if `cost` says it is one."""
+        if cost <= EXPENSIVE_COST:
+            return work()
+        self._expensive_turn(context, what)
+        try:
+            return work()
+        finally:
+            self.expensive.leave()
 
     @_rpc
     def Estimate(self, request: latency_pb2.EstimateRequest,
                  context: grpc.ServicerContext) -> latency_pb2.EstimateResponse:
-        if request.WhichOneof("model") != "tflite":
-            return self._estimate_cached(request, "request")[0]
-        self._expensive_turn(context, "Estimate of a .tflite")
-        try:
-            return self._estimate_cached(request, "request")[0]
-        finally:
-            self.expensive.leave()
+        return self._gated(request_cost(request, "request"), context, "Estimate",
+                           lambda: self._estimate_cached(request, "request")[0])
 
     @_rpc
     def EstimateBatch(self, request: latency_pb2.EstimateBatchRequest,
@@ -368,13 +389,8 @@ class LatencyService:
         if count > self.max_batch:
             raise RequestError(f"requests: {count} models in one EstimateBatch; this server takes at most "
                                f"{self.max_batch} per call")
-        if count <= 1:
-            return self._estimate_batch(request, context)
-        self._expensive_turn(context, f"EstimateBatch of {count}")
-        try:
-            return self._estimate_batch(request, context)
-        finally:
-            self.expensive.leave()
+        cost = sum(request_cost(r, f"requests[{i}]") for i, r in enumerate(request.requests))
+        return self._gated(cost, context, f"EstimateBatch of {count}", lambda: self._estimate_batch(request, context))
 
     def _estimate_batch(self, request: latency_pb2.EstimateBatchRequest,
                         context: grpc.ServicerContext) -> latency_pb2.EstimateBatchResponse:
