@@ -76,45 +76,55 @@ def parse_compiler_summaries(text: str) -> list[dict[str, object]]:
     return blocks
 
 
+def _parse_line(line: str, stats: dict[str, object]) -> None:
+    """A summary line of the compiler's output (version, compile time, `Key: value`) into `stats`."""
+    if line.startswith("Edge TPU Compiler version"):
+        stats.setdefault("compiler_version_line", line.strip())
+        stats.setdefault("compiler_version", line.split("version", 1)[1].strip())
+        return
+    m = re.match(r"^Model compiled successfully in (\d+) ms", line)
+    if m:
+        stats["compile_ms"] = int(m.group(1))
+        return
+    if ":" in line:
+        key, value = (s.strip() for s in line.split(":", 1))
+        if key in _KEYS:
+            name = _KEYS[key]
+            stats.setdefault(name, value)
+            b = size_to_bytes(value)
+            if b is not None:
+                stats.setdefault(name + "_bytes", b)
+
+
+def _parse_text(source: str, stats: dict[str, object]) -> list[OpRow]:
+    """The operator table of one text (stdout or the .log), with its summary lines added to `stats`."""
+    rows: list[OpRow] = []
+    in_table = False
+    for raw in source.splitlines():
+        line = raw.rstrip()
+        if not line.strip():
+            continue
+        if re.match(r"^Operator\s+Count\s+Status\s*$", line):
+            in_table = True
+            continue
+        if in_table:
+            m = _ROW.match(line.strip())
+            if m:
+                rows.append(OpRow(m.group("op"), int(m.group("count")), m.group("status")))
+                continue
+            in_table = False
+        _parse_line(line, stats)
+    return rows
+
+
 def parse_compiler_output(text: str, log_text: str | None = None, model: str | None = None) -> CompatibilityReport:
     """Parses edgetpu_compiler's stdout (v15/v16 layout, with -s) and optionally its .log into a report.
 
     The table (Operator / Count / Status) is taken from stdout, or from the log when stdout has none.
     """
     stats: dict[str, object] = {}
-    rows: list[OpRow] = []
-    log_rows: list[OpRow] = []
-    for source, target in ((text, rows), (log_text or "", log_rows)):
-        in_table = False
-        for raw in source.splitlines():
-            line = raw.rstrip()
-            if not line.strip():
-                continue
-            if line.startswith("Edge TPU Compiler version"):
-                stats.setdefault("compiler_version_line", line.strip())
-                stats.setdefault("compiler_version", line.split("version", 1)[1].strip())
-                continue
-            if re.match(r"^Operator\s+Count\s+Status\s*$", line):
-                in_table = True
-                continue
-            if in_table:
-                m = _ROW.match(line.strip())
-                if m:
-                    target.append(OpRow(m.group("op"), int(m.group("count")), m.group("status")))
-                    continue
-                in_table = False
-            m = re.match(r"^Model compiled successfully in (\d+) ms", line)
-            if m:
-                stats["compile_ms"] = int(m.group(1))
-                continue
-            if ":" in line:
-                key, value = (s.strip() for s in line.split(":", 1))
-                if key in _KEYS:
-                    name = _KEYS[key]
-                    stats.setdefault(name, value)
-                    b = size_to_bytes(value)
-                    if b is not None:
-                        stats.setdefault(name + "_bytes", b)
+    rows = _parse_text(text, stats)
+    log_rows = _parse_text(log_text or "", stats)
     table = rows or log_rows
     if not table:
         raise CompilerError("edgetpu_compiler output has no operator table (was it run with -s?)")
@@ -182,8 +192,13 @@ def compile_models(paths: "list[str | os.PathLike[str]]", out_dir: "str | os.Pat
     if min_runtime_version is not None:
         cmd += ["--min_runtime_version", str(int(min_runtime_version))]
     proc = _run(cmd + paths, exe, paths[0], timeout_s)
-    version = next((ln.strip() for ln in proc.stdout.splitlines() if ln.startswith("Edge TPU Compiler version")), "")
-    chunks = split_compiler_output(proc.stdout)
+    return _results(proc.stdout, paths, out_dir, segments)
+
+
+def _results(stdout: str, paths: list[str], out_dir: str, segments: int | None) -> list[CompileResult]:
+    """One result per compiled model (or segment): its part of the compiler's output, its .log, its output file."""
+    version = next((ln.strip() for ln in stdout.splitlines() if ln.startswith("Edge TPU Compiler version")), "")
+    chunks = split_compiler_output(stdout)
     if segments and segments > 1:
         stem = os.path.splitext(os.path.basename(paths[0]))[0]
         stems = [f"{stem}_segment_{i}_of_{segments}" for i in range(segments)]
@@ -205,7 +220,7 @@ def compile_models(paths: "list[str | os.PathLike[str]]", out_dir: "str | os.Pat
             log_path = None
         report = parse_compiler_output(version + "\n" + chunk, log_text, model=model)
         if len(chunks) > 1:
-            report.stats["models"] = parse_compiler_summaries(proc.stdout)
+            report.stats["models"] = parse_compiler_summaries(stdout)
         results.append(CompileResult(report=report, compiled=True,
                                      output_path=output_path if os.path.exists(output_path) else None,
                                      log_path=log_path, message=f"compiled with {COMPILER} "

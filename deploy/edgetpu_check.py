@@ -189,51 +189,82 @@ def _axes(m: TFLiteModel, op: TFLiteOperator) -> list[int] | None:
     return [int(a) % rank if rank else int(a) for a in np.ravel(value)]
 
 
+def _conv_constraint(m: TFLiteModel, op: TFLiteOperator) -> str | None:
+    o = op.options
+    if o.get("dilation_w_factor", 1) != o.get("dilation_h_factor", 1):
+        return "dilation differs in x and y"
+    if len(op.inputs) > 1 and not m.tensor(op.inputs[1]).is_constant:
+        return "weights are not constant"
+    if op.opcode == "CONV_2D" and len(op.inputs) > 1:
+        depth, channels = m.tensor(op.inputs[1]).shape[-1], m.tensor(op.inputs[0]).shape[-1]
+        if depth != channels:
+            return (f"grouped convolution ({channels // depth} groups; filter depth {depth} < input depth "
+                    f"{channels}): the compiler maps only full convolutions (split + per-group conv + concat do)")
+    return None
+
+
+def _fully_connected_constraint(m: TFLiteModel, op: TFLiteOperator) -> str | None:
+    if op.options.get("weights_format", "DEFAULT") != "DEFAULT":
+        return f"weights format {op.options['weights_format']} (only DEFAULT maps)"
+    out = m.tensor(op.outputs[0])
+    if _dims_over_one(out) > 1:
+        return f"output shape {list(out.shape)} is not 1-D"
+    if len(op.inputs) > 1 and not m.tensor(op.inputs[1]).is_constant:
+        return "weights are not constant"
+    return None
+
+
+def _reduction_constraint(m: TFLiteModel, op: TFLiteOperator) -> str | None:
+    axes = _axes(m, op)
+    if axes is None:
+        return "reduction axes are not constant"
+    if 0 in axes:
+        return "reduces over the batch dimension"
+    shape = m.tensor(op.inputs[0]).shape
+    if op.opcode == "MEAN" and len(shape) >= 2 and len(shape) - 1 in axes and shape[-1] % 4:
+        return f"reduces over {shape[-1]} channels (must be a multiple of 4)"
+    return None
+
+
+def _pad_constraint(m: TFLiteModel, op: TFLiteOperator) -> str | None:
+    if len(op.inputs) < 2:
+        return None
+    pads = m.constant(op.inputs[1])
+    if pads is None:
+        return "paddings are not constant"
+    if np.ravel(pads)[:2].any():
+        return "pads the batch dimension"
+    return None
+
+
+def _fused_activation_constraint(m: TFLiteModel, op: TFLiteOperator) -> str | None:
+    act = op.options.get("fused_activation_function", "NONE")
+    return f"fused activation {act} (not allowed on {op.opcode})" if act != "NONE" else None
+
+
+def _prelu_constraint(m: TFLiteModel, op: TFLiteOperator) -> str | None:
+    return "alpha is not 1-D" if len(op.inputs) > 1 and _dims_over_one(m.tensor(op.inputs[1])) > 1 else None
+
+
+def _softmax_constraint(m: TFLiteModel, op: TFLiteOperator) -> str | None:
+    shape = m.tensor(op.inputs[0]).shape
+    return f"input shape {list(shape)} is not 1-D" if _dims_over_one(m.tensor(op.inputs[0])) > 1 else None
+
+
+_CONSTRAINTS = {
+    "CONV_2D": _conv_constraint, "DEPTHWISE_CONV_2D": _conv_constraint,
+    "AVERAGE_POOL_2D": _fused_activation_constraint, "MAX_POOL_2D": _fused_activation_constraint,
+    "CONCATENATION": _fused_activation_constraint, "FULLY_CONNECTED": _fully_connected_constraint,
+    "MEAN": _reduction_constraint, "REDUCE_MAX": _reduction_constraint, "REDUCE_MIN": _reduction_constraint,
+    "SUM": _reduction_constraint, "PAD": _pad_constraint, "PRELU": _prelu_constraint, "SOFTMAX": _softmax_constraint,
+}
+"""Per op, the rule that an otherwise supported op must also meet to map (edgetpu_hardware.md)."""
+
+
 def _op_constraint(m: TFLiteModel, op: TFLiteOperator) -> str | None:
     """Reason an otherwise supported op does not map, or None."""
-    o = op.options
-    name = op.opcode
-    if name in ("CONV_2D", "DEPTHWISE_CONV_2D"):
-        if o.get("dilation_w_factor", 1) != o.get("dilation_h_factor", 1):
-            return "dilation differs in x and y"
-        if len(op.inputs) > 1 and not m.tensor(op.inputs[1]).is_constant:
-            return "weights are not constant"
-        if name == "CONV_2D" and len(op.inputs) > 1:
-            depth, channels = m.tensor(op.inputs[1]).shape[-1], m.tensor(op.inputs[0]).shape[-1]
-            if depth != channels:
-                return (f"grouped convolution ({channels // depth} groups; filter depth {depth} < input depth "
-                        f"{channels}): the compiler maps only full convolutions (split + per-group conv + concat do)")
-    if name in ("AVERAGE_POOL_2D", "MAX_POOL_2D", "CONCATENATION") and o.get("fused_activation_function",
-                                                                            "NONE") != "NONE":
-        return f"fused activation {o['fused_activation_function']} (not allowed on {name})"
-    if name == "FULLY_CONNECTED":
-        if o.get("weights_format", "DEFAULT") != "DEFAULT":
-            return f"weights format {o['weights_format']} (only DEFAULT maps)"
-        out = m.tensor(op.outputs[0])
-        if _dims_over_one(out) > 1:
-            return f"output shape {list(out.shape)} is not 1-D"
-        if len(op.inputs) > 1 and not m.tensor(op.inputs[1]).is_constant:
-            return "weights are not constant"
-    if name in ("MEAN", "REDUCE_MAX", "REDUCE_MIN", "SUM"):
-        axes = _axes(m, op)
-        if axes is None:
-            return "reduction axes are not constant"
-        if 0 in axes:
-            return "reduces over the batch dimension"
-        shape = m.tensor(op.inputs[0]).shape
-        if name == "MEAN" and len(shape) >= 2 and len(shape) - 1 in axes and shape[-1] % 4:
-            return f"reduces over {shape[-1]} channels (must be a multiple of 4)"
-    if name == "PAD" and len(op.inputs) > 1:
-        pads = m.constant(op.inputs[1])
-        if pads is None:
-            return "paddings are not constant"
-        if np.ravel(pads)[:2].any():
-            return "pads the batch dimension"
-    if name == "PRELU" and len(op.inputs) > 1 and _dims_over_one(m.tensor(op.inputs[1])) > 1:
-        return "alpha is not 1-D"
-    if name == "SOFTMAX" and _dims_over_one(m.tensor(op.inputs[0])) > 1:
-        return f"input shape {list(m.tensor(op.inputs[0]).shape)} is not 1-D"
-    return None
+    rule = _CONSTRAINTS.get(op.opcode)
+    return rule(m, op) if rule is not None else None
 
 
 def _classify(m: TFLiteModel, op: TFLiteOperator) -> tuple[str, str]:
@@ -297,4 +328,5 @@ def check_model(m: TFLiteModel, name: str | None = None) -> CompatibilityReport:
 def check_tflite(path_or_bytes: "str | os.PathLike[str] | bytes") -> CompatibilityReport:
     """Reads a .tflite (path or bytes) and checks it against the Edge TPU's rules (ModelFileError on a bad file)."""
     m = read_tflite(path_or_bytes)
-    return check_model(m, None if isinstance(path_or_bytes, (bytes, bytearray, memoryview)) else os.fspath(path_or_bytes))
+    source = None if isinstance(path_or_bytes, (bytes, bytearray, memoryview)) else os.fspath(path_or_bytes)
+    return check_model(m, source)

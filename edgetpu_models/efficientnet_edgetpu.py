@@ -1,4 +1,4 @@
-"""EfficientNet-EdgeTPU-S/M/L (keras.applications-style constructors over `searched_archs/efficientnet_edgetpu.yaml`)."""
+"""EfficientNet-EdgeTPU-S/M/L: keras.applications-style constructors over `searched_archs/efficientnet_edgetpu.yaml`."""
 
 from __future__ import annotations
 

@@ -11,8 +11,8 @@ from edgetpu_models.preprocessing import normalize
 def MobilenetEdgeTPU(include_top: bool = True, weights: Any = None, input_tensor: Any = None,
                      input_shape: tuple | None = None, pooling: str | None = None, classes: int = 1000,
                      classifier_activation: str | None = "softmax", depth_multiplier: float = 1.0, **kwargs: Any):
-    """Instantiates MobilenetEdgeTPU (depth_multiplier 0.75, 1.0, 1.25 or 1.75). Arguments as in keras.applications; the model
-    expects input already passed through `preprocess_input`."""
+    """Instantiates MobilenetEdgeTPU (depth_multiplier 0.75, 1.0, 1.25 or 1.75). Arguments as in keras.applications;
+    the model expects input already passed through `preprocess_input`."""
     variants = {1.0: "mobilenet_edgetpu", 0.75: "mobilenet_edgetpu_075", 1.25: "mobilenet_edgetpu_125",
                 1.75: "mobilenet_edgetpu_175"}
     if depth_multiplier not in variants:

@@ -1,4 +1,5 @@
-"""MobilenetEdgeTPU-V2 Tiny/XS/S/M/L: keras.applications-style constructors over `searched_archs/mobilenet_edgetpu_v2.yaml`.
+"""MobilenetEdgeTPU-V2 Tiny/XS/S/M/L: keras.applications-style constructors over
+`searched_archs/mobilenet_edgetpu_v2.yaml`.
 
 The variants normalise their input differently (timm's pretrained configs: ImageNet mean/std for XS, S and L, 0.5/0.5
 for M's published checkpoint; Tiny: ImageNet mean/std), so `preprocess_input(x, variant=...)` takes the variant.

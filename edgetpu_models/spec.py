@@ -440,7 +440,8 @@ def pick_variant(spec: Spec, variant: str | None) -> tuple[str | None, Variant]:
         return None, Variant(1.0, 1.0, spec.resolution, spec.dropout)
     if variant not in spec.variants:
         allowed = ", ".join(spec.variants) or "none are defined"
-        raise SpecError(f"{spec.source or spec.name}: variants: no variant {variant!r} (available: {allowed})")
+        raise SpecError(f"{spec.source or spec.name}: variants: no variant {short_repr(variant)} "
+                        f"(available: {allowed})")
     return variant, spec.variants[variant]
 
 

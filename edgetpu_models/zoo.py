@@ -24,9 +24,8 @@ class ZooEntry:
 
 
 ZOO: dict[str, ZooEntry] = {e.name: e for e in (
-    ZooEntry("efficientnet_edgetpu_s", "efficientnet_edgetpu.yaml", "S", "EfficientNet-EdgeTPU-S", "tf_efficientnet_es"),
-    ZooEntry("efficientnet_edgetpu_m", "efficientnet_edgetpu.yaml", "M", "EfficientNet-EdgeTPU-M", "tf_efficientnet_em"),
-    ZooEntry("efficientnet_edgetpu_l", "efficientnet_edgetpu.yaml", "L", "EfficientNet-EdgeTPU-L", "tf_efficientnet_el"),
+    *(ZooEntry(f"efficientnet_edgetpu_{v.lower()}", "efficientnet_edgetpu.yaml", v, f"EfficientNet-EdgeTPU-{v}",
+               f"tf_efficientnet_e{v.lower()}") for v in ("S", "M", "L")),
     ZooEntry("mobilenet_edgetpu", "mobilenet_edgetpu.yaml", "1.0", "MobilenetEdgeTPU"),
     ZooEntry("mobilenet_edgetpu_075", "mobilenet_edgetpu.yaml", "0.75", "MobilenetEdgeTPU (depth multiplier 0.75)"),
     ZooEntry("mobilenet_edgetpu_125", "mobilenet_edgetpu.yaml", "1.25", "MobilenetEdgeTPU (depth multiplier 1.25)"),

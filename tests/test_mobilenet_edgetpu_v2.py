@@ -105,8 +105,8 @@ def test_costing_sees_groups_split_and_concat():
     assert names["stem_conv_pad"].op == "pad"  # symmetric (timm) padding of the strided 5x5 stem
 
     from edgetpu_models.nas.latency import apm
-    from edgetpu_models.nas.latency.targets import load_target
     from edgetpu_models.nas.latency import estimator as latency
+    from edgetpu_models.nas.latency.targets import load_target
 
     c = load_target("coral-usb").constants
     # a grouped conv costs what its per-group convs cost, not the full conv of the same shape

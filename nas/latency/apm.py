@@ -120,36 +120,41 @@ def _fill(n: int, unit: int) -> float:
     return n / (unit * -(-n // unit))
 
 
+def _weighted_terms(layer: Layer, c: EdgeTPUConstants, in_elems: int, out_elems: int) -> tuple[int, float, int, int]:
+    """`layer_terms` of a convolution or dense layer: on the MAC array."""
+    op, out_shape, in_shape = layer.op, layer.output_shape, layer.input_shape
+    cells = c.cells_per_tile
+    cout, cin = out_shape[-1], in_shape[-1]
+    hw = layer.kernel_hw
+    ka = hw[0] * hw[1] if hw else layer.kernel * layer.kernel
+    if op == Op.CONV2D:
+        macs, kparams = out_elems * ka * cin, ka * cin * cout
+        reduction: float = -(-(ka * cin) // c.macs_per_cell)
+    elif op == Op.DEPTHWISE_CONV2D:  # no reduction over input channels: k*k taps on one lane
+        macs, kparams = out_elems * ka, ka * cin
+        reduction = ka / c.depthwise_lanes
+    else:
+        macs = kparams = cin * cout
+        reduction = -(-cin // c.macs_per_cell)
+    if len(out_shape) == 3:  # positions over the tile grid, output channels over the cells of a tile
+        grid = c.tile_grid
+        rounds = -(-out_shape[0] // grid) * -(-out_shape[1] // grid) * -(-cout // cells)
+    else:  # a vector (dense): output channels over every cell of every tile
+        rounds = -(-cout // (c.tiles * cells))
+    wp = layer.weight_params
+    pbytes = (wp if wp >= 0 else kparams + cout) + 3 * cout
+    return macs, rounds * (reduction + c.drain_cycles), in_elems + out_elems, pbytes
+
+
 def layer_terms(layer: Layer, c: EdgeTPUConstants) -> tuple[int, float, int, int]:
     """(MACs, compute cycles at efficiency 1, activation bytes moved, parameter bytes) of one layer: cycles on the MAC
     array for convolutions and dense layers (MACs > 0), cycles on the cells' vector path for other ops. These
     depend only on the chip's structure, not on the calibrated constants. (Inlined arithmetic: NAS hot path.)"""
     op = layer.op
-    out_shape, in_shape = layer.output_shape, layer.input_shape
-    out_elems = _prod(out_shape)
-    in_elems = _prod(in_shape)
+    out_elems = _prod(layer.output_shape)
+    in_elems = _prod(layer.input_shape)
     if op in CONV_OPS:
-        cells = c.cells_per_tile
-        cout, cin = out_shape[-1], in_shape[-1]
-        hw = layer.kernel_hw
-        ka = hw[0] * hw[1] if hw else layer.kernel * layer.kernel
-        if op == Op.CONV2D:
-            macs, kparams = out_elems * ka * cin, ka * cin * cout
-            reduction: float = -(-(ka * cin) // c.macs_per_cell)
-        elif op == Op.DEPTHWISE_CONV2D:  # no reduction over input channels: k*k taps on one lane
-            macs, kparams = out_elems * ka, ka * cin
-            reduction = ka / c.depthwise_lanes
-        else:
-            macs = kparams = cin * cout
-            reduction = -(-cin // c.macs_per_cell)
-        if len(out_shape) == 3:  # positions over the tile grid, output channels over the cells of a tile
-            grid = c.tile_grid
-            rounds = -(-out_shape[0] // grid) * -(-out_shape[1] // grid) * -(-cout // cells)
-        else:  # a vector (dense): output channels over every cell of every tile
-            rounds = -(-cout // (c.tiles * cells))
-        wp = layer.weight_params
-        pbytes = (wp if wp >= 0 else kparams + cout) + 3 * cout
-        return macs, rounds * (reduction + c.drain_cycles), in_elems + out_elems, pbytes
+        return _weighted_terms(layer, c, in_elems, out_elems)
     if op == Op.MAX_POOL2D or op == Op.AVG_POOL2D:
         work = out_elems * layer.kernel_area
     elif op == Op.GLOBAL_AVG_POOL or op == Op.GLOBAL_MAX_POOL:

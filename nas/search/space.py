@@ -280,9 +280,7 @@ class SearchSpace:
         for slot, (st, r) in zip(self.slots, assignment):
             ch = slot.choices
             if st is None:  # a left-out slot: its other decisions do not matter; take the first choice
-                for key in CHOICE_KEYS:
-                    if key in ch:
-                        values[f"{slot.name}.{key}"] = ch[key][0]
+                values.update({f"{slot.name}.{key}": ch[key][0] for key in CHOICE_KEYS if key in ch})
                 values[f"{slot.name}.repeats_delta"] = -slot.repeats
                 continue
             mult = next((m for m in ch["width_multiplier"] if slot_filters(slot.filters, m) == st.filters), None)
@@ -299,10 +297,10 @@ class SearchSpace:
                 v["expansion_from"] = exp_from
             elif exp_from != "input":
                 return None
+            if st.group_size and "group_size" not in ch:
+                return None
             if "group_size" in ch:
                 v["group_size"] = st.group_size or 0
-            elif st.group_size:
-                return None
             for key, val in v.items():
                 match = [c for c in ch[key] if c == val and isinstance(c, bool) == isinstance(val, bool)]
                 if val is None or not match:
