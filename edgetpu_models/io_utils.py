@@ -93,6 +93,20 @@ def load_yaml_text(text: str, where: str, error: type[Exception]) -> Any:
     return data
 
 
+def read_small_file(path: "str | os.PathLike[str]", what: str, error: type[Exception],
+                    limit: int = 16 << 20) -> bytes:
+    """The bytes of a small input file (a certificate, a key, a token); any failure raises `error` in one line."""
+    path = os.fspath(path)
+    try:
+        with open(path, "rb") as f:
+            data = f.read(limit + 1)
+    except OSError as e:
+        raise error(f"{path}: cannot read {what} ({e.strerror or e})") from None
+    if len(data) > limit:
+        raise error(f"{path}: larger than {limit} bytes: not a {what}")
+    return data
+
+
 def read_yaml(path: "str | os.PathLike[str]", what: str, error: type[Exception]) -> Any:
     """Parses a YAML file (see `load_yaml_text`); any failure raises `error` with one line naming the file."""
     path = os.fspath(path)

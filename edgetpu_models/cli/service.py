@@ -28,14 +28,10 @@ def _byte_size(text: str) -> int:
 
 
 def _read_file(path: str, what: str) -> bytes:
+    from edgetpu_models.io_utils import read_small_file
     from edgetpu_models.nas.service.server import ServerError
 
-    try:
-        with open(path, "rb") as f:
-            return f.read()
-    except OSError as e:
-        raise ServerError(f"{path}: cannot read {what} ({e.strerror})") from None
-
+    return read_small_file(path, what, ServerError)
 
 def _check_tls_files(cert: str, key: str, client_ca: str | None) -> None:
     """Loads the PEM files as the server will, so a bad one is named here (gRPC only says it cannot listen)."""

@@ -24,6 +24,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from edgetpu_models import errors
 from edgetpu_models.errors import EdgeTPUModelsError, ModelFileError, SpecError
+from edgetpu_models.io_utils import read_small_file
 from edgetpu_models.model_ref import resolve_model
 from edgetpu_models.nas.service import latency_pb2, latency_pb2_grpc
 from edgetpu_models.spec import Spec
@@ -103,12 +104,7 @@ def response_to_dict(resp: latency_pb2.EstimateResponse) -> dict[str, Any]:
 
 
 def _read_pem(path: str, what: str) -> bytes:
-    try:
-        with open(path, "rb") as f:
-            return f.read()
-    except OSError as e:
-        raise LatencyServerError(f"{path}: cannot read {what} ({e.strerror})") from None
-
+    return read_small_file(path, what, LatencyServerError)
 
 def _tls_credentials(ca: str, cert: str | None, key: str | None) -> grpc.ChannelCredentials:
     """Channel credentials trusting `ca`, with this client's certificate and key when given (mutual TLS)."""

@@ -153,8 +153,9 @@ def test_huge_error_messages_are_capped_to_one_line(small_server):
         with pytest.raises(grpc.RpcError) as info:
             stub_call(request.SerializeToString(), timeout=10)
         assert info.value.code() == want, (info.value.code(), info.value.details()[:200])
-        details = info.value.details()
-        assert len(details) <= MAX_ERROR_CHARS and "\n" not in details and "characters cut" in details
+        details = info.value.details()  # cut by the server's cap, or bounded where the value is formatted
+        assert len(details) <= MAX_ERROR_CHARS and "\n" not in details
+        assert "characters cut" in details or ("..." in details and len(details) < 400)
 
 
 # 4: TLS off loopback needs a token or client certificates; the refusal comes before anything binds
