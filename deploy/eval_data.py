@@ -36,7 +36,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from edgetpu_models.data import CROP_FRACTION, IMAGE_EXTENSIONS, list_image_folder, split_indices
+from edgetpu_models.data import CROP_FRACTION, IMAGE_EXTENSIONS, list_image_folder, read_rgb, split_indices
 from edgetpu_models.errors import DatasetError, ModelFileError
 from edgetpu_models.spec import Normalization
 
@@ -66,17 +66,10 @@ class Preprocess:
                 "std": list(self.normalization.std)}
 
     def load(self, path: str) -> np.ndarray:
-        """One image file -> float32 [H, W, 3], normalised; DatasetError naming the file when it cannot be read."""
-        from PIL import Image, UnidentifiedImageError
-
-        try:
-            with Image.open(path) as im:
-                im = im.convert("RGB")
-                pixels = self._train(im) if self.pipeline == "train" else self._reference(im)
-        except FileNotFoundError:
-            raise DatasetError(f"{path}: no such image file") from None
-        except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as e:
-            raise DatasetError(f"{path}: not a readable image ({type(e).__name__}: {e})") from None
+        """One image file -> float32 [H, W, 3], normalised; DatasetError naming the file when it cannot be read (read
+        as `edgetpu_models.data.read_rgb` reads it: every mode to 8-bit RGB, decompression bombs refused)."""
+        im = read_rgb(path)
+        pixels = self._train(im) if self.pipeline == "train" else self._reference(im)
         mean = np.asarray(self.normalization.mean, np.float32)
         return (pixels.astype(np.float32) - mean) / np.asarray(self.normalization.std, np.float32)
 

@@ -5,8 +5,10 @@
 
 The folder is listed and every file checked with Pillow up front (cheap: headers and PNG checksums), so a broken or
 mislabelled file (a text file named .jpg) is skipped and counted rather than crashing training an hour in; a missing
-or empty folder, or a single class, is a one-line `DatasetError`. The train/validation split is per class (each class
-keeps its share in both) and seeded, so the same seed gives the same split on every machine.
+or empty folder, or a single class, is a one-line `DatasetError`. A decompression bomb counts as unreadable; every
+image mode Pillow opens becomes 8-bit RGB the same way everywhere (`to_rgb8`, alpha over white), and plain RGB
+PNG/JPEG files that TensorFlow decodes give the very pixels Pillow would. The train/validation split is per class
+(each class keeps its share in both) and seeded, so the same seed gives the same split on every machine.
 
 The decoded images are resized once (shorter side to `image_size / 0.875`, centre square), kept as uint8 and cached;
 per epoch the training images get a random `image_size` crop and a horizontal flip, the validation images the centre
@@ -16,10 +18,15 @@ on every run: a resumed training run sees exactly the batches the uninterrupted 
 
 from __future__ import annotations
 
+import contextlib
 import os
+import stat
+import struct
+import threading
+import warnings
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
@@ -27,15 +34,132 @@ from edgetpu_models.errors import DatasetError
 from edgetpu_models.spec import Normalization, Spec
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
-"""What tf.io.decode_image reads; other files in a class folder are ignored (not counted as skipped)."""
+"""What a class folder's images are named; other files in a class folder are ignored (not counted as skipped)."""
 _PIL_FORMATS = {"JPEG", "PNG", "BMP", "GIF", "MPO"}
 CROP_FRACTION = 0.875
 """Centre crop of the evaluation images (and the size the random training crop is taken from), as in the reference."""
+BACKGROUND = (255, 255, 255)
+"""What transparent pixels are composited over: white."""
+DECODE_PNG, DECODE_JPEG, DECODE_PILLOW = 0, 1, 2
+"""How the tf.data pipeline decodes a file: TensorFlow for plain 8-bit RGB PNG and RGB JPEG (bit-identical to Pillow,
+the JPEG with the accurate DCT), Pillow's `to_rgb8` for every other mode."""
+_OPEN_LOCK = threading.Lock()
+_ALPHA_MODES = {"LA", "PA", "RGBA", "RGBa"}
 
 
 def default_dataset_dir() -> str:
     """The bundled default dataset: 1797 real handwritten digits in 10 class folders (see datasets/README.md)."""
     return str(resources.files("edgetpu_models") / "datasets" / "digits")
+
+
+def read_rgb(path: str) -> Any:
+    """One image file -> a PIL image in 8-bit RGB (`to_rgb8`), the file closed; DatasetError naming the file when it
+    is missing, not a regular file, not an image, or a decompression bomb (more than Image.MAX_IMAGE_PIXELS pixels:
+    Pillow warns above that and refuses above twice that; both are refused here, without changing Pillow's limit)."""
+    if not os.path.exists(path):  # a dangling symlink included
+        raise DatasetError(f"{path}: no such image file")
+    if not _is_regular_file(path):
+        raise DatasetError(f"{path}: not a regular file")
+    try:
+        with _opened(path) as im:
+            return to_rgb8(im)
+    except FileNotFoundError:
+        raise DatasetError(f"{path}: no such image file") from None
+    except _decode_errors() as e:
+        raise DatasetError(f"{path}: not a readable image ({type(e).__name__}: {_one_line(e)})") from None
+
+
+def _one_line(error: BaseException) -> str:
+    text = " ".join(str(error).split())
+    return text if len(text) <= 300 else text[:300] + "..."
+
+
+def _decode_errors() -> tuple[type[BaseException], ...]:
+    """What Pillow raises for a file it cannot read (a decompression bomb included)."""
+    from PIL import Image
+
+    return (OSError, ValueError, SyntaxError, EOFError, IndexError, struct.error, Image.DecompressionBombError,
+            Image.DecompressionBombWarning)
+
+
+@contextlib.contextmanager
+def _opened(path: str) -> Iterator[Any]:
+    """Image.open with its decompression-bomb warning raised as an error (only around this call: the warning filter
+    is process-wide, so the lock keeps concurrent opens from undoing each other's filter)."""
+    from PIL import Image
+
+    with open(path, "rb") as f:
+        with _OPEN_LOCK, warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            im = Image.open(f)
+        with im:
+            yield im
+
+
+def to_rgb8(im: Any) -> Any:
+    """Any Pillow image -> 8-bit RGB, faithfully: alpha (LA, PA, RGBA, a palette or colour-key transparency) is
+    composited over `BACKGROUND` (white); 16-bit (I;16*) is scaled to 8 bits (v * 255 / 65535, not clipped); 32-bit
+    integers (I) the same when they fit 16 bits, else stretched from their min..max; floats (F) are taken as 0..1
+    when they lie in it, as 0..255 when they lie in that, else stretched from their min..max (NaN/inf -> 0). Every
+    other mode (1, L, P, CMYK, YCbCr, LAB, HSV, RGBX, ...) goes through Pillow's own conversion."""
+    from PIL import Image
+
+    mode = im.mode
+    if mode in ("I", "F") or mode.startswith("I;16"):
+        return Image.fromarray(_scale_to_uint8(np.asarray(im), mode)).convert("RGB")
+    if mode == "La":
+        im, mode = im.convert("RGBa"), "RGBa"
+    if mode in _ALPHA_MODES or "transparency" in im.info:
+        rgba = im.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, BACKGROUND + (255,))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return im.convert("RGB")
+
+
+def _scale_to_uint8(values: np.ndarray, mode: str) -> np.ndarray:
+    """A single-band 16-bit, 32-bit integer or float image -> uint8 (see `to_rgb8`)."""
+    x = np.asarray(values, np.float64)
+    finite = np.isfinite(x)
+    x = np.where(finite, x, 0.0)
+    lo, hi = (float(x[finite].min()), float(x[finite].max())) if finite.any() else (0.0, 0.0)
+    if mode.startswith("I;16") or (mode == "I" and lo >= 0 and hi <= 65535):
+        scaled = x * (255.0 / 65535.0)
+    elif mode == "F" and lo >= 0 and hi <= 1:
+        scaled = x * 255.0
+    elif mode == "F" and lo >= 0 and hi <= 255:
+        scaled = x
+    else:
+        scaled = (x - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(x)
+    return np.clip(np.round(scaled), 0, 255).astype(np.uint8)
+
+
+def _check_image(path: str) -> int | None:
+    """The decoder for a readable image file (DECODE_*), None for one that is not (cheap: headers and PNG checksums).
+    """
+    try:
+        with _opened(path) as im:
+            if im.format not in _PIL_FORMATS:
+                return None
+            decoder = _decoder_for(im)
+            im.verify()
+        return decoder
+    except _decode_errors():
+        return None
+
+
+def _decoder_for(im: Any) -> int:
+    if im.mode != "RGB" or "transparency" in im.info:
+        return DECODE_PILLOW
+    if im.format == "JPEG":
+        return DECODE_JPEG
+    if im.format == "PNG" and len(im.tile) == 1 and im.tile[0][3] == "RGB":  # 8 bits per channel
+        return DECODE_PNG
+    return DECODE_PILLOW
+
+
+def _pillow_pixels(path: bytes) -> np.ndarray:
+    """For tf.numpy_function: the file's `to_rgb8` pixels [H, W, 3] uint8."""
+    return np.asarray(read_rgb(os.fsdecode(path)), np.uint8)
 
 
 @dataclass(frozen=True)
@@ -47,56 +171,94 @@ class ImageFolder:
     files: list[str]
     labels: list[int]
     skipped: list[str] = field(default_factory=list)
-    """Files with an image extension that could not be read as an image."""
-
-
-def _readable(path: str) -> bool:
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as im:
-            if im.format not in _PIL_FORMATS:
-                return False
-            im.verify()
-        return True
-    except (OSError, UnidentifiedImageError, ValueError, SyntaxError):
-        return False
+    """Files with an image extension that could not be read as an image (a decompression bomb among them)."""
+    decoders: list[int] = field(default_factory=list)
+    """Per file, which decoder the tf.data pipeline uses (DECODE_PNG, DECODE_JPEG or DECODE_PILLOW)."""
 
 
 def list_image_folder(directory: "str | os.PathLike[str]") -> ImageFolder:
-    """Lists `directory/<class>/<image>` and checks each image; raises DatasetError on a folder that cannot train."""
+    """Lists `directory/<class>/<image>` and checks each image; raises DatasetError on a folder that cannot train.
+
+    Only regular files count (a symlink to one is fine; FIFOs, sockets, devices and folders named like images are
+    ignored). A class folder that is, or links to, the dataset folder or one of its ancestors (and a symlink loop)
+    is not a class; symlinked folders inside a class are not followed, so the listing always ends.
+    """
     directory = os.fspath(directory)
     if not os.path.exists(directory):
         raise DatasetError(f"{directory}: no such dataset folder (expected one sub-folder of images per class)")
     if not os.path.isdir(directory):
         raise DatasetError(f"{directory}: not a folder (expected one sub-folder of images per class)")
-    class_dirs = sorted(d for d in os.listdir(directory)
-                        if not d.startswith(".") and os.path.isdir(os.path.join(directory, d)))
-    class_names: list[str] = []
-    files: list[str] = []
-    labels: list[int] = []
-    skipped: list[str] = []
-    for name in class_dirs:
-        found = []
-        for root, dirs, names in os.walk(os.path.join(directory, name)):
-            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-            for fname in sorted(names):
-                if fname.startswith(".") or not fname.lower().endswith(IMAGE_EXTENSIONS):
-                    continue
-                path = os.path.join(root, fname)
-                (found if _readable(path) else skipped).append(path)
-        if found:
-            files.extend(found)
-            labels.extend([len(class_names)] * len(found))
-            class_names.append(name)
+    listing = _Listing()
+    for name in _class_dirs(directory):
+        listing.add_class(name, os.path.join(directory, name))
     exts = ", ".join(IMAGE_EXTENSIONS)
-    if not files:
+    if not listing.files:
+        skipped = listing.skipped
         what = f"{len(skipped)} unreadable image file(s) and no readable one" if skipped else "no image files"
         raise DatasetError(f"{directory}: {what}; expected one sub-folder per class holding images ({exts})")
-    if len(class_names) < 2:
-        raise DatasetError(f"{directory}: only one class ({class_names[0]!r}) has images; a classifier needs at least "
-                           f"two sub-folders of images")
-    return ImageFolder(directory, class_names, files, labels, skipped)
+    if len(listing.class_names) < 2:
+        raise DatasetError(f"{directory}: only one class ({listing.class_names[0]!r}) has images; a classifier needs "
+                           f"at least two sub-folders of images")
+    return ImageFolder(directory, listing.class_names, listing.files, listing.labels, listing.skipped,
+                       listing.decoders)
+
+
+def _class_dirs(directory: str) -> list[str]:
+    """The class folder names: visible sub-folders that are not the dataset folder itself or one of its ancestors."""
+    try:
+        names = sorted(os.listdir(directory))
+    except OSError as e:
+        raise DatasetError(f"{directory}: cannot list the dataset folder ({e.strerror})") from None
+    root = os.path.realpath(directory)
+    kept = []
+    for name in names:
+        path = os.path.join(directory, name)
+        if name.startswith(".") or not os.path.isdir(path):  # isdir is False for a symlink loop or a dangling link
+            continue
+        real = os.path.realpath(path)
+        if root == real or root.startswith(real.rstrip(os.sep) + os.sep):
+            continue
+        kept.append(name)
+    return kept
+
+
+def _is_regular_file(path: str) -> bool:
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        return False
+
+
+@dataclass
+class _Listing:
+    """The dataset listing as it is built, class by class."""
+
+    class_names: list[str] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)
+    labels: list[int] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    decoders: list[int] = field(default_factory=list)
+
+    def add_class(self, name: str, folder: str) -> None:
+        """Adds the readable images under `folder` as class `name` (if it has any); counts the unreadable ones."""
+        found: list[tuple[str, int]] = []
+        for root, dirs, names in os.walk(folder):
+            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+            for fname in sorted(names):
+                path = os.path.join(root, fname)
+                if fname.startswith(".") or not fname.lower().endswith(IMAGE_EXTENSIONS) or \
+                        not _is_regular_file(path):
+                    continue
+                decoder = _check_image(path)
+                if decoder is None:
+                    self.skipped.append(path)
+                else:
+                    found.append((path, decoder))
+        if found:
+            self.files.extend(p for p, _ in found)
+            self.decoders.extend(d for _, d in found)
+            self.labels.extend([len(self.class_names)] * len(found))
+            self.class_names.append(name)
 
 
 def split_indices(labels: Sequence[int], validation_split: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -163,25 +325,19 @@ def _norm_constants(normalization: "Normalization | Spec | str | os.PathLike[str
 def load_image(path: str, size: int, normalization: Normalization) -> np.ndarray:
     """One image file -> the model's input [size, size, 3] float32 (centre crop, normalised), as validation sees it.
 
-    Pillow, not TensorFlow, so the classify command stays light; raises DatasetError on an unreadable file.
+    Pillow (`read_rgb`), not TensorFlow, so the classify command stays light; raises DatasetError on an unreadable
+    file, a decompression bomb or anything that is not a regular file.
     """
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
-    try:
-        with Image.open(path) as im:
-            im = im.convert("RGB")
-            w, h = im.size
-            pre = max(size, int(round(size / CROP_FRACTION)))
-            scale = pre / min(w, h)
-            nw, nh = max(pre, int(round(w * scale))), max(pre, int(round(h * scale)))
-            im = im.resize((nw, nh), Image.BILINEAR, reducing_gap=None)
-            left, top = (nw - size) // 2, (nh - size) // 2
-            im = im.crop((left, top, left + size, top + size))
-            arr = np.asarray(im, np.float32)
-    except FileNotFoundError:
-        raise DatasetError(f"{path}: no such image file") from None
-    except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as e:
-        raise DatasetError(f"{path}: not a readable image ({type(e).__name__}: {e})") from None
+    im = read_rgb(path)
+    w, h = im.size
+    pre = max(size, int(round(size / CROP_FRACTION)))
+    scale = pre / min(w, h)
+    nw, nh = max(pre, int(round(w * scale))), max(pre, int(round(h * scale)))
+    im = im.resize((nw, nh), Image.BILINEAR, reducing_gap=None)
+    left, top = (nw - size) // 2, (nh - size) // 2
+    arr = np.asarray(im.crop((left, top, left + size, top + size)), np.float32)
     return (arr - np.asarray(normalization.mean, np.float32)) / np.asarray(normalization.std, np.float32)
 
 
@@ -204,9 +360,11 @@ def load_image_folder(directory: "str | os.PathLike[str]", image_size: int,
 
     maps = _ImageMaps.create(image_size, norm, flip)
     files = np.asarray(folder.files)
+    decoders = np.asarray(folder.decoders or [DECODE_PILLOW] * len(folder.files), np.int32)
     labels = np.asarray(folder.labels, np.int32)
-    train_base = _decoded(files[train_idx], labels[train_idx], maps, cache, ".train")
-    val_ds = _centre_batches(_decoded(files[val_idx], labels[val_idx], maps, cache, ".val"), maps, batch_size)
+    train_base = _decoded((files[train_idx], decoders[train_idx], labels[train_idx]), maps, cache, ".train")
+    val_ds = _centre_batches(_decoded((files[val_idx], decoders[val_idx], labels[val_idx]), maps, cache, ".val"),
+                             maps, batch_size)
     streams = _TrainStreams(train_base, len(train_idx), maps, batch_size, seed, augment)
     return ImageFolderData(
         train=streams.reshuffling(), val=val_ds, train_plain=_centre_batches(train_base, maps, batch_size),
@@ -242,11 +400,18 @@ class _ImageMaps:
         pre = max(image_size, int(round(image_size / CROP_FRACTION)))
         return cls(image_size, pre, tf.constant(norm.mean, tf.float32), tf.constant(norm.std, tf.float32), flip)
 
-    def decode(self, path, label):
+    def decode(self, path, decoder, label):
+        """Pixels from TensorFlow's decoder or Pillow's (`decoder`: DECODE_*), then resized as the maps say."""
         import tensorflow as tf
 
-        img = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
-        img.set_shape([None, None, 3])
+        def pillow():
+            return tf.numpy_function(_pillow_pixels, [path], tf.uint8, stateful=False)
+
+        img = tf.switch_case(decoder, [
+            lambda: tf.io.decode_png(tf.io.read_file(path), channels=3),
+            lambda: tf.io.decode_jpeg(tf.io.read_file(path), channels=3, dct_method="INTEGER_ACCURATE"),
+            pillow])
+        img = tf.ensure_shape(img, [None, None, 3])
         hw = tf.cast(tf.shape(img)[:2], tf.float32)
         scale = self.pre / tf.reduce_min(hw)
         new_hw = tf.maximum(tf.cast(tf.round(hw * scale), tf.int32), self.pre)
@@ -275,11 +440,12 @@ class _ImageMaps:
         return self.finish(img, label)
 
 
-def _decoded(files: np.ndarray, labels: np.ndarray, maps: _ImageMaps, cache: "bool | str", cache_suffix: str):
-    """(uint8 image, label) pairs of the given files, in order, cached as `cache` says."""
+def _decoded(files_decoders_labels: tuple[np.ndarray, np.ndarray, np.ndarray], maps: _ImageMaps,
+             cache: "bool | str", cache_suffix: str):
+    """(uint8 image, label) pairs of the given (files, DECODE_* decoders, labels), in order, cached as `cache` says."""
     import tensorflow as tf
 
-    ds = tf.data.Dataset.from_tensor_slices((files, labels))
+    ds = tf.data.Dataset.from_tensor_slices(files_decoders_labels)
     ds = ds.map(maps.decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     ds = ds.ignore_errors()  # a file Pillow accepted but TensorFlow cannot decode: dropped, not fatal
     if cache is True:

@@ -68,6 +68,7 @@ class TrainConfig:
     dropout_seeded: bool = True
 
     def validate(self) -> None:
+        self._check_finite()
         if not isinstance(self.epochs, int) or self.epochs < 1:
             raise TrainError(f"epochs: expected an integer >= 1, got {self.epochs!r}")
         if not isinstance(self.batch_size, int) or self.batch_size < 1:
@@ -86,6 +87,13 @@ class TrainConfig:
             raise TrainError(f"bn_momentum: expected a value in (0, 1), got {self.bn_momentum!r}")
         if self.warmup_epochs < 0 or self.weight_decay < 0:
             raise TrainError("warmup_epochs and weight_decay must be >= 0")
+
+    def _check_finite(self) -> None:
+        """NaN and infinity pass most range checks (and `nan > 0` is merely False): refuse them first, by name."""
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise TrainError(f"{f.name}: expected a finite number, got {value!r}")
 
 
 @dataclass
@@ -564,21 +572,23 @@ def _epoch_state_class():
     class EpochState(keras.callbacks.Callback):
         """Re-seeds dropout at each epoch start; checkpoints and appends the history at each epoch end."""
 
-        def __init__(self, state: _RunState, generators: list, seed: int, history: list[dict], history_path: str):
+        def __init__(self, state: _RunState, generators: list, config: TrainConfig, history: list[dict],
+                     history_path: str):
             super().__init__()
-            self._state, self._generators, self._seed = state, generators, seed
+            self._state, self._generators, self._config = state, generators, config
             self._history, self._history_path = history, history_path
 
         def on_epoch_begin(self, epoch, logs=None):
             for i, gen in enumerate(self._generators):
-                gen.reset_from_seed(self._seed * 1_000_003 + epoch * 1009 + i)
+                gen.reset_from_seed(self._config.seed * 1_000_003 + epoch * 1009 + i)
 
         def on_epoch_end(self, epoch, logs=None):
+            _check_loss(epoch + 1, (logs or {}).get("loss"), self._config.learning_rate)
             self._state.epoch.assign(epoch + 1)
             self._state.manager.save(checkpoint_number=epoch + 1)
             self._history.append({"epoch": epoch + 1, **{k: float(v) for k, v in (logs or {}).items()}})
             if self._state.chief:
-                write_text_atomic(self._history_path, json.dumps(self._history, indent=1) + "\n")
+                write_text_atomic(self._history_path, _json(self._history))
 
     return EpochState
 
@@ -587,7 +597,7 @@ def _callbacks(req: _Request, state: _RunState, data: Any, history: list[dict]) 
     """Epoch state (seeds, checkpoint, history), TensorBoard logs, and the progress bars unless turned off."""
     import tf_keras as keras
 
-    epoch_state = _epoch_state_class()(state, _random_generators(state.model), req.config.seed, history,
+    epoch_state = _epoch_state_class()(state, _random_generators(state.model), req.config, history,
                                        req.folder.history)
     callbacks: list = [epoch_state, keras.callbacks.TensorBoard(req.folder.logs, update_freq="epoch",
                                                                 write_graph=False, profile_batch=0)]
@@ -624,9 +634,31 @@ def _save_outputs(req: _Request, model: Any, source: _Source, data: Any, scores:
                    labels=tuple(data.class_names), input_size=(data.image_size, data.image_size),
                    extra={"origin": "train"})
     write_sidecar(req.folder.model, meta, model_content=lambda tmp: model.save(tmp))
-    write_text_atomic(req.folder.metrics, json.dumps(
+    write_text_atomic(req.folder.metrics, _json(
         {**scores, "epochs": req.config.epochs, "num_train": data.num_train, "num_val": data.num_val,
-         "skipped": data.skipped, "classes": data.class_names}, indent=1) + "\n")
+         "skipped": data.skipped, "classes": data.class_names}))
+
+
+def _check_loss(epoch: int, loss: Any, learning_rate: float) -> None:
+    """A loss that became NaN or infinite ends the run before anything is saved from it (checkpoint, model)."""
+    if loss is not None and not math.isfinite(float(loss)):
+        raise TrainError(f"epoch {epoch}: the training loss became {float(loss)} (the weights diverged); nothing was "
+                         f"saved from this epoch; try a lower learning rate (--lr) than {learning_rate:g}")
+
+
+def _json(value: Any) -> str:
+    """Strict JSON text (NaN and infinity, which JSON has no words for, written as null), with a final newline."""
+    return json.dumps(_finite_or_none(value), indent=1, allow_nan=False) + "\n"
+
+
+def _finite_or_none(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite_or_none(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite_or_none(v) for v in value]
+    return value
 
 
 def config_from_args(args: Any, **overrides: Any) -> TrainConfig:

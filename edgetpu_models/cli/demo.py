@@ -125,14 +125,24 @@ class _DemoRun:
     def __init__(self, config: DemoConfig, say: Callable[[str], None]):
         self.config, self.say = config, say
         self.t_start = time.time()
-        self.epochs = config.epochs or DemoConfig.DEFAULT_EPOCHS
+        self.epochs = config.epochs if config.epochs is not None else DemoConfig.DEFAULT_EPOCHS
         self.qat_epochs = config.qat_epochs if config.qat_epochs is not None else DemoConfig.DEFAULT_QAT_EPOCHS
         self.resolution = config.resolution or DemoConfig.DEFAULT_RESOLUTION
-        self.out = _new_run_folder(config.out)
+        _check_counts(self.epochs, self.qat_epochs)
+        self.out, self.created = _new_run_folder(config.out)
         self.timings: dict[str, float] = {}
         """When each step started (time.time())."""
 
     def run(self) -> DemoResult:
+        """All the steps; a run that fails before writing any file removes the run folder it created."""
+        try:
+            return self._steps()
+        except BaseException:
+            if self.created:
+                _remove_if_no_files(self.out)
+            raise
+
+    def _steps(self) -> DemoResult:
         self.load_data()
         self.train_float()
         self.fine_tune_qat()
@@ -350,13 +360,36 @@ class _DemoRun:
                 f"{seconds / 60:.1f} min; int8 - float top-1: {-drop_points:+.2f} points")
 
 
-def _new_run_folder(out: str | None) -> str:
-    """The run folder, created (absolute path); runs/demo_<UTC time> by default; a finished run is not reused."""
+def _check_counts(epochs: int, qat_epochs: int) -> None:
+    if not isinstance(epochs, int) or epochs < 1:
+        raise EdgeTPUModelsError(f"epochs: expected an integer >= 1, got {epochs!r}")
+    if not isinstance(qat_epochs, int) or qat_epochs < 0:
+        raise EdgeTPUModelsError(f"qat_epochs: expected an integer >= 0, got {qat_epochs!r}")
+
+
+def _new_run_folder(out: str | None) -> tuple[str, bool]:
+    """The run folder, created (absolute path), and whether this call created it; runs/demo_<UTC time> by default; a
+    finished run is not reused."""
     out = out or os.path.join("runs", time.strftime("demo_%Y%m%d_%H%M%S", time.gmtime()))
     if os.path.exists(os.path.join(out, "summary.json")):
         raise EdgeTPUModelsError(f"{out}: holds a finished demo run already; choose another --out")
+    created = not os.path.lexists(out)
     os.makedirs(out, exist_ok=True)
-    return os.path.abspath(out)
+    return os.path.abspath(out), created
+
+
+def _remove_if_no_files(folder: str) -> None:
+    """Removes `folder` when it holds nothing but (empty) sub-folders; anything else in it keeps all of it."""
+    empty_dirs = []
+    for root, dirs, files in os.walk(folder, topdown=False):
+        if files or any(os.path.islink(os.path.join(root, d)) for d in dirs):
+            return
+        empty_dirs.append(root)
+    for path in empty_dirs:  # bottom-up: children before their parents
+        try:
+            os.rmdir(path)
+        except OSError:
+            return
 
 
 def _initial_weights(config: DemoConfig) -> str | None:
