@@ -143,7 +143,7 @@ def _mapped(on_edgetpu: int, total: int, fully_mapped: bool) -> str:
 
 
 def _print_tables(args: argparse.Namespace, rows: list[dict]) -> None:
-    from edgetpu_models.cli.tables import format_table
+    from edgetpu_models.tables import format_table
 
     headers = ["model", "res", "build s", "export s", "export CPU s", "peak GiB", "int8 MiB", "Edge TPU ops",
                "CPU ms (2 thr)", "load avg"]
