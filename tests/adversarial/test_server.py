@@ -247,7 +247,7 @@ def test_batch_stops_at_the_deadline_and_cheap_calls_are_not_blocked():
             assert time.monotonic() - t0 < 2.0, "a cheap call waited behind expensive ones"
         codes = sorted(f.exception().code().name for f in futures)
         assert "UNAVAILABLE" in codes and "DEADLINE_EXCEEDED" in codes, codes
-        deadline = time.monotonic() + 3.0  # at most one model's work after the client's deadline
+        deadline = time.monotonic() + 6.0  # one model's work after the client's deadline, with slack for a busy machine
         while srv.service.inflight and time.monotonic() < deadline:
             time.sleep(0.05)
         assert srv.service.inflight == 0
