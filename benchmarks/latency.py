@@ -26,10 +26,10 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from edgetpu_models.tables import format_table  # noqa: E402
 from edgetpu_models.nas.latency import calibrate as cal  # noqa: E402
 from edgetpu_models.nas.latency.cpu.fit import held_out_rows, measure_held_out, random_specs  # noqa: E402
 from edgetpu_models.nas.latency.estimator import estimate, estimate_spec  # noqa: E402
+from edgetpu_models.tables import format_table  # noqa: E402
 from edgetpu_models.zoo import ZOO, zoo_spec  # noqa: E402
 
 

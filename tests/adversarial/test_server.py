@@ -144,14 +144,14 @@ def test_garbage_bytes_are_one_line_and_sigterm_stops_within_grace():
 # 2: error messages are capped, so a huge one never becomes RESOURCE_EXHAUSTED "Stream removed"
 
 def test_huge_error_messages_are_capped_to_one_line(small_server):
-    stub_call = grpc.insecure_channel(small_server.address).unary_unary(SERVICE + "Estimate")
+    raw_call = grpc.insecure_channel(small_server.address).unary_unary(SERVICE + "Estimate")
     cases = [(latency_pb2.EstimateRequest(zoo_model="mobilenet_edgetpu", variant="v" * 50_000),
               grpc.StatusCode.INVALID_ARGUMENT),
              (latency_pb2.EstimateRequest(zoo_model="mobilenet_edgetpu", target="t" * 50_000),
               grpc.StatusCode.NOT_FOUND)]
     for request, want in cases:
         with pytest.raises(grpc.RpcError) as info:
-            stub_call(request.SerializeToString(), timeout=10)
+            raw_call(request.SerializeToString(), timeout=10)
         assert info.value.code() == want, (info.value.code(), info.value.details()[:200])
         details = info.value.details()  # cut by the server's cap, or bounded where the value is formatted
         assert len(details) <= MAX_ERROR_CHARS and "\n" not in details
