@@ -148,11 +148,13 @@ def _check_image(path: str) -> int | None:
 
 
 def _decoder_for(im: Any) -> int:
-    if im.mode != "RGB" or "transparency" in im.info:
+    """TensorFlow's own decoder for 8-bit RGB and 8-bit greyscale PNG/JPEG (it replicates grey into three channels, as
+    `to_rgb8` does, so the pixels are the same); Pillow through `to_rgb8` for every other mode."""
+    if im.mode not in ("RGB", "L") or "transparency" in im.info:
         return DECODE_PILLOW
     if im.format == "JPEG":
         return DECODE_JPEG
-    if im.format == "PNG" and len(im.tile) == 1 and im.tile[0][3] == "RGB":  # 8 bits per channel
+    if im.format == "PNG" and len(im.tile) == 1 and im.tile[0][3] in ("RGB", "L"):  # 8 bits per channel
         return DECODE_PNG
     return DECODE_PILLOW
 

@@ -182,7 +182,7 @@ def test_sixteen_bit_and_float_images_are_scaled_not_clipped(tmp_path):
 
 
 def test_tf_pipeline_and_pillow_give_the_same_pixels(tmp_path):
-    """Plain RGB PNG/JPEG go through TensorFlow's decoders, every other mode through Pillow's: the pipeline's pixels
+    """8-bit RGB and grey PNG/JPEG go through TensorFlow's decoders, every other mode through Pillow's: the pixels
     are `read_rgb`'s, for each of them (18x18 images: the 16 px centre crop needs no resize)."""
     rng = np.random.default_rng(1)
     rgb = rng.integers(0, 256, (18, 18, 3), dtype=np.uint8)
@@ -194,8 +194,10 @@ def test_tf_pipeline_and_pillow_give_the_same_pixels(tmp_path):
         Image.fromarray(rgb[..., 0].astype(np.uint16) * 257).save(tmp_path / c / "gray16.png")
         Image.fromarray(rgb).convert("P").save(tmp_path / c / "palette.gif", transparency=3)
         Image.fromarray(rgb).convert("CMYK").save(tmp_path / c / "cmyk.jpg")
+        Image.fromarray(rgb[..., 1]).save(tmp_path / c / "gray.png")  # 8-bit grey: TensorFlow's decoders too
+        Image.fromarray(rgb[..., 2]).save(tmp_path / c / "gray.jpg", quality=80)
     data = load_image_folder(tmp_path, 16, IDENTITY, batch_size=64, validation_split=0.5, seed=0)
-    assert data.skipped == 0 and data.num_train + data.num_val == 12
+    assert data.skipped == 0 and data.num_train + data.num_val == 16
     for files, ds in ((data.train_files, data.train_plain), (data.val_files, data.val)):
         batch = np.concatenate([x.numpy() for x, _ in ds])
         assert len(batch) == len(files)
