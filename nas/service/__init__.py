@@ -1,1 +1,2 @@
-"""edgetpu_models.nas.service: the latency model behind gRPC (`latency.proto`, generated stubs, server, client)."""
+"""edgetpu_models.nas.service: the latency model behind gRPC (`latency.proto`, the code generated from it, server,
+client)."""
