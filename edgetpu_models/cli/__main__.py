@@ -2,6 +2,6 @@
 
 import sys
 
-from edgetpu_models.cli.main import main
+from edgetpu_models.cli.app import main
 
 sys.exit(main())
