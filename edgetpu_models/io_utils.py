@@ -8,16 +8,20 @@ import tempfile
 from typing import Any, Iterator
 
 
+def _temp_beside(path: str) -> tuple[int, str]:
+    """A new hidden temp file in `path`'s folder with its suffix (writers such as Keras dispatch on it)."""
+    base = os.path.basename(path)
+    suffix = ".weights.h5" if base.endswith(".weights.h5") else os.path.splitext(base)[1]
+    return tempfile.mkstemp(prefix=f".{base}.", suffix=suffix, dir=os.path.dirname(os.path.abspath(path)))
+
+
 @contextlib.contextmanager
 def atomic_path(path: "str | os.PathLike[str]") -> Iterator[str]:
     """Yields a temporary path beside `path` (same suffix, so writers that dispatch on it work) and renames it onto
     `path` when the block succeeds; on error the temporary file is removed and `path` is left untouched."""
     path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    base = os.path.basename(path)
-    suffix = ".weights.h5" if base.endswith(".weights.h5") else os.path.splitext(base)[1]
-    fd, tmp = tempfile.mkstemp(prefix=f".{base}.", suffix=suffix, dir=directory)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fd, tmp = _temp_beside(path)
     os.close(fd)
     os.unlink(tmp)  # writers such as Keras' save refuse or misbehave on an existing file; hand them a free name
     try:
@@ -128,10 +132,7 @@ MAX_YAML_BYTES = 16 << 20
 
 def _stage(path: str, content: Any) -> str:
     """Writes `content` (bytes, text, or a function that writes the file it is given) to a temp file beside `path`."""
-    directory = os.path.dirname(os.path.abspath(path))
-    base = os.path.basename(path)
-    suffix = ".weights.h5" if base.endswith(".weights.h5") else os.path.splitext(base)[1]
-    fd, tmp = tempfile.mkstemp(prefix=f".{base}.", suffix=suffix, dir=directory)
+    fd, tmp = _temp_beside(path)
     if callable(content):
         os.close(fd)
         os.unlink(tmp)

@@ -10,9 +10,10 @@ from typing import Any
 from edgetpu_models.errors import ModelFileError
 from edgetpu_models.keras_io import load_keras
 from edgetpu_models.model_ref import resolve_model
+from edgetpu_models.preprocessing import normalization_of
 from edgetpu_models.sidecar import Sidecar, read_sidecar
 from edgetpu_models.spec import Normalization
-from edgetpu_models.zoo import ZOO, zoo_spec
+from edgetpu_models.zoo import ZOO
 
 
 @dataclass
@@ -32,8 +33,8 @@ def _file_sidecar(path: str, model: Any) -> Sidecar:
     if found is not None:
         return found
     name = os.path.splitext(os.path.basename(path))[0]
-    if model.name in ZOO:
-        return Sidecar(model=name, normalization=zoo_spec(model.name)[0].normalization, path=f"spec {model.name}")
+    if model.name in ZOO:  # a zoo model saved without metadata: its own (variant's) normalisation
+        return Sidecar(model=name, normalization=normalization_of(model.name), path=f"spec {model.name}")
     return Sidecar(model=name, path="default (no spec found beside the model file)")
 
 
@@ -62,8 +63,6 @@ def load_model_ref(ref: Any, variant: str | None = None, resolution: int | None 
         raise ModelFileError(f"{resolved.path or resolved.name}: expected a zoo name, spec or Keras model file, "
                              f"got a {resolved.kind} model")
     from edgetpu_models.builder import build_model
-    from edgetpu_models.preprocessing import normalization_of
-
     spec = resolved.spec
     model = build_model(resolved, resolution=resolution, classes=classes or 1000)
     name = resolved.zoo_name or spec.name  # type: ignore[union-attr]

@@ -167,7 +167,7 @@ def _from_json(data: dict[str, Any], path: str) -> Sidecar:
 
 def _from_training_run(model_path: str) -> Sidecar | None:
     """A `train`/`finetune` run folder of earlier versions: train_config.json + labels.txt beside model.keras."""
-    from edgetpu_models.model_ref import resolve_spec
+    from edgetpu_models.preprocessing import normalization_of
 
     folder = os.path.dirname(os.path.abspath(model_path))
     run = _read_json(os.path.join(folder, "train_config.json"))
@@ -178,11 +178,11 @@ def _from_training_run(model_path: str) -> Sidecar | None:
     ref = run.get("model") if run else None
     name = os.path.splitext(os.path.basename(model_path))[0]
     try:
-        spec, _ = resolve_spec(ref) if isinstance(ref, str) else (None, None)
+        norm = normalization_of(ref, run.get("variant")) if isinstance(ref, str) else None
     except Exception:  # noqa: BLE001 - the spec moved or was renamed: the model still loads, with defaults
-        spec = None
-    norm = spec.normalization if spec is not None else Normalization()
-    source = f"spec {ref}" if spec is not None else "default (no spec found beside the model file)"
+        norm = None
+    source = f"spec {ref}" if norm is not None else "default (no spec found beside the model file)"
+    norm = norm or Normalization()
     return Sidecar(model=str(ref or name), normalization=norm, labels=labels, path=source)
 
 

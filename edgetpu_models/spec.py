@@ -473,6 +473,22 @@ def _groups(spec: Spec, index: int, st: Stage, in_filters: int, expand: int) -> 
     return groups
 
 
+def _checked_repeats(spec: Spec, v: Variant) -> list[int]:
+    """Each stage's blocks after depth scaling; SpecError past MAX_BLOCKS in all (before anything is expanded)."""
+    repeats = [round_repeats(st.repeats, v.depth) for st in spec.stages]
+    if sum(repeats) > MAX_BLOCKS:
+        raise SpecError(f"{spec.source or spec.name}: stages: {sum(repeats)} blocks after depth scaling; at most "
+                        f"{MAX_BLOCKS} are supported")
+    return repeats
+
+
+def block_count(spec: Spec, variant: str | None = None) -> int:
+    """How many blocks a spec resolves to (depth scaling and the variant's own stages applied); what a request costs.
+    SpecError past MAX_BLOCKS, the one limit the CLI and the latency server share."""
+    _, v = pick_variant(spec, variant)
+    return sum(_checked_repeats(_apply_overrides(spec, v), v))
+
+
 def resolve(spec: Spec, variant: str | None = None, resolution: int | None = None) -> Arch:
     """Applies compound scaling and expands stages into blocks. `resolution` overrides the variant's."""
     variant, v = pick_variant(spec, variant)
@@ -482,10 +498,8 @@ def resolve(spec: Spec, variant: str | None = None, resolution: int | None = Non
         raise SpecError(f"{where}: resolution: expected an integer from 32 to {MAX_RESOLUTION}, got "
                         f"{short_repr(resolution)}")
     stem = Stem(round_filters(spec.stem.filters, v.width), spec.stem.kernel, spec.stem.stride)
-    repeats = [round_repeats(st.repeats, v.depth) for st in spec.stages]
+    repeats = _checked_repeats(spec, v)
     total = sum(repeats)
-    if total > MAX_BLOCKS:
-        raise SpecError(f"{where}: stages: {total} blocks after depth scaling; at most {MAX_BLOCKS} are supported")
     blocks: list[BlockArgs] = []
     in_filters = stem.filters
     stage_index, block_index = -1, 0

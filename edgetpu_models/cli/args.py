@@ -46,8 +46,6 @@ def bounded_float(lo: float, hi: float, *, low_open: bool = False) -> Callable[[
     return parse
 
 
-positive_int = bounded_int(1, 1_000_000_000)
-positive_float = bounded_float(0.0, 1e12, low_open=True)
 threads_arg = bounded_int(1, MAX_THREADS)
 resolution_arg = bounded_int(8, MAX_RESOLUTION)
 port_arg = bounded_int(0, 65535)

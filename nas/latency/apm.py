@@ -30,7 +30,7 @@ from dataclasses import dataclass, fields, replace
 from typing import TYPE_CHECKING, Any, Mapping, NamedTuple
 
 from edgetpu_models.errors import TargetError
-from edgetpu_models.layer_graph import Layer, LayerGraph, Op, lowered
+from edgetpu_models.layer_graph import WEIGHTED_OPS, Layer, LayerGraph, Op, lowered
 from edgetpu_models.nas.latency.types import LayerLatency
 
 if TYPE_CHECKING:
@@ -43,7 +43,6 @@ CALIBRATED = ("compute_efficiency", "vector_efficiency", "act_bytes_per_cycle", 
 FREE_OPS = frozenset({Op.RESHAPE, Op.DROPOUT})
 """Ops the compiler folds away: no data moves, no instruction is issued."""
 
-CONV_OPS = frozenset({Op.CONV2D, Op.DEPTHWISE_CONV2D, Op.DENSE})
 
 
 @dataclass(frozen=True)
@@ -99,7 +98,7 @@ class EdgeTPUConstants:
 def param_bytes(layer: Layer) -> int:
     """Bytes of parameters an int8 model stores for a layer: int8 kernel plus an int32 bias per output channel."""
     n = layer.inference_params
-    if layer.op in CONV_OPS and n > 0:
+    if layer.op in WEIGHTED_OPS and n > 0:
         return n + 3 * layer.out_channels
     return max(n, 0)
 
@@ -153,7 +152,7 @@ def layer_terms(layer: Layer, c: EdgeTPUConstants) -> tuple[int, float, int, int
     op = layer.op
     out_elems = _prod(layer.output_shape)
     in_elems = _prod(layer.input_shape)
-    if op in CONV_OPS:
+    if op in WEIGHTED_OPS:
         return _weighted_terms(layer, c, in_elems, out_elems)
     if op == Op.MAX_POOL2D or op == Op.AVG_POOL2D:
         work = out_elems * layer.kernel_area
@@ -219,7 +218,7 @@ def cost_graph(graph: LayerGraph, c: EdgeTPUConstants,
             append(LayerLatency(layer.name, layer.op, layer.output_shape, 0, 0.0, "free"))
             continue
         macs, cycles, act_bytes, _ = layer_terms(layer, c)
-        bound, top = "compute", cycles * (compute_ms if layer.op in CONV_OPS else vector_ms)
+        bound, top = "compute", cycles * (compute_ms if layer.op in WEIGHTED_OPS else vector_ms)
         t = act_bytes * act_ms_per_byte
         if t > top:
             bound, top = "activations", t
@@ -265,7 +264,7 @@ def graph_terms(graph: LayerGraph, c: EdgeTPUConstants) -> GraphTerms:
         if layer.op in FREE_OPS:
             continue
         _, cycles, act_bytes, _ = layer_terms(layer, c)
-        conv = layer.op in CONV_OPS
+        conv = layer.op in WEIGHTED_OPS
         comp.append(cycles if conv else 0.0)
         vec.append(0.0 if conv else cycles)
         act.append(act_bytes)

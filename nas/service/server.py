@@ -53,7 +53,7 @@ from edgetpu_models.errors import EdgeTPUModelsError, TargetError, UnknownModelE
 from edgetpu_models.io_utils import load_yaml_text
 from edgetpu_models.nas.latency import estimator as _latency
 from edgetpu_models.nas.service import latency_pb2
-from edgetpu_models.spec import Spec, pick_variant, round_repeats, spec_from_dict
+from edgetpu_models.spec import Spec, spec_from_dict
 from edgetpu_models.zoo import zoo_spec
 
 log = logging.getLogger(__name__)
@@ -70,8 +70,6 @@ DEFAULT_MAX_RESPONSE_BYTES = 16 * 1024 * 1024
 """Largest answer of one call: a batch of 256 zoo-sized specs is about 1 MB; 70 specs of 1000 blocks pass it."""
 MAX_BATCH = 1024
 """Requests in one EstimateBatch call (the client sends chunks of 256)."""
-MAX_BLOCKS = _spec.MAX_BLOCKS
-"""Largest spec (blocks after depth scaling) the server estimates: the same limit as the CLI's (`spec.resolve`)."""
 EXPENSIVE_COST = 2000
 """A call that costs more than this many blocks (`request_cost`: about 0.3 s of work) waits for an expensive slot."""
 MAX_ERROR_CHARS = 1024
@@ -136,16 +134,6 @@ def check_target(target: str, measured: bool = False) -> Any:
     return t
 
 
-def check_size(spec: Spec, variant: str | None, where: str, max_blocks: int = MAX_BLOCKS) -> None:
-    """A spec's block count after depth scaling, checked before the graph is built: `repeats: 1000000000` must be a
-    one-line INVALID_ARGUMENT, not a server that runs out of memory."""
-    _, v = pick_variant(spec, variant)
-    blocks = sum(round_repeats(st.repeats, v.depth) for st in spec.stages)
-    if blocks > max_blocks:
-        raise RequestError(f"{where}: stages: {blocks} blocks after depth scaling; this server takes at most "
-                           f"{max_blocks}")
-
-
 def request_cost(request: latency_pb2.EstimateRequest, where: str = "request") -> int:
     """What estimating `request` costs, in blocks (1000 blocks take about 0.15 s): a spec's blocks after depth scaling
     (parsing it, so a malformed one fails here at once), a zoo model's about 50, a .tflite one per 10 bytes (the
@@ -156,8 +144,7 @@ def request_cost(request: latency_pb2.EstimateRequest, where: str = "request") -
     if kind != "spec":
         return 50
     spec = parse_spec_text(request.spec, f"{where}.spec")
-    _, v = pick_variant(spec, request.variant if request.HasField("variant") else None)
-    return sum(round_repeats(st.repeats, v.depth) for st in spec.stages)
+    return _spec.block_count(spec, request.variant if request.HasField("variant") else None)
 
 
 def estimate_request(request: latency_pb2.EstimateRequest, where: str = "request",
@@ -178,7 +165,6 @@ def estimate_request(request: latency_pb2.EstimateRequest, where: str = "request
         spec, zoo_variant = zoo_spec(request.zoo_model)
         return _latency.estimate_spec(spec, target, resolution=resolution, variant=variant or zoo_variant)
     spec = parse_spec_text(request.spec, f"{where}.spec")
-    check_size(spec, variant, f"{where}.spec")
     return _latency.estimate_spec(spec, target, resolution=resolution, variant=variant)
 
 
