@@ -57,21 +57,6 @@ def _io(m: TFLiteModel) -> dict[str, dict[str, Any]]:
     return {"input": one(m.input_tensors()[0]), "output": one(m.output_tensors()[0])}
 
 
-def _layer_ops(m: TFLiteModel) -> list[int]:
-    """The operator index behind each row of `nas.frontends.tflite_graph` (it skips ops with no output and the
-    uint8<->int8 QUANTIZE ops at the graph's edges, which belong to the host transfer)."""
-    outputs = set(m.outputs)
-    kept = []
-    for op in m.operators:
-        if not [i for i in op.outputs if i >= 0]:
-            continue
-        acts = [i for i in op.inputs if i >= 0 and not m.tensor(i).is_constant]
-        if op.opcode == "QUANTIZE" and acts and (op.inputs[0] in m.inputs or op.outputs[0] in outputs):
-            continue
-        kept.append(op.index)
-    return kept
-
-
 def _cpu_segments(check: CompatibilityReport) -> list[dict[str, Any]]:
     """Runs of consecutive ops that stay on the CPU, in graph order."""
     segments: list[dict[str, Any]] = []
@@ -111,7 +96,7 @@ def model_report(path: "str | os.PathLike[str]", target: str = "coral-usb") -> M
         return rep
     est = estimate_graph(graph, t)
     on_tpu = {op.index: op.on_edgetpu for op in check.ops}
-    op_of = dict(zip((layer.name for layer in graph.layers), _layer_ops(m)))
+    op_of = {layer.name: layer.source_op for layer in graph.layers if layer.source_op >= 0}
     params = {layer.name: layer.inference_params for layer in graph.layers}
     for row in est.layers:
         idx = op_of.get(row.name)

@@ -77,6 +77,8 @@ class Layer:
     """conv2d only: a grouped convolution, each output channel seeing in_channels / groups inputs."""
     padding: str = "same"
     """"same" (TensorFlow) or "symmetric" ((kernel - 1) // 2 on every side, PyTorch); set only where they differ."""
+    source_op: int = field(default=-1, compare=False)
+    """The operator index in the .tflite this layer was read from (-1: not from a .tflite)."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.op, Op):

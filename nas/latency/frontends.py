@@ -145,7 +145,7 @@ def tflite_graph(path_or_bytes: "str | os.PathLike[str] | bytes", name: str | No
         used.add(lname)
         inputs = tuple(producers.get(i, "input") for i in op.inputs if i >= 0 and not m.tensor(i).is_constant)
         kind, kw = _tflite_layer_args(m.source, op, acts, consts, outs[0])
-        layers.append(Layer(name=lname, op=kind, inputs=inputs or ("input",), **kw))
+        layers.append(Layer(name=lname, op=kind, inputs=inputs or ("input",), source_op=op.index, **kw))
         producers.update((i, lname) for i in op.outputs if i >= 0)
     if not layers:
         raise ModelFileError(f"{m.source}: no operators to estimate")
