@@ -16,6 +16,7 @@ demo: venv
 
 test: venv
 	$(BIN)/ruff check .
+	$(BIN)/vermin -t=3.9- --no-tips --violations $$(grep -v "^#" tools/runtime_modules.txt)
 	$(BIN)/python -m pytest -q tests
 
 clean:

@@ -17,13 +17,14 @@ PACKAGE_DATA = [f"{d}*.{ext}" for d in ("", "**/") for ext in DATA_SUFFIXES]
 
 def _packages() -> dict[str, str]:
     """{package name: folder} for edgetpu_models and every package folder below the sub-package folders."""
-    found = {"edgetpu_models": "edgetpu_models"}
-    for top in SUBPACKAGE_DIRS:
+    found = {}
+    for top in ("edgetpu_models", *SUBPACKAGE_DIRS):  # edgetpu_models' own sub-packages (cli, ...) included
         for root, dirs, files in os.walk(os.path.join(HERE, top)):
             dirs[:] = sorted(d for d in dirs if not d.startswith((".", "__")))
             if "__init__.py" in files:
                 rel = os.path.relpath(root, HERE)
-                found["edgetpu_models." + rel.replace(os.sep, ".")] = rel.replace(os.sep, "/")
+                name = rel.replace(os.sep, ".")
+                found[name if top == "edgetpu_models" else "edgetpu_models." + name] = rel.replace(os.sep, "/")
     return found
 
 
