@@ -144,14 +144,19 @@ def test_a_model_without_its_sidecar_runs_but_cannot_classify(digits_model, tmp_
         Classifier(bare)
 
 
-def _probe(*argv: str, python: str = sys.executable, probe: bool = True) -> tuple[subprocess.CompletedProcess, list]:
-    cmd = [python, PROBE, *argv] if probe else [python, "-m", "edgetpu_models.cli", *argv]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=REPO,
-                          env={**os.environ, "PYTHONPATH": REPO if probe else ""})
-    if not probe:
-        return proc, []
+def _probe(*argv: str) -> tuple[subprocess.CompletedProcess, list]:
+    """One command through tests/runtime_probe.py (workstation packages blocked): the process and the modules."""
+    proc = subprocess.run([sys.executable, PROBE, *argv], capture_output=True, text=True, timeout=600, cwd=REPO,
+                          env={**os.environ, "PYTHONPATH": REPO})
     lines = proc.stdout.strip().splitlines()
     return proc, json.loads(lines[-1]) if lines and lines[-1].startswith("[") else []
+
+
+def _installed(venv: pathlib.Path, *argv: str) -> subprocess.CompletedProcess:
+    """One command through a virtual environment's own `edgetpu-models` script, away from this checkout."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    return subprocess.run([str(venv / "bin" / "edgetpu-models"), *argv], capture_output=True, text=True, timeout=600,
+                          cwd=str(venv), env=env)
 
 
 def _runtime_module_files() -> list[str]:
@@ -235,20 +240,42 @@ def test_base_install_with_tflite_runtime_gives_litert_s_top1(digits_model, tmp_
     assert "tflite-runtime" in names and not names & {"tensorflow", "ai-edge-litert", "tf-keras", "ray", "grpcio"}
     model, data = digits_model["path"], digits_model["data"]
     files = data.val_files[:10]
-    proc, _ = _probe("classify", model, *files, "--json", python=python, probe=False)
+    proc = _installed(venv, "classify", model, *files, "--json")
     assert proc.returncode == 0, proc.stderr[-2000:]
     got = json.loads(proc.stdout)
     assert got["backend"] == "tflite_runtime"
     litert = Runner(model)
     assert [r["predictions"][0]["label"] for r in got["results"]] == \
         [litert.classify(f).predictions[0].label for f in files]
-    proc, _ = _probe("benchmark", model, "--runs", "5", "--json", python=python, probe=False)
+    proc = _installed(venv, "benchmark", model, "--runs", "5", "--json")
     assert proc.returncode == 0 and json.loads(proc.stdout)["backend"] == "tflite_runtime", proc.stderr[-2000:]
-    proc, _ = _probe("evaluate", model, "--data", digits_model["data_dir"], "--split", "val", "--json",
-                     python=python, probe=False)
+    proc = _installed(venv, "evaluate", model, "--data", digits_model["data_dir"], "--split", "val", "--json")
     assert proc.returncode == 0, proc.stderr[-2000:]
     board = json.loads(proc.stdout)["models"][0]
     here = evaluate([model], digits_model["data_dir"], split="val").models[0]
     assert board["backend"] == "tflite_runtime" and here.backend == "litert"
     assert board["top1"] == here.top1 and board["images"] == here.images
-    print(f"fresh base venv + tflite-runtime: install and three commands in {time.perf_counter() - t0:.1f} s")
+    proc = _installed(venv, "classify", model, *files[:3])
+    assert proc.returncode == 0 and "on tflite_runtime" in proc.stdout, proc.stderr[-2000:]
+    print(proc.stdout)  # the README's "what a first classify prints"
+    print(f"fresh base venv + tflite-runtime: install and the commands in {time.perf_counter() - t0:.1f} s")
+
+
+def test_custom_op_names_read_without_the_schema_agree_with_the_reader(digits_model, tmp_path):
+    """is_edgetpu_compiled reads the operator codes with struct alone (a board may have no schema module): it must
+    name the same custom ops as the full reader, and refuse garbage with the reader's one line."""
+    from test_inference import _fake_compiled
+
+    from edgetpu_models.errors import ModelFileError
+    from edgetpu_models.tflite_reader import custom_op_names, read_tflite
+
+    compiled = tmp_path / "x_edgetpu.tflite"
+    _fake_compiled(digits_model["path"], str(compiled))
+    for path in (digits_model["path"], compiled):
+        full = {op.opcode for op in read_tflite(path).operators if op.custom}
+        assert set(custom_op_names(path)) == full
+    assert custom_op_names(compiled) == ("edgetpu-custom-op",)
+    data = compiled.read_bytes()
+    for bad in (data[:40], b"1234TFL3" + b"\xff" * 64, b"not a model at all"):
+        with pytest.raises(ModelFileError, match="not a TFLite flatbuffer"):
+            custom_op_names(bad)
