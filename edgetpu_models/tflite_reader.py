@@ -341,6 +341,7 @@ def read_tflite(path_or_bytes: "str | os.PathLike[str] | bytes | bytearray | mem
         raise ModelFileError(f"{source}: not a TFLite flatbuffer (only {len(data)} bytes)")
     if data[4:8] != _IDENTIFIER:
         raise ModelFileError(f"{source}: not a TFLite flatbuffer (file identifier {data[4:8]!r}, expected b'TFL3')")
+    _schema()  # its own one-line error (install the [litert] extra), not "corrupt"
     try:
         return _parse(data, source)
     except (struct.error, IndexError, ValueError, TypeError, AttributeError, UnicodeDecodeError, OverflowError) as e:

@@ -99,12 +99,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except EdgeTPUModelsError as e:
         print(f"edgetpu-models {args.command}: error: {e}", file=sys.stderr)
         return EXIT_USAGE
-    except ImportError as e:
+    except ImportError as e:  # a base install (a board) running a workstation command
         what = WORKSTATION_ONLY.get((e.name or "").split(".")[0])
-        if what is None:
+        if what is None and sys.version_info >= (3, 11):
             raise
-        print(f"edgetpu-models {args.command}: error: needs {what}, which the base install leaves out: "
-              f"pip install 'edgetpu-models[full]' (Python 3.11)", file=sys.stderr)
+        need = f"needs {what}, which the base install leaves out" if what else \
+            f"needs the workstation install, Python 3.11 ({type(e).__name__}: {e})"
+        print(f"edgetpu-models {args.command}: error: {need}: pip install 'edgetpu-models[full]' (Python 3.11)",
+              file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print(f"edgetpu-models {args.command}: interrupted", file=sys.stderr)
