@@ -178,13 +178,23 @@ def test_runtime_commands_import_nothing_from_the_workstation_extra(digits_model
     """classify, benchmark, evaluate of a .tflite and check run with TensorFlow, Ray, grpcio, matplotlib, scipy...
     unimportable; every module they import is in tools/runtime_modules.txt (the files `make test` holds to Python
     3.9 with vermin)."""
+    from edgetpu_models.deploy.partition import plan_partition, write_segments
+    from edgetpu_models.deploy.runtime import Runner
+
     model, data = digits_model["path"], digits_model["data"]
+    segments = write_segments(plan_partition(model, 2), os.path.dirname(model))  # beside the model: its sidecar
     imported: set[str] = set()
     for argv in (["classify", model, data.val_files[0], "--json"], ["benchmark", model, "--runs", "3"],
-                 ["evaluate", model, "--data", digits_model["data_dir"], "--limit", "12"], ["check", model]):
+                 ["evaluate", model, "--data", digits_model["data_dir"], "--limit", "12"], ["check", model],
+                 ["classify", *segments, *data.val_files[:4], "--json"], ["benchmark", *segments, "--runs", "3"]):
         proc, modules = _probe(*argv)
         assert proc.returncode == 0, proc.stderr[-2000:]
         imported |= set(modules)
+    proc, _ = _probe("classify", *segments, *data.val_files[:4], "--json")
+    got = json.loads(proc.stdout[:proc.stdout.rindex("\n[")])
+    assert "pipeline of 2 segments" in got["backend"]
+    assert [r["predictions"][0]["label"] for r in got["results"]] == \
+        [Runner(model).classify(f).predictions[0].label for f in data.val_files[:4]]
     listed = set(_runtime_module_files())
     missing = sorted(_module_file(m) for m in imported if _module_file(m) not in listed)
     assert not missing, f"add to {RUNTIME_MODULES}: {missing}"
