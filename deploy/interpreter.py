@@ -1,8 +1,8 @@
 """One way to open a .tflite file for inference, on whatever runtime the machine has.
 
 Order: pycoral with the Edge TPU delegate (when pycoral, libedgetpu and a Coral device are all present), else LiteRT
-(`ai-edge-litert`, this package's dependency) on the CPU, else `tflite_runtime` (what a Coral Dev Board or a Raspberry
-Pi often has), else TensorFlow's `tf.lite`. A model compiled by `edgetpu_compiler` holds an `edgetpu-custom-op` that
+(`ai-edge-litert`, the `[litert]` and `[full]` extras) on the CPU, else `tflite_runtime` (what a Coral Dev Board or a
+Raspberry Pi often has), else TensorFlow's `tf.lite`. A model compiled by `edgetpu_compiler` holds an `edgetpu-custom-op` that
 only the Edge TPU runs: without a device it gets a one-line ModelFileError saying so, instead of the runtime's
 "unresolved custom op" crash.
 
@@ -60,7 +60,8 @@ def _cpu_interpreter_class(prefer: str | None) -> tuple[Any, str]:
             return Interpreter, name
         except ImportError:
             continue
-    raise ModelFileError(f"no TFLite runtime available ({' / '.join(order) or prefer}); install ai-edge-litert")
+    raise ModelFileError(f"no TFLite runtime available ({' / '.join(order) or prefer}): pip install "
+                         f"'edgetpu-models[litert]', or tflite-runtime, or Coral's pycoral (see the README)")
 
 
 def make_interpreter(path: "str | os.PathLike[str]", threads: int | None = None, *,
