@@ -235,7 +235,7 @@ def test_base_install_with_tflite_runtime_gives_litert_s_top1(digits_model, tmp_
     from edgetpu_models.deploy.runtime import Runner
 
     venv = tmp_path / "venv"
-    base_python = os.environ.get("EDGETPU_MODELS_RUNTIME_PYTHON", sys.executable)  # e.g. python3.9, a board's
+    base_python = os.environ.get("EDGETPU_MODELS_RUNTIME_PYTHON") or sys.executable  # e.g. python3.9, a board's
     subprocess.run([base_python, "-m", "venv", str(venv)], check=True, timeout=300)
     python = str(venv / "bin" / "python")
     why = _registry_reachable(python)
