@@ -5,6 +5,8 @@ deploy/); they install as one package, `edgetpu_models`, with the others as its 
 (`edgetpu_models.nas`, ...), so nothing generic like `nas` or `deploy` lands at the top of site-packages.
 """
 
+from __future__ import annotations  # so an older Python (a Dev Board's 3.7) reads this file and pip names the version
+
 import os
 
 from setuptools import setup
