@@ -2,9 +2,9 @@
 
 Order: pycoral with the Edge TPU delegate (when pycoral, libedgetpu and a Coral device are all present), else LiteRT
 (`ai-edge-litert`, the `[litert]` and `[full]` extras) on the CPU, else `tflite_runtime` (what a Coral Dev Board or a
-Raspberry Pi often has), else TensorFlow's `tf.lite`. A model compiled by `edgetpu_compiler` holds an `edgetpu-custom-op` that
-only the Edge TPU runs: without a device it gets a one-line ModelFileError saying so, instead of the runtime's
-"unresolved custom op" crash.
+Raspberry Pi often has), else TensorFlow's `tf.lite`. A model compiled by `edgetpu_compiler` holds an
+`edgetpu-custom-op` that only the Edge TPU runs: without a device it gets a one-line ModelFileError saying so, instead
+of the runtime's "unresolved custom op" crash.
 
 The file is checked with our own flatbuffer walk first (no TensorFlow, no schema module), so garbage or a missing file
 is a clean error.
