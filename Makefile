@@ -9,13 +9,14 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 venv:
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@$(BIN)/python -m pip install -q --disable-pip-version-check --upgrade "pip==26.3" "setuptools==84.2.1" "wheel==0.48.0"
-	@$(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt -e ".[test]"
+	@$(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt -e ".[full,test]"
 
 demo: venv
 	$(BIN)/edgetpu-models demo
 
 test: venv
 	$(BIN)/ruff check .
+	$(BIN)/vermin -t=3.9- --no-tips --violations $$(grep -v "^#" tools/runtime_modules.txt)
 	$(BIN)/python -m pytest -q tests
 
 clean:

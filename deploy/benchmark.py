@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import asdict, dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
+from edgetpu_models.deploy.pipeline import PipelineInterpreter
+from edgetpu_models.deploy.runtime import ModelPath, Runner, TensorInfo
 from edgetpu_models.errors import EdgeTPUModelsError
 
 
@@ -32,47 +33,39 @@ class BenchmarkResult:
         return asdict(self)
 
 
-def _random_input(detail: dict, rng: np.random.Generator) -> np.ndarray:
-    dtype = np.dtype(detail["dtype"])
-    shape = [int(d) for d in detail["shape"]]
-    if np.issubdtype(dtype, np.integer):
-        info = np.iinfo(dtype)
-        return rng.integers(info.min, int(info.max) + 1, size=shape, dtype=dtype)
-    return rng.standard_normal(shape).astype(dtype)
+def _random_input(info: TensorInfo, rng: np.random.Generator) -> np.ndarray:
+    if np.issubdtype(info.dtype, np.integer):
+        limits = np.iinfo(info.dtype)
+        return rng.integers(limits.min, int(limits.max) + 1, size=info.shape, dtype=info.dtype)
+    return rng.standard_normal(info.shape).astype(info.dtype)
 
 
-def benchmark(path: "str | os.PathLike[str] | Sequence[str | os.PathLike[str]]", runs: int = 100, warmup: int = 10,
-              threads: int | None = None, *,
-              prefer: str | None = None, on_run: Callable[[int], None] | None = None) -> BenchmarkResult:
-    """Times `runs` invoke() calls on random input after `warmup` untimed ones. `on_run(i)` is called after each
-    timed run (for a progress bar)."""
+def benchmark(path: "ModelPath | Sequence[ModelPath]", runs: int = 100, warmup: int = 10,
+              threads: Optional[int] = None, *,
+              prefer: Optional[str] = None, on_run: Optional[Callable[[int], None]] = None) -> BenchmarkResult:
+    """Times `runs` invoke() calls on random input after `warmup` untimed ones (through `runtime.Runner`, so on the
+    runtime classify uses). `on_run(i)` is called after each timed run (for a progress bar)."""
     if not isinstance(runs, int) or runs < 1:
         raise EdgeTPUModelsError(f"runs: expected an integer >= 1, got {runs!r}")
     if not isinstance(warmup, int) or warmup < 0:
         raise EdgeTPUModelsError(f"warmup: expected an integer >= 0, got {warmup!r}")
-    from .pipeline import PipelineInterpreter, open_model
-
-    interp, backend = open_model(path, threads, prefer=prefer)
+    runner = Runner(path, threads=threads, prefer=prefer)
     rng = np.random.default_rng(0)
-    for detail in interp.get_input_details():
-        interp.set_tensor(detail["index"], _random_input(detail, rng))
+    x = [_random_input(info, rng) for info in runner.inputs]
     for _ in range(warmup):
-        interp.invoke()
+        runner.run(*x)
     times = np.empty(runs, np.float64)
     for i in range(runs):
-        t0 = time.perf_counter()
-        interp.invoke()
-        times[i] = (time.perf_counter() - t0) * 1000.0
+        times[i] = runner.run(*x)[1]
         if on_run is not None:
             on_run(i)
     pipelined = None
-    if isinstance(interp, PipelineInterpreter):
-        x = [_random_input(d, rng) for d in interp.get_input_details()]
+    if isinstance(runner.interpreter, PipelineInterpreter):
         t0 = time.perf_counter()
-        n = sum(1 for _ in interp.run_stream([x] * runs))
+        n = sum(1 for _ in runner.interpreter.run_stream([x] * runs))
         pipelined = (time.perf_counter() - t0) * 1000.0 / n
-    model = os.fspath(path) if isinstance(path, (str, os.PathLike)) else " ".join(os.fspath(p) for p in path)
-    return BenchmarkResult(model=model, pipelined_ms=pipelined, backend=backend, threads=threads, runs=runs,
+    model = " ".join(runner.paths)
+    return BenchmarkResult(model=model, pipelined_ms=pipelined, backend=runner.backend, threads=threads, runs=runs,
                            warmup=warmup,
                            median_ms=float(np.median(times)), p90_ms=float(np.percentile(times, 90)),
                            p99_ms=float(np.percentile(times, 99)), mean_ms=float(times.mean()),

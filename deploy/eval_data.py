@@ -14,8 +14,8 @@ Layouts of `--data DIR`:
 Preprocessing (`Preprocess`), one of two pipelines:
   * "train": this package's own validation pipeline (`edgetpu_models.data`): shorter side resized to
     round(size / crop) with antialiased bilinear interpolation, centre square, rounded to uint8, centre `size` crop.
-    Models trained by `train`/`demo` were validated this way; the resize is TensorFlow's own arithmetic redone in
-    numpy (no TensorFlow import), so evaluate reproduces their numbers exactly.
+    Models trained by `train`/`demo` were validated this way; `edgetpu_models.data.centre_crop` is the one definition
+    (TensorFlow's arithmetic redone in numpy, no TensorFlow import), so evaluate reproduces their numbers exactly.
   * "reference": the ImageNet evaluation of tensorflow/tpu's EfficientNet (and timm's tf_efficientnet_e*, whose
     crop_pct = size / (size + 32)): a centre square of int(size / (size + 32) * shorter side) pixels (CROP_PADDING =
     32, i.e. 0.875 at 224, 0.882 at 240, 0.904 at 300), offset ((h - c) + 1) // 2, resized to size with bicubic
@@ -31,12 +31,19 @@ import csv
 import os
 import re
 from dataclasses import dataclass, field
-from functools import lru_cache
 from typing import Any, Sequence
 
 import numpy as np
 
-from edgetpu_models.data import CROP_FRACTION, IMAGE_EXTENSIONS, list_image_folder, read_rgb, split_indices
+from edgetpu_models.data import (
+    CROP_FRACTION,
+    IMAGE_EXTENSIONS,
+    centre_crop,
+    list_image_folder,
+    normalize_pixels,
+    read_rgb,
+    split_indices,
+)
 from edgetpu_models.errors import DatasetError, ModelFileError
 from edgetpu_models.spec import Normalization
 
@@ -68,27 +75,17 @@ class Preprocess:
     def load(self, path: str) -> np.ndarray:
         """One image file -> float32 [H, W, 3], normalised; DatasetError naming the file when it cannot be read (read
         as `edgetpu_models.data.read_rgb` reads it: every mode to 8-bit RGB, decompression bombs refused)."""
-        im = read_rgb(path)
-        pixels = self._train(im) if self.pipeline == "train" else self._reference(im)
-        mean = np.asarray(self.normalization.mean, np.float32)
-        return (pixels.astype(np.float32) - mean) / np.asarray(self.normalization.std, np.float32)
+        return self.apply(read_rgb(path))
 
-    def _train(self, im: Any) -> np.ndarray:
-        """data.load_image_folder's decode + centre crop, step by step with the same arithmetic (so the pixels are
-        the ones `train`/`demo` validated on, not within-one-level Pillow ones)."""
-        h_out, w_out = self.size
-        pre = max(h_out, w_out, int(round(max(h_out, w_out) / self.crop_fraction)))
-        w, h = im.size
-        scale = np.float32(pre) / np.float32(min(w, h))
-        nw = max(pre, int(np.round(np.float32(w) * scale)))
-        nh = max(pre, int(np.round(np.float32(h) * scale)))
-        pixels = np.asarray(im, np.float32)
-        pixels = np.einsum("oh,hwc->owc", _antialias_weights(h, nh), pixels)
-        pixels = np.einsum("pw,owc->opc", _antialias_weights(w, nw), pixels)
-        pixels = np.clip(np.round(pixels), 0, 255).astype(np.uint8)
-        top, left = (nh - pre) // 2, (nw - pre) // 2  # tf.image.resize_with_crop_or_pad(pre, pre)
-        top, left = top + (pre - h_out) // 2, left + (pre - w_out) // 2  # then (size, size)
-        return pixels[top:top + h_out, left:left + w_out]
+    def apply(self, im: Any) -> np.ndarray:
+        """An 8-bit RGB PIL image -> float32 [H, W, 3]: this model's crop and resize, then its normalisation."""
+        return normalize_pixels(self.pixels(im), self.normalization)
+
+    def pixels(self, im: Any) -> np.ndarray:
+        """An 8-bit RGB PIL image -> the cropped, resized pixels [H, W, 3] (0..255), before normalisation."""
+        if self.pipeline == "train":  # data.py's one definition: the very pixels `train`/`demo` validated on
+            return centre_crop(im, self.size, self.crop_fraction)
+        return self._reference(im)
 
     def _reference(self, im: Any) -> np.ndarray:
         from PIL import Image
@@ -98,28 +95,6 @@ class Preprocess:
         top, left = ((h - c) + 1) // 2, ((w - c) + 1) // 2
         im = im.crop((left, top, left + c, top + c)).resize((self.size[1], self.size[0]), Image.BICUBIC)
         return np.clip(np.round(np.asarray(im, np.float32)), 0, 255)
-
-
-@lru_cache(maxsize=64)
-def _antialias_weights(in_size: int, out_size: int) -> np.ndarray:
-    """[out, in] float32 weights of tf.image.resize(antialias=True, method="bilinear") along one axis: TensorFlow's
-    scale_and_translate spans (triangle kernel widened by the shrink factor, normalised per output), in float32 as
-    TensorFlow computes them; rows then columns reproduces its output exactly."""
-    one, half = np.float32(1.0), np.float32(0.5)
-    inv_scale = one / (np.float32(out_size) / np.float32(in_size))
-    kernel_scale = max(inv_scale, one)
-    weights = np.zeros((out_size, in_size), np.float32)
-    for x in range(out_size):
-        centre = np.float32(x + 0.5) * inv_scale
-        start = min(max(int(np.ceil(centre - kernel_scale - half)), 0), in_size - 1)
-        end = min(max(int(np.floor(centre + kernel_scale - half)), 0), in_size - 1) + 1
-        src = np.arange(start, end, dtype=np.float32)
-        w = np.maximum(np.float32(0), one - np.abs((src + half - centre) * (one / kernel_scale))).astype(np.float32)
-        total = np.float32(0)
-        for v in w:  # TensorFlow sums in order, in float32
-            total = np.float32(total + v)
-        weights[x, start:end] = w * (one / total)
-    return weights
 
 
 def default_preprocess(size: tuple[int, int], normalization: Normalization, imagenet_head: bool,

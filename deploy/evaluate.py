@@ -39,54 +39,23 @@ LOSING_CLASSES = 5
 
 
 class _TFLiteModel:
-    """A .tflite through `Classifier` (sidecar, labels, backend), its input resized to `batch` images when it can."""
+    """A .tflite through `runtime.Runner` (sidecar, labels, backend), `batch` images per invoke when it can."""
 
     kind = "tflite"
 
     def __init__(self, path: str, threads: int | None, batch: int) -> None:
         from edgetpu_models.deploy.classify import Classifier
 
-        clf = Classifier(path, threads=threads)
-        self.path, self.backend, self.labels = path, clf.backend, clf.labels
-        self.interpreter, self._in, self._out = clf.interpreter, clf._in, clf._out
-        self.num_outputs = int(self._out["shape"][-1])
-        self.quantized = np.dtype(self._in["dtype"]) != np.float32
-        meta = clf.meta
-        self.preprocess = default_preprocess(clf.size, clf.normalization, is_imagenet_head(self.num_outputs),
-                                             meta.to_dict(), meta.path or path)
-        self.batch = self._resize(batch) if batch > 1 and not self.backend.startswith("pycoral") else 1
-        self.normalization_source = meta.path
-
-    def _resize(self, batch: int) -> int:
-        """Batch `batch` when the graph allows it (some fixed Reshapes do not): else back to one image per invoke."""
-        shape = [int(d) for d in self._in["shape"]]
-        try:
-            self.interpreter.resize_tensor_input(self._in["index"], [batch, *shape[1:]], strict=False)
-            self.interpreter.allocate_tensors()
-            out = self.interpreter.get_output_details()[0]
-            if int(out["shape"][0]) == batch and int(out["shape"][-1]) == self.num_outputs:
-                self._in, self._out = self.interpreter.get_input_details()[0], out
-                return batch
-        except (RuntimeError, ValueError):
-            pass
-        self.interpreter.resize_tensor_input(self._in["index"], shape, strict=False)
-        self.interpreter.allocate_tensors()
-        self._in, self._out = self.interpreter.get_input_details()[0], self.interpreter.get_output_details()[0]
-        return 1
+        self.runner = runner = Classifier(path, threads=threads)
+        self.path, self.backend, self.labels = path, runner.backend, runner.labels
+        self.num_outputs = runner.output.shape[-1]
+        self.quantized = runner.input.dtype != np.float32
+        self.preprocess = runner.preprocessing
+        self.batch = runner.set_batch(batch)
+        self.normalization_source = runner.sidecar.path if runner.sidecar else None
 
     def scores(self, x: np.ndarray) -> np.ndarray:
-        from edgetpu_models.deploy.classify import dequantize_output, quantize_input
-
-        out = []
-        for start in range(0, len(x), self.batch):
-            chunk = x[start:start + self.batch]
-            n = len(chunk)
-            if n < self.batch:  # the last, short batch: pad (resizing would re-allocate every tensor)
-                chunk = np.concatenate([chunk, np.zeros((self.batch - n, *chunk.shape[1:]), chunk.dtype)])
-            self.interpreter.set_tensor(self._in["index"], quantize_input(chunk, self._in))
-            self.interpreter.invoke()
-            out.append(dequantize_output(self.interpreter.get_tensor(self._out["index"]), self._out)[:n])
-        return np.concatenate(out)
+        return self.runner.predict(x)
 
 
 class _KerasModel:

@@ -1,12 +1,13 @@
 """One way to open a .tflite file for inference, on whatever runtime the machine has.
 
 Order: pycoral with the Edge TPU delegate (when pycoral, libedgetpu and a Coral device are all present), else LiteRT
-(`ai-edge-litert`, this package's dependency) on the CPU, else `tflite_runtime` (what a Coral Dev Board or a Raspberry
-Pi often has), else TensorFlow's `tf.lite`. A model compiled by `edgetpu_compiler` holds an `edgetpu-custom-op` that
-only the Edge TPU runs: without a device it gets a one-line ModelFileError saying so, instead of the runtime's
-"unresolved custom op" crash.
+(`ai-edge-litert`, the `[litert]` and `[full]` extras) on the CPU, else `tflite_runtime` (what a Coral Dev Board or a
+Raspberry Pi often has), else TensorFlow's `tf.lite`. A model compiled by `edgetpu_compiler` holds an
+`edgetpu-custom-op` that only the Edge TPU runs: without a device it gets a one-line ModelFileError saying so, instead
+of the runtime's "unresolved custom op" crash.
 
-The file is checked with our own TF-free flatbuffer reader first, so garbage or a missing file is a clean error.
+The file is checked with our own flatbuffer walk first (no TensorFlow, no schema module), so garbage or a missing file
+is a clean error.
 """
 
 from __future__ import annotations
@@ -15,16 +16,16 @@ import os
 from typing import Any
 
 from edgetpu_models.errors import ModelFileError
-from edgetpu_models.tflite_reader import read_tflite
+from edgetpu_models.tflite_reader import custom_op_names
 
 EDGETPU_CUSTOM_OP = "edgetpu-custom-op"
 BACKENDS = ("pycoral", "litert", "tflite_runtime", "tf.lite")
 
 
 def is_edgetpu_compiled(path_or_bytes: "str | os.PathLike[str] | bytes") -> bool:
-    """True for a file produced by edgetpu_compiler (it holds at least one edgetpu-custom-op)."""
-    m = read_tflite(path_or_bytes)
-    return any(op.custom and op.opcode == EDGETPU_CUSTOM_OP for op in m.operators)
+    """True for a file produced by edgetpu_compiler (it holds an edgetpu-custom-op code). Read without the TFLite
+    schema module (`tflite_reader.custom_op_names`), so it works on a board with only tflite_runtime or pycoral."""
+    return EDGETPU_CUSTOM_OP in custom_op_names(path_or_bytes)
 
 
 def _edgetpu_devices() -> tuple[Any, str]:
@@ -59,7 +60,8 @@ def _cpu_interpreter_class(prefer: str | None) -> tuple[Any, str]:
             return Interpreter, name
         except ImportError:
             continue
-    raise ModelFileError(f"no TFLite runtime available ({' / '.join(order) or prefer}); install ai-edge-litert")
+    raise ModelFileError(f"no TFLite runtime available ({' / '.join(order) or prefer}): pip install "
+                         f"'edgetpu-models[litert]', or tflite-runtime, or Coral's pycoral (see the README)")
 
 
 def make_interpreter(path: "str | os.PathLike[str]", threads: int | None = None, *,

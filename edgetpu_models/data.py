@@ -25,6 +25,7 @@ import struct
 import threading
 import warnings
 from dataclasses import dataclass, field
+from functools import lru_cache
 from importlib import resources
 from typing import Any, Iterator, Sequence
 
@@ -324,23 +325,70 @@ def _norm_constants(normalization: "Normalization | Spec | str | os.PathLike[str
     return normalization_of(normalization)
 
 
+def decoded_side(size: int, crop_fraction: float = CROP_FRACTION) -> int:
+    """Side of the square the shorter image side is resized to before the centre `size` crop: size / crop_fraction
+    (at least `size`). The one definition, used by the tf.data pipeline and by `centre_crop`."""
+    return max(size, int(round(size / crop_fraction)))
+
+
+def centre_crop(im: Any, size: "int | tuple[int, int]", crop_fraction: float = CROP_FRACTION) -> np.ndarray:
+    """An 8-bit RGB PIL image -> the validation crop [H, W, 3] uint8, in numpy (no TensorFlow): the shorter side
+    resized to `decoded_side` with antialiased bilinear interpolation, rounded to uint8, centre square, centre crop.
+
+    The arithmetic is TensorFlow's (`tf.image.resize(antialias=True)` then `resize_with_crop_or_pad`) redone in float32,
+    so the pixels equal the tf.data validation tensors of `load_image_folder` exactly (tests/test_evaluate.py holds
+    them equal): the one crop every inference path (classify, evaluate, the runtime) uses.
+    """
+    h_out, w_out = (size, size) if isinstance(size, int) else size
+    pre = max(h_out, w_out, decoded_side(max(h_out, w_out), crop_fraction))
+    w, h = im.size
+    scale = np.float32(pre) / np.float32(min(w, h))
+    nw = max(pre, int(np.round(np.float32(w) * scale)))
+    nh = max(pre, int(np.round(np.float32(h) * scale)))
+    pixels = np.asarray(im, np.float32)
+    pixels = np.einsum("oh,hwc->owc", _antialias_weights(h, nh), pixels)
+    pixels = np.einsum("pw,owc->opc", _antialias_weights(w, nw), pixels)
+    pixels = np.clip(np.round(pixels), 0, 255).astype(np.uint8)
+    top, left = (nh - pre) // 2, (nw - pre) // 2  # tf.image.resize_with_crop_or_pad(pre, pre)
+    top, left = top + (pre - h_out) // 2, left + (pre - w_out) // 2  # then (size, size)
+    return pixels[top:top + h_out, left:left + w_out]
+
+
+@lru_cache(maxsize=64)
+def _antialias_weights(in_size: int, out_size: int) -> np.ndarray:
+    """[out, in] float32 weights of tf.image.resize(antialias=True, method="bilinear") along one axis: TensorFlow's
+    scale_and_translate spans (triangle kernel widened by the shrink factor, normalised per output), in float32 as
+    TensorFlow computes them; rows then columns reproduces its output exactly."""
+    one, half = np.float32(1.0), np.float32(0.5)
+    inv_scale = one / (np.float32(out_size) / np.float32(in_size))
+    kernel_scale = max(inv_scale, one)
+    weights = np.zeros((out_size, in_size), np.float32)
+    for x in range(out_size):
+        centre = np.float32(x + 0.5) * inv_scale
+        start = min(max(int(np.ceil(centre - kernel_scale - half)), 0), in_size - 1)
+        end = min(max(int(np.floor(centre + kernel_scale - half)), 0), in_size - 1) + 1
+        src = np.arange(start, end, dtype=np.float32)
+        w = np.maximum(np.float32(0), one - np.abs((src + half - centre) * (one / kernel_scale))).astype(np.float32)
+        total = np.float32(0)
+        for v in w:  # TensorFlow sums in order, in float32
+            total = np.float32(total + v)
+        weights[x, start:end] = w * (one / total)
+    return weights
+
+
+def normalize_pixels(pixels: np.ndarray, normalization: Normalization) -> np.ndarray:
+    """uint8 (or float 0..255) pixels -> (x - mean) / std in float32, the model's input scale."""
+    mean = np.asarray(normalization.mean, np.float32)
+    return (np.asarray(pixels, np.float32) - mean) / np.asarray(normalization.std, np.float32)
+
+
 def load_image(path: str, size: int, normalization: Normalization) -> np.ndarray:
     """One image file -> the model's input [size, size, 3] float32 (centre crop, normalised), as validation sees it.
 
-    Pillow (`read_rgb`), not TensorFlow, so the classify command stays light; raises DatasetError on an unreadable
-    file, a decompression bomb or anything that is not a regular file.
+    Pillow and numpy (`read_rgb`, `centre_crop`), not TensorFlow, so inference stays light; raises DatasetError on an
+    unreadable file, a decompression bomb or anything that is not a regular file.
     """
-    from PIL import Image
-
-    im = read_rgb(path)
-    w, h = im.size
-    pre = max(size, int(round(size / CROP_FRACTION)))
-    scale = pre / min(w, h)
-    nw, nh = max(pre, int(round(w * scale))), max(pre, int(round(h * scale)))
-    im = im.resize((nw, nh), Image.BILINEAR, reducing_gap=None)
-    left, top = (nw - size) // 2, (nh - size) // 2
-    arr = np.asarray(im.crop((left, top, left + size, top + size)), np.float32)
-    return (arr - np.asarray(normalization.mean, np.float32)) / np.asarray(normalization.std, np.float32)
+    return normalize_pixels(centre_crop(read_rgb(path), size), normalization)
 
 
 def load_image_folder(directory: "str | os.PathLike[str]", image_size: int,
@@ -399,7 +447,7 @@ class _ImageMaps:
     def create(cls, image_size: int, norm: Normalization, flip: bool) -> "_ImageMaps":
         import tensorflow as tf
 
-        pre = max(image_size, int(round(image_size / CROP_FRACTION)))
+        pre = decoded_side(image_size)
         return cls(image_size, pre, tf.constant(norm.mean, tf.float32), tf.constant(norm.std, tf.float32), flip)
 
     def decode(self, path, decoder, label):

@@ -15,7 +15,7 @@ import math
 import os
 import reprlib
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Optional, Tuple
 
 import yaml
 
@@ -202,7 +202,7 @@ def short_repr(value: Any, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-Field = tuple[bool, Callable[[Any], bool] | None, str]
+Field = Tuple[bool, Optional[Callable[[Any], bool]], str]  # typing spelling: evaluated at import, on Python 3.9 too
 """One field's rule in a field table (field name -> Field): (required, check of its value or None for any value,
 what is allowed: the text of the error message)."""
 _POS_INT: Field = (True, lambda v: _is_int(v) and 1 <= v <= MAX_CHANNELS, f"an integer from 1 to {MAX_CHANNELS}")

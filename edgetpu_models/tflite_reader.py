@@ -27,8 +27,9 @@ _NUMPY_DTYPES = {"FLOAT32": "<f4", "FLOAT16": "<f2", "FLOAT64": "<f8", "INT8": "
 def _schema():
     try:
         from ai_edge_litert import schema_py_generated as schema  # pure Python: flatbuffers + numpy only
-    except ImportError as e:  # pragma: no cover - ai-edge-litert is an install requirement
-        raise ModelFileError(f"cannot read .tflite files: the ai-edge-litert package is missing ({e})") from e
+    except ImportError as e:  # a base install with tflite_runtime or pycoral only (a board): no schema module
+        raise ModelFileError(f"reading a .tflite's operators needs the TFLite schema that ships in ai-edge-litert: "
+                             f"pip install 'edgetpu-models[litert]' ({e})") from e
     return schema
 
 
@@ -340,7 +341,60 @@ def read_tflite(path_or_bytes: "str | os.PathLike[str] | bytes | bytearray | mem
         raise ModelFileError(f"{source}: not a TFLite flatbuffer (only {len(data)} bytes)")
     if data[4:8] != _IDENTIFIER:
         raise ModelFileError(f"{source}: not a TFLite flatbuffer (file identifier {data[4:8]!r}, expected b'TFL3')")
+    _schema()  # its own one-line error (install the [litert] extra), not "corrupt"
     try:
         return _parse(data, source)
     except (struct.error, IndexError, ValueError, TypeError, AttributeError, UnicodeDecodeError, OverflowError) as e:
+        raise ModelFileError(f"{source}: not a TFLite flatbuffer (truncated or corrupt: {e})") from None
+
+
+def _table(data: bytes, pos: int) -> tuple[int, int, int]:
+    """(table position, vtable position, vtable size) of the flatbuffer table at `pos` (bounds-checked by struct)."""
+    vtable = pos - struct.unpack_from("<i", data, pos)[0]
+    return pos, vtable, struct.unpack_from("<H", data, vtable)[0]
+
+
+def _field(data: bytes, table: tuple[int, int, int], index: int) -> int | None:
+    """Absolute position of field `index` of a table, None when absent."""
+    pos, vtable, vsize = table
+    at = 4 + 2 * index
+    if at >= vsize:
+        return None
+    off = struct.unpack_from("<H", data, vtable + at)[0]
+    return pos + off if off else None
+
+
+def custom_op_names(path_or_bytes: "str | os.PathLike[str] | bytes") -> tuple[str, ...]:
+    """The custom operator codes of a .tflite (e.g. "edgetpu-custom-op"), read with a few struct reads and no schema
+    module, so a base install with only tflite_runtime or pycoral can tell a compiled file from a CPU one. schema.fbs:
+    Model field 1 is operator_codes; OperatorCode field 1 is custom_code. ModelFileError as `read_tflite` raises."""
+    if isinstance(path_or_bytes, (bytes, bytearray, memoryview)):
+        data, source = bytes(path_or_bytes), "<bytes>"
+    else:
+        source = os.fspath(path_or_bytes)
+        try:
+            with open(source, "rb") as f:
+                data = f.read()
+        except OSError as e:
+            raise ModelFileError(f"{source}: cannot read ({e.strerror or e})") from None
+    if len(data) < 8 or data[4:8] != _IDENTIFIER:
+        raise ModelFileError(f"{source}: not a TFLite flatbuffer (expected the file identifier b'TFL3')")
+    try:
+        model = _table(data, struct.unpack_from("<I", data, 0)[0])
+        codes = _field(data, model, 1)
+        if codes is None:
+            return ()
+        vec = codes + struct.unpack_from("<I", data, codes)[0]
+        names = []
+        for k in range(struct.unpack_from("<I", data, vec)[0]):
+            item = vec + 4 + 4 * k
+            name = _field(data, _table(data, item + struct.unpack_from("<I", data, item)[0]), 1)
+            if name is not None:
+                start = name + struct.unpack_from("<I", data, name)[0]
+                length = struct.unpack_from("<I", data, start)[0]
+                if start + 4 + length > len(data):
+                    raise ValueError("string past the end of the file")
+                names.append(data[start + 4:start + 4 + length].decode("utf-8"))
+        return tuple(names)
+    except (struct.error, ValueError, UnicodeDecodeError) as e:
         raise ModelFileError(f"{source}: not a TFLite flatbuffer (truncated or corrupt: {e})") from None

@@ -30,6 +30,12 @@ COMMAND_MODULES = (
 )
 
 EXIT_USAGE = 2
+WORKSTATION_ONLY = {"tensorflow": "TensorFlow", "tf_keras": "TensorFlow", "tensorflow_model_optimization": "TensorFlow",
+                    "keras": "TensorFlow", "ray": "Ray", "grpc": "grpcio", "grpc_health": "grpcio",
+                    "grpc_reflection": "grpcio", "matplotlib": "matplotlib", "scipy": "SciPy",
+                    "safetensors": "safetensors"}
+"""Top-level modules of the `[full]` extra (setup.py), by what a user would call them: a runtime-only install (the
+base one, on a board) lacks them, and a command reaching for one says which extra to install."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -92,6 +98,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             result = args.func(args)
     except EdgeTPUModelsError as e:
         print(f"edgetpu-models {args.command}: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except ImportError as e:  # a base install (a board) running a workstation command
+        what = WORKSTATION_ONLY.get((e.name or "").split(".")[0])
+        if what is None and sys.version_info >= (3, 11):
+            raise
+        need = f"needs {what}, which the base install leaves out" if what else \
+            f"needs the workstation install, Python 3.11 ({type(e).__name__}: {e})"
+        print(f"edgetpu-models {args.command}: error: {need}: pip install 'edgetpu-models[full]' (Python 3.11)",
+              file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print(f"edgetpu-models {args.command}: interrupted", file=sys.stderr)

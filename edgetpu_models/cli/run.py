@@ -12,7 +12,6 @@ from edgetpu_models.tables import format_table
 
 
 def cmd_classify(args: argparse.Namespace) -> int:
-    from edgetpu_models.data import load_image
     from edgetpu_models.deploy.classify import Classifier
 
     models = [args.model]
@@ -22,7 +21,7 @@ def cmd_classify(args: argparse.Namespace) -> int:
         raise EdgeTPUModelsError("classify: expected image files after the model (or segment) files")
     clf = Classifier(models if len(models) > 1 else args.model, labels=args.labels, threads=args.threads)
     # read every image before printing anything: a bad argument is one error line, not a half-printed table
-    inputs = [(path, load_image(path, clf.size[0], clf.normalization)) for path in args.images]
+    inputs = [(path, clf.image_array(path)) for path in args.images]
     results = [(path, clf.classify(x, top_k=args.top_k)) for path, x in inputs]
     if args.json:
         print(json.dumps({"model": args.model, "backend": clf.backend, "results": [
@@ -30,7 +29,7 @@ def cmd_classify(args: argparse.Namespace) -> int:
                                                         for p in r.predictions]} for path, r in results]}, indent=1))
         return 0
     print(f"{' + '.join(os.path.basename(m) for m in models)} on {clf.backend}; input {clf.size[0]}x{clf.size[1]} "
-          f"{clf._in['dtype'].__name__}")
+          f"{clf.input.dtype.name}")
     rows = []
     for path, r in results:
         top = r.predictions[0]

@@ -8,12 +8,13 @@ import os
 
 from edgetpu_models.cli.args import add_model_args, classes_arg
 from edgetpu_models.errors import EdgeTPUModelsError
-from edgetpu_models.profiler import profile, profile_rows
 from edgetpu_models.tables import fmt_int, format_table
 from edgetpu_models.zoo import ZOO
 
 
 def cmd_list(args: argparse.Namespace) -> int:
+    from edgetpu_models.profiler import profile  # inside: the runtime commands' import path keeps to Python 3.9
+
     headers = ["model", "architecture", "resolution", "params", "MACs"]
     if args.build:
         from edgetpu_models.builder import build_model
@@ -32,6 +33,8 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_profile(args: argparse.Namespace) -> int:
+    from edgetpu_models.profiler import profile, profile_rows
+
     g = profile(args.model, args.variant, resolution=args.resolution, classes=args.classes)
     rows = profile_rows(g)
     if args.json:
