@@ -54,6 +54,13 @@ def estimate(model: Any, target: str = "coral-usb", *, resolution: int | None = 
         from edgetpu_models.nas.latency.cpu.timing import measure
 
         return measure(model, t, resolution=resolution, variant=variant, threads=threads)
-    from edgetpu_models.nas.latency.frontends import model_graph
+    from edgetpu_models.nas.latency.frontends import arch_graph, model_source
 
-    return estimate_graph(model_graph(model, resolution=resolution, variant=variant), t)
+    src = model_source(model, resolution=resolution, variant=variant)
+    if isinstance(src, LayerGraph):
+        return estimate_graph(src, t)
+    if t.kind == "edgetpu":
+        from edgetpu_models.nas.latency.memo import estimate_arch
+
+        return estimate_arch(src, t.constants, t.name)
+    return estimate_graph(arch_graph(src), t)
