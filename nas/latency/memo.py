@@ -34,24 +34,33 @@ from edgetpu_models.nas.latency.types import LatencyEstimate, LayerLatency
 from edgetpu_models.spec import Arch
 
 MAX_PIECES = 200_000
-"""Pieces kept per target (a block's entry is a few hundred bytes per layer)."""
+"""Pieces and layer costs kept per target (a piece is a few hundred bytes per layer); cleared when full."""
 
 
 class LayerEntry(NamedTuple):
+    """One layer of a memoised piece: what the memory plan needs and its two possible costs."""
+
+    suffix: str
+    """The layer's name after its block's name (the block's name is not part of the memo key)."""
+    op: str
+    output_shape: tuple[int, ...]
+    macs: int
     param_bytes: int
     act_bytes: int
-    cached: LayerLatency
-    """The row when the layer's parameters are cached on chip."""
-    streamed: LayerLatency
-    """The row when they are streamed over the host link."""
+    cached: tuple[float, str]
+    """(ms, bound) when the layer's parameters are cached on chip."""
+    streamed: tuple[float, str]
+    """(ms, bound) when they are streamed over the host link."""
 
 
 class Piece(NamedTuple):
     layers: tuple[LayerEntry, ...]
     output_shape: tuple[int, ...]
+    param_bytes: tuple[int, ...]
+    act_peak: int
 
 
-_MEMO: dict[EdgeTPUConstants, dict[Any, Piece]] = {}
+_MEMO: dict[EdgeTPUConstants, dict[Any, Any]] = {}
 
 
 def memory_constants(c: EdgeTPUConstants) -> MemoryConstants:
@@ -63,23 +72,43 @@ def memory_constants(c: EdgeTPUConstants) -> MemoryConstants:
                            channel_overhead_bytes=DEFAULT.channel_overhead_bytes)
 
 
-def entries(layers: tuple[Layer, ...], c: EdgeTPUConstants) -> tuple[LayerEntry, ...]:
-    """The memo entries of some layers as the chip runs them (`lowered`)."""
-    mc = memory_constants(c)
+def layer_signature(layer: Layer) -> tuple[Any, ...]:
+    """Everything of a layer its cost and memory bytes depend on (not its name, block or rates)."""
+    return (layer.op, layer.input_shape, layer.output_shape, layer.kernel, layer.kernel_hw, layer.stride,
+            layer.groups, layer.padding, layer.weight_params, len(layer.inputs))
+
+
+def _layer_costs(memo: dict[Any, Any], layer: Layer, c: EdgeTPUConstants) -> tuple[Any, ...]:
+    """(macs, param bytes, activation bytes, cached (ms, bound), streamed (ms, bound)), memoised on the signature."""
+    key = ("layer", layer_signature(layer))
+    costs = memo.get(key)
+    if costs is None:
+        mc = memory_constants(c)
+        pb = layer_param_bytes(layer, mc)
+        rc, rs = layer_row(layer, pb, 0, c), layer_row(layer, 0, pb, c)
+        costs = (rc.macs, pb, layer_activation_bytes(layer), (rc.ms, rc.bound), (rs.ms, rs.bound))
+        memo[key] = costs
+    return costs
+
+
+def entries(memo: dict[Any, Any], layers: tuple[Layer, ...], prefix: str,
+            c: EdgeTPUConstants) -> tuple[LayerEntry, ...]:
+    """The memo entries of a piece's layers as the chip runs them (`lowered`)."""
     out = []
     for layer in lowered(LayerGraph("piece", (1, 1, 1), layers)).layers:
-        pb = layer_param_bytes(layer, mc)
-        out.append(LayerEntry(pb, layer_activation_bytes(layer), layer_row(layer, pb, 0, c),
-                              layer_row(layer, 0, pb, c)))
+        macs, pb, act, cached, streamed = _layer_costs(memo, layer, c)
+        out.append(LayerEntry(layer.name[len(prefix):], layer.op, layer.output_shape, macs, pb, act, cached,
+                              streamed))
     return tuple(out)
 
 
-def _piece(memo: dict[Any, Piece], key: Any, shape: tuple[int, ...], padding: str, add: Any,
+def _piece(memo: dict[Any, Any], key: Any, prefix: str, shape: tuple[int, ...], padding: str, add: Any,
            c: EdgeTPUConstants) -> Piece:
     piece = memo.get(key)
     if piece is None:
         layers, out_shape = piece_layers(shape, padding, add)
-        piece = Piece(entries(layers, c), out_shape)
+        es = entries(memo, layers, prefix, c)
+        piece = Piece(es, out_shape, tuple(e.param_bytes for e in es), max((e.act_bytes for e in es), default=0))
         if len(memo) >= MAX_PIECES:
             memo.clear()
         memo[key] = piece
@@ -92,39 +121,50 @@ def _add_head_softmax(wk: Any, arch: Arch, classes: int) -> None:
     wk.layers.append(classifier_softmax(wk.shape))
 
 
-def arch_entries(arch: Arch, c: EdgeTPUConstants, classes: int = 1000) -> tuple[list[LayerEntry], tuple[int, ...]]:
-    """Every layer entry of the classifier graph of `arch`, in graph order, and its output shape."""
+def arch_pieces(arch: Arch, c: EdgeTPUConstants,
+                classes: int = 1000) -> tuple[list[tuple[str, Piece]], tuple[int, ...]]:
+    """The pieces of the classifier graph of `arch` (stem, blocks, head), each with its name prefix, in graph order,
+    and the graph's output shape. A block's key is what its layers depend on: not its name or drop-connect rate."""
     memo = _MEMO.get(c)
     if memo is None:
         memo = _MEMO.setdefault(c, {})
     act, pad = arch.activation, arch.padding
     shape: tuple[int, ...] = (arch.resolution, arch.resolution, 3)
-    piece = _piece(memo, ("stem", arch.stem, shape, act, pad), shape, pad, partial(add_stem, arch=arch), c)
-    out = list(piece.layers)
+    piece = _piece(memo, ("stem", arch.stem, shape, act, pad), "", shape, pad, partial(add_stem, arch=arch), c)
+    out = [("", piece)]
     shape = piece.output_shape
     for b in arch.blocks:
-        piece = _piece(memo, (b, shape, act, pad), shape, pad, partial(add_block, b=b, act=act), c)
-        out += piece.layers
+        key = (b.block, b.kernel, b.stride, b.input_filters, b.expand_filters, b.output_filters, b.residual, b.groups,
+               shape, act, pad)
+        piece = _piece(memo, key, b.name, shape, pad, partial(add_block, b=b, act=act), c)
+        out.append((b.name, piece))
         shape = piece.output_shape
     key = ("head", arch.head_filters, arch.dropout, classes, shape, act, pad)
-    piece = _piece(memo, key, shape, pad, partial(_add_head_softmax, arch=arch, classes=classes), c)
-    out += piece.layers
+    piece = _piece(memo, key, "", shape, pad, partial(_add_head_softmax, arch=arch, classes=classes), c)
+    out.append(("", piece))
     return out, piece.output_shape
 
 
 def estimate_arch(arch: Arch, c: EdgeTPUConstants, target: str, classes: int = 1000) -> LatencyEstimate:
     """The memoised estimate of `arch`'s classifier on an Edge TPU target (equal to `cost_graph` of its graph)."""
-    layer_entries, out_shape = arch_entries(arch, c, classes)
-    peak = max((e.act_bytes for e in layer_entries), default=0)
-    cached, _, _ = first_fit([e.param_bytes for e in layer_entries],
-                             cache_budget(peak, memory_constants(c)))
+    pieces, out_shape = arch_pieces(arch, c, classes)
+    pbytes: list[int] = []
+    for _, piece in pieces:
+        pbytes += piece.param_bytes
+    peak = max(piece.act_peak for _, piece in pieces)
+    cached, _, _ = first_fit(pbytes, cache_budget(peak, memory_constants(c)))
     first, last = io_rows((arch.resolution, arch.resolution, 3), out_shape, c)
     rows = [first]
-    rows += [e.streamed if e.param_bytes and not cb else e.cached for e, cb in zip(layer_entries, cached)]
-    rows.append(last)
+    append = rows.append
+    i = 0
+    for prefix, piece in pieces:
+        for e in piece.layers:
+            ms, bound = e.streamed if e.param_bytes and not cached[i] else e.cached
+            append(LayerLatency(prefix + e.suffix, e.op, e.output_shape, e.macs, ms, bound))
+            i += 1
+    append(last)
     on_chip = sum(cached)
-    off_chip = sum(e.param_bytes for e in layer_entries) - on_chip
-    return LatencyEstimate(sum(r.ms for r in rows), target, on_chip, off_chip, tuple(rows))
+    return LatencyEstimate(sum([r.ms for r in rows]), target, on_chip, sum(pbytes) - on_chip, tuple(rows))
 
 
 def clear() -> None:

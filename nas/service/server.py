@@ -99,14 +99,29 @@ def one_line(text: str, limit: int = MAX_ERROR_CHARS) -> str:
 # ----------------------------------------------------------------------------------------------------------------------
 # Request -> estimate -> response
 
+_PARSED: "OrderedDict[tuple[str, str], Spec]" = OrderedDict()
+_PARSED_MAX = 4096
+_PARSED_LOCK = threading.Lock()
+
+
 def parse_spec_text(text: str, where: str = "request spec") -> Spec:
     """A spec sent as JSON (what `LatencyClient` sends: fast to parse) or YAML text (what a person sends); YAML alias
-    expansion is bounded (`io_utils.load_yaml_text`)."""
+    expansion is bounded (`io_utils.load_yaml_text`). The last few thousand texts are kept parsed: a request's spec is
+    read for its cost (`request_cost`) and again for its estimate, and a search resends the same candidates."""
+    with _PARSED_LOCK:
+        spec = _PARSED.get((where, text))
+    if spec is not None:
+        return spec
     try:
         data = json.loads(text)
     except (ValueError, RecursionError):
         data = load_yaml_text(text, where, RequestError)
-    return spec_from_dict(data, source=where)
+    spec = spec_from_dict(data, source=where)
+    with _PARSED_LOCK:
+        _PARSED[(where, text)] = spec
+        if len(_PARSED) > _PARSED_MAX:
+            _PARSED.popitem(last=False)
+    return spec
 
 
 def served_targets(measured: bool = False) -> list[str]:
@@ -168,15 +183,40 @@ def estimate_request(request: latency_pb2.EstimateRequest, where: str = "request
     return _latency.estimate_spec(spec, target, resolution=resolution, variant=variant)
 
 
+_ROW_BYTES: dict[Any, bytes] = {}
+_ROW_BYTES_MAX = 100_000
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def _layer_bytes(row: Any) -> bytes:
+    """One `layers` entry of an EstimateResponse on the wire (field 5, length-delimited), memoised per row: a search's
+    candidates share most of their rows (`latency.memo`), and building ~100 messages per answer is its largest cost."""
+    b = _ROW_BYTES.get(row)
+    if b is None:
+        d = row.to_dict()
+        body = latency_pb2.LayerLatency(**d).SerializeToString()
+        b = b"\x2a" + _varint(len(body)) + body
+        if len(_ROW_BYTES) >= _ROW_BYTES_MAX:
+            _ROW_BYTES.clear()
+        _ROW_BYTES[row] = b
+    return b
+
+
 def to_response(estimate: "_latency.LatencyEstimate") -> latency_pb2.EstimateResponse:
-    """The proto twin of `LatencyEstimate.to_dict()` (built from the dict, so both always carry the same fields)."""
-    d = estimate.to_dict()
-    resp = latency_pb2.EstimateResponse(latency_ms=d["latency_ms"], target=d["target"],
-                                        on_chip_param_bytes=d["on_chip_param_bytes"],
-                                        off_chip_param_bytes=d["off_chip_param_bytes"])
-    for layer in d["layers"]:
-        resp.layers.add(name=layer["name"], op=layer["op"], output_shape=list(layer["output_shape"]),
-                        macs=layer["macs"], ms=layer["ms"], bound=layer["bound"])
+    """The proto twin of `LatencyEstimate.to_dict()` (each layer from its row's `to_dict`, so both always carry the
+    same fields; tests/test_latency_server.py checks the two agree)."""
+    resp = latency_pb2.EstimateResponse(latency_ms=estimate.latency_ms, target=estimate.target,
+                                        on_chip_param_bytes=estimate.on_chip_param_bytes,
+                                        off_chip_param_bytes=estimate.off_chip_param_bytes)
+    resp.MergeFromString(b"".join([_layer_bytes(row) for row in estimate.layers]))
     return resp
 
 

@@ -22,6 +22,7 @@ from edgetpu_models.nas.latency.types import KINDS, Target
 CONFIG_ENV = "EDGETPU_MODELS_CONFIG"
 
 
+@lru_cache(maxsize=1)
 def targets_dir() -> str:
     """Folder of the shipped target files (package data)."""
     return str(resources.files("edgetpu_models.nas.latency.targets"))
