@@ -28,7 +28,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from edgetpu_models.nas.latency import calibrate as cal  # noqa: E402
 from edgetpu_models.nas.latency.cpu.fit import held_out_rows, measure_held_out, random_specs  # noqa: E402
-from edgetpu_models.nas.latency.estimator import estimate, estimate_spec  # noqa: E402
+from edgetpu_models.nas.latency.estimator import estimate, estimate_graph, estimate_spec  # noqa: E402
 from edgetpu_models.tables import format_table  # noqa: E402
 from edgetpu_models.zoo import ZOO, zoo_spec  # noqa: E402
 
@@ -55,6 +55,60 @@ def bench_spec_path(n_random: int = 200, repeats: int = 5) -> None:
               f"ms per model: mean {1e3 * sum(t) / len(t):.3f}, "
               f"median {1e3 * statistics.median(t):.3f}, worst {1e3 * max(t):.3f}")
     print(f"   'tensorflow' imported: {'tensorflow' in sys.modules}")
+    print()
+
+
+def _neighbours(n: int, seed: int = 11) -> list:
+    """`n` + 1 distinct specs of the search space, each differing from the one before in one decision of one stage
+    (a random walk: what a search step changes), starting from a random point."""
+    import random
+
+    from edgetpu_models.nas.search.space import load_space
+
+    space = load_space()
+    rng = random.Random(seed)
+    p = [rng.randrange(k) for k in space.sizes]
+    points, seen = [p], {tuple(p)}
+    free = [i for i, k in enumerate(space.sizes) if k > 1]
+    for _ in range(100 * n):
+        if len(points) > n:
+            break
+        q = list(p)
+        i = rng.choice(free)
+        q[i] = (q[i] + rng.randrange(1, space.sizes[i])) % space.sizes[i]
+        p = q
+        if tuple(q) not in seen:
+            seen.add(tuple(q))
+            points.append(q)
+    return [space.decode(q) for q in points]
+
+
+def bench_one_block(n: int = 2000, target: str = "coral-usb") -> None:
+    """Estimates per second for specs that differ from one another in one block: memoised (every spec new to the
+    estimator, its unchanged blocks costed before) and uncached (graph built and costed whole: the path every estimate
+    took before the memo). CPU time of this thread, so a shared machine's waits are not counted; wall clock too."""
+    from edgetpu_models.nas.latency import memo
+    from edgetpu_models.nas.latency.frontends import spec_graph
+
+    specs = _neighbours(n)
+    n_unc = min(len(specs), 400)
+    memo.clear()
+    estimate_spec(specs[0], target)  # the base point: its pieces are what the neighbours share
+    runs = {}
+    for label, fn, sel in (("memoised, new specs", lambda s: estimate_spec(s, target), specs[1:]),
+                           ("memoised, repeated", lambda s: estimate_spec(s, target), specs[1:]),
+                           ("uncached", lambda s: estimate_graph(spec_graph(s), target), specs[1:n_unc])):
+        w0, c0 = time.perf_counter(), time.thread_time()
+        for s in sel:
+            fn(s)
+        runs[label] = (len(sel) / (time.thread_time() - c0), len(sel) / (time.perf_counter() - w0), len(sel))
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(f"== in process, specs differing in one block ({target}, search space points); load average {load:.1f} on "
+          f"{os.cpu_count()} cores")
+    rows = [(label, str(k), f"{cpu:,.0f}", f"{wall:,.0f}", f"{1e3 / cpu:.3f}")
+            for label, (cpu, wall, k) in runs.items()]
+    print(format_table(("path", "specs", "estimates/s (CPU)", "estimates/s (wall)", "ms each (CPU)"), rows,
+                       right=(1, 2, 3, 4)))
     print()
 
 
@@ -220,8 +274,12 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--held-out", type=int, default=32, help="held-out architectures for the CPU check (0: skip)")
     p.add_argument("--cached-only", action="store_true", help="CPU check from cached timings only")
+    p.add_argument("--speed-only", action="store_true", help="only the estimates-per-second figures")
     args = p.parse_args(argv)
     bench_spec_path()
+    bench_one_block()
+    if args.speed_only:
+        return 0
     bench_memory()
     bench_calibration()
     bench_weight_bandwidth()

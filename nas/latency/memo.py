@@ -58,6 +58,8 @@ class Piece(NamedTuple):
     output_shape: tuple[int, ...]
     param_bytes: tuple[int, ...]
     act_peak: int
+    named: dict[str, tuple[LayerLatency, ...]]
+    """Rows with every parameter cached (the common case), per name prefix (block name) they were asked for."""
 
 
 _MEMO: dict[EdgeTPUConstants, dict[Any, Any]] = {}
@@ -108,7 +110,7 @@ def _piece(memo: dict[Any, Any], key: Any, prefix: str, shape: tuple[int, ...], 
     if piece is None:
         layers, out_shape = piece_layers(shape, padding, add)
         es = entries(memo, layers, prefix, c)
-        piece = Piece(es, out_shape, tuple(e.param_bytes for e in es), max((e.act_bytes for e in es), default=0))
+        piece = Piece(es, out_shape, tuple(e.param_bytes for e in es), max((e.act_bytes for e in es), default=0), {})
         if len(memo) >= MAX_PIECES:
             memo.clear()
         memo[key] = piece
@@ -155,16 +157,30 @@ def estimate_arch(arch: Arch, c: EdgeTPUConstants, target: str, classes: int = 1
     cached, _, _ = first_fit(pbytes, cache_budget(peak, memory_constants(c)))
     first, last = io_rows((arch.resolution, arch.resolution, 3), out_shape, c)
     rows = [first]
-    append = rows.append
     i = 0
     for prefix, piece in pieces:
-        for e in piece.layers:
-            ms, bound = e.streamed if e.param_bytes and not cached[i] else e.cached
-            append(LayerLatency(prefix + e.suffix, e.op, e.output_shape, e.macs, ms, bound))
-            i += 1
+        k = len(piece.layers)
+        if cached[i:i + k] == list(piece.param_bytes):  # all cached
+            named = piece.named.get(prefix)
+            if named is None:
+                named = piece.named[prefix] = tuple(_rows(prefix, piece.layers, piece.param_bytes))
+            rows += named
+        else:
+            rows += _rows(prefix, piece.layers, cached[i:i + k])
+        i += k
+    append = rows.append
     append(last)
     on_chip = sum(cached)
     return LatencyEstimate(sum([r.ms for r in rows]), target, on_chip, sum(pbytes) - on_chip, tuple(rows))
+
+
+def _rows(prefix: str, layers: tuple[LayerEntry, ...], cached: Any) -> list[LayerLatency]:
+    """The rows of a piece's layers, each the cached or the streamed cost as the memory plan decided."""
+    out = []
+    for e, cb in zip(layers, cached):
+        ms, bound = e.streamed if e.param_bytes and not cb else e.cached
+        out.append(LayerLatency(prefix + e.suffix, e.op, e.output_shape, e.macs, ms, bound))
+    return out
 
 
 def clear() -> None:
