@@ -215,6 +215,61 @@ def bench_heldout() -> None:
                        table, right=(1, 2, 3, 4, 5, 6)))
 
 
+def _published_rows() -> list[tuple[str, int, str, float, str, str, object]]:
+    """Every published Coral latency the project has, as (model, input, target, ms, role, source, graph or zoo name)."""
+    import csv
+
+    here = os.path.dirname(cal.benchmarks_csv())
+
+    def read(name: str) -> list[dict[str, str]]:
+        with open(os.path.join(here, name), encoding="utf-8") as f:
+            return list(csv.DictReader(line for line in f if not line.startswith("#")))
+
+    out: list[tuple[str, int, str, float, str, str, object]] = []
+    bench = "coral.ai/docs/edgetpu/benchmarks Table 1 (coral_benchmarks.csv)"
+    for r in read("coral_benchmarks.csv"):
+        path = os.path.join(cal.calibration_dir(), f"{r['keras_app']}_{r['input']}.json")
+        model = cal.load_graph_json(path) if r["keras_app"] != "-" and os.path.exists(path) else None
+        for target, col in (("coral-usb", "usb_ms"), ("coral-devboard", "devboard_ms")):
+            out.append((r["model"], int(r["input"]), target, float(r[col]), "fitted" if model else "no graph", bench,
+                        model))
+    for r in read("coral_benchmarks_efficientnet.csv"):
+        for target, col in (("coral-usb", "usb_ms"), ("coral-devboard", "devboard_ms")):
+            out.append((r["model"], int(r["input"]), target, float(r[col]), "held out",
+                        "coral.ai/docs/edgetpu/benchmarks Table 1", r["zoo"]))
+    for r in read("coral_models_page.csv"):
+        path = os.path.join(cal.calibration_dir(), f"{r['keras_app']}_{r['input']}.json")
+        model = r["zoo"] if r["zoo"] != "-" else (cal.load_graph_json(path) if os.path.exists(path) else None)
+        out.append((r["model"], int(r["input"]), "coral-usb", float(r["usb_ms"]),
+                    "held out" if model is not None else "no graph", "coral.ai/models/image-classification", model))
+    return out
+
+
+def bench_published() -> None:
+    """Predicted against every published Coral number, by target; `fitted` rows are in the calibration fit (their
+    leave-one-out error is in the calibration table), `held out` rows never were. coral-usb-std has no published
+    numbers; its prediction of the held-out checks is printed beside coral-usb's."""
+    table, errs = [], {}
+    for model, res, target, ms, role, source, ref in _published_rows():
+        if ref is None:
+            table.append((model, res, target, f"{ms:g}", "-", "-", role, source))
+            continue
+        pred = estimate(ref, target).latency_ms
+        err = pred / ms - 1
+        errs.setdefault((target, role), []).append(abs(err))
+        std = ""
+        if role == "held out" and target == "coral-usb":
+            std = f" (std {estimate(ref, 'coral-usb-std').latency_ms:.1f})"
+        table.append((model, res, target, f"{ms:g}", f"{pred:.2f}{std}", f"{err * 100:+.1f}%", role, source))
+    print("== every published Coral latency vs the prediction (shipped targets)")
+    print(format_table(("model", "input", "target", "published ms", "predicted ms", "error", "role", "source"), table,
+                       right=(1, 3, 4, 5)))
+    for (target, role), e in sorted(errs.items()):
+        print(f"   {target:15s} {role:9s}: {len(e):2d} rows, median |error| {statistics.median(e) * 100:.1f}%, "
+              f"worst {max(e) * 100:.1f}%")
+    print()
+
+
 def bench_pixel6_held_out() -> None:
     """pixel6 is fitted to MobilenetEdgeTPU V1 only; its file lists the V2 family's published latencies as held out."""
     from edgetpu_models.nas.latency.targets import load_target
@@ -281,6 +336,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.speed_only:
         return 0
     bench_memory()
+    bench_published()
     bench_calibration()
     bench_weight_bandwidth()
     bench_heldout()
