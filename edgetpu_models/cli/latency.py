@@ -20,7 +20,7 @@ def cmd_estimate(args: argparse.Namespace) -> int:
         from edgetpu_models.nas.latency.estimator import estimate
 
         result = estimate(args.model, args.target, resolution=args.resolution, variant=args.variant,
-                          threads=args.threads).to_dict()
+                          threads=args.threads, cpu_from_op=_cpu_split(args.model, args.target)).to_dict()
     if args.json:
         print(json.dumps(result))
         return 0
@@ -34,6 +34,18 @@ def cmd_estimate(args: argparse.Namespace) -> int:
             for r in result["layers"]]
     print(format_table(("layer", "op", "output", "MACs", "ms", "bound"), rows, right=(3, 4)))
     return 0
+
+
+def _cpu_split(model: str, target: str) -> int | None:
+    """Where the compiler's Edge TPU segment of a .tflite ends (first op left on the CPU), for an Edge TPU target."""
+    from edgetpu_models.nas.latency.estimator import load_target
+
+    if not str(model).endswith(".tflite") or load_target(target).kind != "edgetpu":
+        return None
+    from edgetpu_models.deploy.edgetpu_check import check_tflite
+
+    first = check_tflite(model).first_cpu_op
+    return None if first is None else first.index
 
 
 def _estimate_cocompiled(args: argparse.Namespace) -> int:

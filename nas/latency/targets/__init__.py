@@ -88,7 +88,7 @@ def own_constants(data: dict[str, Any], path: str) -> dict[str, Any]:
         if not isinstance(values, dict):
             raise TargetError(f"{path}: {section}: expected a mapping of name -> number")
         for key, value in values.items():
-            if key in ("name", "description", "source"):
+            if key in ("name", "description", "source", "cpu_target", "cpu_scale"):  # not chip constants
                 continue
             if key in out:
                 raise TargetError(f"{path}: {section}.{key}: set twice (in {section} and another section)")
