@@ -98,6 +98,10 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     from edgetpu_models.nas.latency.estimator import load_target
 
     t = load_target(args.target)
+    if t.kind == "cpu" and args.probe:
+        return _probe_cpu(t)
+    if args.probe:
+        raise EdgeTPUModelsError(f"--probe: only the cpu predictor is probed; {args.target} is a {t.kind} target")
     if t.kind == "cpu":
         return _calibrate_cpu(args, t)
     if t.kind != "edgetpu":
@@ -116,6 +120,23 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     print(format_table(("model", "measured ms", "predicted ms", "error"), table, right=(1, 2, 3)))
     print(f"Spearman {result.spearman:.3f}, median absolute error {result.median_abs_error * 100:.1f}%")
     print(f"wrote {path}")
+    return 0
+
+
+def _probe_cpu(target) -> int:
+    """`calibrate --target cpu --probe`: a short timing of a few models scales the predictor to this CPU."""
+    from tqdm import tqdm
+
+    from edgetpu_models.nas.latency.cpu.host import run_probe, write_probe
+
+    result = run_probe(target, progress=lambda it: tqdm(it, desc="probe", unit="model"))
+    rows = [(r.model, str(r.resolution), f"{r.measured_ms:.3f}", f"+-{r.spread * 100:.1f}%", f"{r.predicted_ms:.3f}")
+            for r in result.rows]
+    print(format_table(("model", "res", "measured ms (median)", "spread (IQR/2)", "predicted as fitted ms"), rows,
+                       right=(1, 2, 3, 4)))
+    print(f"{target.name}: this CPU ({result.cpu}) runs kernels {result.scale:.3f}x the predictor's times; probe took "
+          f"{result.seconds:.0f} s")
+    print(f"wrote {write_probe(result)}")
     return 0
 
 
@@ -170,6 +191,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="cpu: number of kernel configurations to time")
     p.add_argument("--threads", type=threads_arg, default=None,
                    help="cpu: threads to time with (default: the target's)")
+    p.add_argument("--probe", action="store_true",
+                   help="cpu: a short probe (about a minute) that scales the predictor to this CPU instead of the "
+                        "full calibration")
     p.add_argument("--out", metavar="FILE.yaml",
                    help="where to write the fitted target (default: ~/.config/edgetpu_models/targets/TARGET.yaml, "
                         "which overrides the shipped target)")

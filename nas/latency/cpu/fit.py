@@ -26,6 +26,7 @@ from edgetpu_models.nas.latency.cpu.features import (
     kernel_features,
     kernel_key,
 )
+from edgetpu_models.nas.latency.cpu.host import cpu_fingerprint
 from edgetpu_models.nas.latency.cpu.predictor import Predictor, predict_graph
 from edgetpu_models.nas.latency.cpu.timing import time_tflite
 from edgetpu_models.nas.latency.targets import load_target
@@ -210,7 +211,7 @@ def fit_predictor(samples: int = 300, threads: int = 1, seed: int = TRAIN_SEED, 
     kernels = fit_kernels(timed)
     data = {"features": list(FEATURES), "threads": threads, "invoke_ms": baseline, "composition": 1.0,
             "kernels": kernels,
-            "meta": {"trained": datetime.date.today().isoformat(), "samples": len(timed),
+            "meta": {"trained": datetime.date.today().isoformat(), "cpu": cpu_fingerprint(), "samples": len(timed),
                      "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
                      "cpu_count": os.cpu_count(), "clock": "thread CPU time" if threads == 1 else "wall clock"}}
     if composition_models > 0:
