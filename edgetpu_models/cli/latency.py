@@ -29,6 +29,10 @@ def cmd_estimate(args: argparse.Namespace) -> int:
         _say_user_target(args.target)
     print(f"on-chip parameter bytes:  {fmt_int(result['on_chip_param_bytes'])}")
     print(f"off-chip parameter bytes: {fmt_int(result['off_chip_param_bytes'])} (streamed every inference)")
+    on_cpu = [r for r in result["layers"] if r["bound"] == "host_cpu"]
+    if on_cpu:
+        print(f"partitioned as the compiler does: {len(on_cpu)} layers from {on_cpu[0]['name']} on run on the host CPU "
+              f"({sum(r['ms'] for r in on_cpu):.3f} ms), after the tensor goes back over the link (<to host>)")
     rows = [(r["name"], r["op"], "x".join(map(str, r["output_shape"])), fmt_int(r["macs"]), f"{r['ms']:.4f}",
              r["bound"])
             for r in result["layers"]]
@@ -161,7 +165,8 @@ def _calibrate_cpu(args: argparse.Namespace, target) -> int:
                         yaml_path: yaml.safe_dump(dict(target.data), sort_keys=False, width=120)})
     print(f"{target.name}: {len(data['kernels'])} kernel regressors from {data['meta']['samples']} timed kernels "
           f"({threads} thread(s)); invoke overhead {data['invoke_ms']:.4f} ms; composition factor "
-          f"{data['composition']:.3f} from {data['meta'].get('composition_models', 0)} whole models")
+          f"{data['composition']:.3f} from {data['meta'].get('composition_models', 0)} whole models; timing noise: "
+          f"median spread {data['meta'].get('spread_median')} (IQR/2 over the median of 9 runs per kernel)")
     print(f"wrote {path}")
     return 0
 
