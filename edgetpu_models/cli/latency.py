@@ -131,7 +131,7 @@ def _probe_cpu(target) -> int:
     """`calibrate --target cpu --probe`: a short timing of a few models scales the predictor to this CPU."""
     from tqdm import tqdm
 
-    from edgetpu_models.nas.latency.cpu.host import run_probe, write_probe
+    from edgetpu_models.nas.latency.cpu.probe import run_probe, write_probe
 
     result = run_probe(target, progress=lambda it: tqdm(it, desc="probe", unit="model"))
     rows = [(r.model, str(r.resolution), f"{r.measured_ms:.3f}", f"+-{r.spread * 100:.1f}%", f"{r.predicted_ms:.3f}")

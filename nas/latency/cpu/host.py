@@ -5,9 +5,9 @@ it can be off by a factor of 2 or more either way. So the predictor file records
 (`cpu_fingerprint`: model name, architecture and the SIMD extensions XNNPACK picks kernels by), and on any other CPU
 the `cpu` target either
 
-- uses a probe of this CPU (`run_probe`, `edgetpu-models calibrate --target cpu --probe`): a few zoo models at a small
-  resolution are built, converted and timed with LiteRT (tens of seconds, most of it TensorFlow's import and the
-  conversions), and the predictor's kernel times are scaled by the median ratio of measured to predicted time; the
+- uses a probe of this CPU (`cpu.probe.run_probe`, `edgetpu-models calibrate --target cpu --probe`): a few zoo
+  models at a small resolution are built, converted and timed with LiteRT (a minute or more, most of it TensorFlow's
+  import and the int8 conversions), and the predictor's kernel times are scaled by the median ratio of measured to predicted time; the
   probe is written to the user's config folder beside the user's targets, per CPU; or
 - refuses with one line that says the CPU is uncalibrated and how to calibrate it (`host_scale`).
 
@@ -17,17 +17,13 @@ benchmarks/latency.py prints how good the probed predictor is on the held-out ar
 
 from __future__ import annotations
 
-import datetime
 import json
 import os
 import platform
-import statistics
-import time
 from functools import lru_cache
-from typing import Any, Callable, Iterable, NamedTuple
+from typing import Any
 
 from edgetpu_models.errors import TargetError
-from edgetpu_models.io_utils import write_text_atomic
 
 PROBE_MODELS = (("mobilenet_edgetpu", 128), ("efficientnet_edgetpu_s", 128), ("mobilenet_edgetpu_v2_s", 160))
 """(zoo model, resolution) timed by a probe: small, so it takes seconds, and of the kernel mix the search uses."""
@@ -80,51 +76,3 @@ def host_scale(meta: dict[str, Any], target_name: str = "cpu") -> float:
                       f"{meta.get('cpu', 'another, unrecorded CPU')}): run `edgetpu-models calibrate --target "
                       f"{target_name} --probe` (about a minute) or the full `edgetpu-models calibrate --target "
                       f"{target_name}`")
-
-
-class ProbeRow(NamedTuple):
-    model: str
-    resolution: int
-    measured_ms: float
-    spread: float
-    predicted_ms: float
-    """By the predictor as fitted (before this probe's scale)."""
-
-
-class ProbeResult(NamedTuple):
-    cpu: str
-    scale: float
-    rows: tuple[ProbeRow, ...]
-    seconds: float
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"scale": self.scale, "probed": datetime.date.today().isoformat(), "seconds": round(self.seconds, 1),
-                "rows": [r._asdict() for r in self.rows]}
-
-
-def run_probe(target: Any, runs: int = 15,
-              progress: Callable[[Iterable[Any]], Iterable[Any]] | None = None) -> ProbeResult:
-    """Times PROBE_MODELS here (median of `runs`, thread CPU time) against the predictor as fitted."""
-    from edgetpu_models.nas.latency.cpu.predictor import load_predictor, predict_kernels
-    from edgetpu_models.nas.latency.cpu.timing import model_tflite_bytes, time_tflite_runs
-    from edgetpu_models.nas.latency.frontends import spec_graph
-
-    t0 = time.perf_counter()
-    pred = load_predictor(target)
-    rows = []
-    for name, res in (progress(PROBE_MODELS) if progress else PROBE_MODELS):
-        timing = time_tflite_runs(model_tflite_bytes(name, res, None), threads=pred.threads, runs=runs)
-        predicted = sum(ms for _, ms, _ in predict_kernels(spec_graph(name, None, res), pred, 1.0))
-        rows.append(ProbeRow(name, res, timing.median_ms, timing.spread, predicted + pred.invoke_ms))
-    scale = statistics.median((r.measured_ms - pred.invoke_ms) / (r.predicted_ms - pred.invoke_ms) for r in rows)
-    return ProbeResult(cpu_fingerprint(), float(scale), tuple(rows), time.perf_counter() - t0)
-
-
-def write_probe(result: ProbeResult) -> str:
-    """Adds (or replaces) this CPU's probe in the user's probe file, atomically; returns its path."""
-    data = read_probes()
-    data[result.cpu] = result.to_dict()
-    path = probe_path()
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    write_text_atomic(path, json.dumps(data, indent=1) + "\n")
-    return path
