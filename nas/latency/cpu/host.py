@@ -7,8 +7,8 @@ the `cpu` target either
 
 - uses a probe of this CPU (`cpu.probe.run_probe`, `edgetpu-models calibrate --target cpu --probe`): a few zoo
   models at a small resolution are built, converted and timed with LiteRT (a minute or more, most of it TensorFlow's
-  import and the int8 conversions), and the predictor's kernel times are scaled by the median ratio of measured to predicted time; the
-  probe is written to the user's config folder beside the user's targets, per CPU; or
+  import and the int8 conversions), and the predictor's kernel times are scaled by the median ratio of measured to
+  predicted time; the probe is written to the user's config folder beside the user's targets, per CPU; or
 - refuses with one line that says the CPU is uncalibrated and how to calibrate it (`host_scale`).
 
 A probe corrects the CPU's overall speed, not the relative cost of kernel types (only the full calibration does that);
