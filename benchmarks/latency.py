@@ -274,6 +274,29 @@ def bench_published() -> None:
     print()
 
 
+def bench_clock_split() -> None:
+    """What scales with the chip clock and what does not, per EfficientNet-EdgeTPU model and Coral target: the rows'
+    time by bound (compute, activations, weights: on chip, scale with the clock; param_stream, host_link: the link and
+    the host, do not)."""
+    from collections import defaultdict
+
+    on_chip = ("compute", "activations", "weights", "overhead")
+    rows = []
+    for name in ("efficientnet_edgetpu_s", "efficientnet_edgetpu_m", "efficientnet_edgetpu_l"):
+        for target in ("coral-usb", "coral-usb-std", "coral-devboard"):
+            e = estimate(name, target)
+            by = defaultdict(float)
+            for r in e.layers:
+                by[r.bound] += r.ms
+            rows.append((name, target, f"{e.latency_ms:.2f}", f"{sum(by[b] for b in on_chip):.2f}",
+                         f"{by['param_stream']:.2f}", f"{by['host_link']:.2f}",
+                         f"{e.off_chip_param_bytes / 2**20:.2f}"))
+    print("== clock-scaled (on chip) and clock-independent (link, host) time, ms")
+    print(format_table(("model", "target", "total", "on chip", "param stream", "input/output + invoke",
+                        "streamed MiB"), rows, right=(2, 3, 4, 5, 6)))
+    print()
+
+
 def bench_pixel6_held_out() -> None:
     """pixel6 is fitted to MobilenetEdgeTPU V1 only; its file lists the V2 family's published latencies as held out."""
     from edgetpu_models.nas.latency.targets import load_target
@@ -341,6 +364,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     bench_memory()
     bench_published()
+    bench_clock_split()
     bench_calibration()
     bench_weight_bandwidth()
     bench_heldout()
