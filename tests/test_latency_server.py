@@ -83,6 +83,9 @@ def test_round_trip_equals_in_process_for_every_zoo_model(client):
         got = client.estimate_batch(specs, target, resolution=160)
         want = [latency.estimate_spec(s, target, resolution=160).to_dict() for s in specs]
         assert got == want
+        short = client.estimate_batch(specs, target, resolution=160, latency_only=True)  # what a search asks for
+        assert [r["layers"] for r in short] == [[]] * len(specs)
+        assert [{**r, "layers": []} for r in want] == short
 
 
 def test_spec_file_and_tflite_round_trip(client, tflite_models, tmp_path):

@@ -428,6 +428,11 @@ class LatencyService:
             if not context.is_active() or (remaining is not None and remaining <= 0):
                 context.abort(grpc.StatusCode.CANCELLED, f"EstimateBatch abandoned by the client at requests[{i}]")
             resp, size = self._estimate_cached(r, f"requests[{i}]")
+            if request.latency_only:
+                resp = latency_pb2.EstimateResponse(latency_ms=resp.latency_ms, target=resp.target,
+                                                    on_chip_param_bytes=resp.on_chip_param_bytes,
+                                                    off_chip_param_bytes=resp.off_chip_param_bytes)
+                size = resp.ByteSize()
             total += size + 8
             if total > self.max_response_bytes:
                 raise ResponseTooLarge(f"requests[{i}]: the answer would pass {self.max_response_bytes} bytes; this "
