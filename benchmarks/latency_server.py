@@ -152,6 +152,7 @@ def _client_proc(address: str, phase: str, n_threads: int, seed: int, start: Any
     pools = [candidates(space, random.Random(seed * 1000 + t), n, walk=phase != "batch-random")
              for t in range(n_threads)]
     ready.put(1)
+    cpu0 = time.process_time()
     results: list[tuple[list[float], int, int, list[str]]] = []
     lock = threading.Lock()
 
@@ -165,7 +166,30 @@ def _client_proc(address: str, phase: str, n_threads: int, seed: int, start: Any
         t.start()
     for t in threads:
         t.join()
-    out.put(results)
+    out.put((results, time.process_time() - cpu0))
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) of a process and all its descendants so far, from /proc (0 where there is none)."""
+    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    stats: dict[int, tuple[int, float]] = {}
+    for entry in os.listdir("/proc") if os.path.isdir("/proc") else []:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", encoding="utf-8") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        stats[int(entry)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / tick)
+    tree, frontier = {pid}, [pid]
+    while frontier:
+        parent = frontier.pop()
+        for child, (ppid, _) in stats.items():
+            if ppid == parent and child not in tree:
+                tree.add(child)
+                frontier.append(child)
+    return sum(stats[p][1] for p in tree if p in stats)
 
 
 def run_phase(address: str, phase: str, args: argparse.Namespace, seed: int) -> dict[str, Any]:
@@ -182,11 +206,15 @@ def run_phase(address: str, phase: str, args: argparse.Namespace, seed: int) -> 
         p.start()
     for _ in ps:
         ready.get(timeout=600)
+    server_cpu = tree_cpu_seconds(args.server_pid)
     start.value = time.time() + 1.0  # time for the threads to connect
     duration = args.duration
-    collected = []
+    collected, client_cpu = [], 0.0
     for _ in ps:
-        collected.extend(out.get(timeout=duration + 120))
+        got, cpu = out.get(timeout=duration + 120)
+        collected.extend(got)
+        client_cpu += cpu
+    server_cpu = tree_cpu_seconds(args.server_pid) - server_cpu
     for p in ps:
         p.join(30)
     lat = sorted(x for r in collected for x in r[0])
@@ -199,7 +227,8 @@ def run_phase(address: str, phase: str, args: argparse.Namespace, seed: int) -> 
 
     return {"phase": phase, "clients": len(collected), "calls": len(lat), "calls_s": len(lat) / duration,
             "estimates_s": estimates / duration, "p50": pct(0.50), "p99": pct(0.99), "errors": errors,
-            "messages": messages}
+            "messages": messages, "server_cpu_s": server_cpu, "client_cpu_s": client_cpu,
+            "cpu_ms_per_estimate": 1e3 * (server_cpu + client_cpu) / estimates if estimates else float("nan")}
 
 
 def _parse_args() -> tuple[argparse.Namespace, list[str]]:
@@ -243,8 +272,10 @@ def _run_phases(args: argparse.Namespace, phases: list[str], address: str,
     for i, phase in enumerate(phases):
         r = run_phase(address, phase, args, args.seed + 100 * i)
         results.append(r)
+        per = r["cpu_ms_per_estimate"]
         rows.append([r["phase"], r["clients"], r["calls"], f"{r['calls_s']:.0f}", f"{r['estimates_s']:.0f}",
-                     f"{r['p50']:.2f}", f"{r['p99']:.2f}", r["errors"]])
+                     f"{r['p50']:.2f}", f"{r['p99']:.2f}", r["errors"], f"{per:.3f}",
+                     f"{1e3 * (os.cpu_count() or 1) / per:.0f}"])
         print(f"  {phase}: {r['estimates_s']:.0f} estimates/s, {r['errors']} errors", flush=True)
         for m in r["messages"]:
             print(f"    e.g. {m}", flush=True)
@@ -266,8 +297,12 @@ def _report(rows: list[list[Any]], results: list[dict[str, Any]], rc: int) -> bo
     from edgetpu_models.tables import format_table
 
     print()
-    print(format_table(["phase", "clients", "calls", "calls/s", "estimates/s", "p50 ms", "p99 ms", "errors"], rows,
-                       right=(1, 2, 3, 4, 5, 6, 7)))
+    print(format_table(["phase", "clients", "calls", "calls/s", "estimates/s", "p50 ms", "p99 ms", "errors",
+                        "CPU ms/estimate", "estimates/s if the cores were free"], rows,
+                       right=(1, 2, 3, 4, 5, 6, 7, 8, 9)))
+    print("CPU ms/estimate: server (all its processes) + client processes, CPU seconds over estimates; the last column "
+          "is what that CPU cost allows on this machine's cores with nothing else running (a projection, not a "
+          "measurement, for shared machines)")
     print(f"\nserver exit status after SIGTERM: {rc}")
     single = [r for r in results if r["phase"].startswith("single")]
     batch = sorted((r for r in results if r["phase"] in ("batch-unique", "batch-latency-only")),
@@ -295,6 +330,7 @@ def main() -> int:
     cmd = [sys.executable, "-m", "edgetpu_models.cli", "latency-server", "--port", str(port),
            "--workers", str(args.workers), "--threads", str(args.threads)]
     server = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    args.server_pid = server.pid
     try:
         rows, results = _run_phases(args, phases, address, cmd)
     finally:
