@@ -385,15 +385,19 @@ class LatencyService:
         with self._idle:
             return self._idle.wait_for(lambda: self._inflight == 0, timeout=timeout)
 
-    def _estimate_cached(self, request: latency_pb2.EstimateRequest, where: str) -> tuple[
+    def _estimate_cached(self, request: latency_pb2.EstimateRequest, where: str, latency_only: bool = False) -> tuple[
             latency_pb2.EstimateResponse, int]:
-        """(response, its size in bytes); ResponseTooLarge if it alone passes the response budget."""
+        """(response, its size in bytes); ResponseTooLarge if it alone passes the response budget. `latency_only`:
+        the answer without per-layer rows (cached apart from full answers)."""
         _, version = served_target(request.target or DEFAULT_TARGET, self.measured)
-        key = self.cache.key(request, version)
+        key = self.cache.key(request, version + (":latency_only" if latency_only else ""))
         hit = self.cache.get(key)
         if hit is not None:
             return hit, hit.ByteSize()
-        resp = to_response(estimate_request(request, where, self.measured))
+        est = estimate_request(request, where, self.measured)
+        resp = to_response(est) if not latency_only else latency_pb2.EstimateResponse(
+            latency_ms=est.latency_ms, target=est.target, on_chip_param_bytes=est.on_chip_param_bytes,
+            off_chip_param_bytes=est.off_chip_param_bytes)
         size = resp.ByteSize()
         if size > self.max_response_bytes:
             raise ResponseTooLarge(f"{where}: its answer would be {size} bytes; this server sends at most "
@@ -444,12 +448,7 @@ class LatencyService:
             remaining = context.time_remaining()
             if not context.is_active() or (remaining is not None and remaining <= 0):
                 context.abort(grpc.StatusCode.CANCELLED, f"EstimateBatch abandoned by the client at requests[{i}]")
-            resp, size = self._estimate_cached(r, f"requests[{i}]")
-            if request.latency_only:
-                resp = latency_pb2.EstimateResponse(latency_ms=resp.latency_ms, target=resp.target,
-                                                    on_chip_param_bytes=resp.on_chip_param_bytes,
-                                                    off_chip_param_bytes=resp.off_chip_param_bytes)
-                size = resp.ByteSize()
+            resp, size = self._estimate_cached(r, f"requests[{i}]", request.latency_only)
             total += size + 8
             if total > self.max_response_bytes:
                 raise ResponseTooLarge(f"requests[{i}]: the answer would pass {self.max_response_bytes} bytes; this "
