@@ -28,7 +28,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from edgetpu_models.nas.latency import calibrate as cal  # noqa: E402
 from edgetpu_models.nas.latency.cpu.fit import held_out_rows, measure_held_out, random_specs  # noqa: E402
-from edgetpu_models.nas.latency.estimator import estimate, estimate_spec  # noqa: E402
+from edgetpu_models.nas.latency.estimator import estimate, estimate_graph, estimate_spec  # noqa: E402
 from edgetpu_models.tables import format_table  # noqa: E402
 from edgetpu_models.zoo import ZOO, zoo_spec  # noqa: E402
 
@@ -55,6 +55,64 @@ def bench_spec_path(n_random: int = 200, repeats: int = 5) -> None:
               f"ms per model: mean {1e3 * sum(t) / len(t):.3f}, "
               f"median {1e3 * statistics.median(t):.3f}, worst {1e3 * max(t):.3f}")
     print(f"   'tensorflow' imported: {'tensorflow' in sys.modules}")
+    print()
+
+
+def _neighbours(n: int, seed: int = 11) -> list:
+    """`n` + 1 distinct specs of the search space, each differing from the one before in one decision of one stage
+    (a random walk: what a search step changes), starting from a random point."""
+    import random
+
+    from edgetpu_models.nas.search.space import load_space
+
+    space = load_space()
+    rng = random.Random(seed)
+    p = [rng.randrange(k) for k in space.sizes]
+    points, seen = [p], {tuple(p)}
+    free = [i for i, k in enumerate(space.sizes) if k > 1]
+    for _ in range(100 * n):
+        if len(points) > n:
+            break
+        q = list(p)
+        i = rng.choice(free)
+        q[i] = (q[i] + rng.randrange(1, space.sizes[i])) % space.sizes[i]
+        p = q
+        if tuple(q) not in seen:
+            seen.add(tuple(q))
+            points.append(q)
+    return [space.decode(q) for q in points]
+
+
+def bench_one_block(n: int = 2000, target: str = "coral-usb") -> None:
+    """Estimates per second for specs that differ from one another in one block: memoised (every spec new to the
+    estimator, its unchanged blocks costed before) and uncached (graph built and costed whole: the path every estimate
+    took before the memo). CPU time of this thread, so a shared machine's waits are not counted; wall clock too."""
+    from edgetpu_models.nas.latency.frontends import spec_graph
+
+    try:
+        from edgetpu_models.nas.latency import memo
+    except ImportError:  # run against an older tree (before figures): no memo there
+        memo = None
+    specs = _neighbours(n)
+    n_unc = min(len(specs), 400)
+    if memo is not None:
+        memo.clear()
+    estimate_spec(specs[0], target)  # the base point: its pieces are what the neighbours share
+    runs = {}
+    for label, fn, sel in (("memoised, new specs", lambda s: estimate_spec(s, target), specs[1:]),
+                           ("memoised, repeated", lambda s: estimate_spec(s, target), specs[1:]),
+                           ("uncached", lambda s: estimate_graph(spec_graph(s), target), specs[1:n_unc])):
+        w0, c0 = time.perf_counter(), time.thread_time()
+        for s in sel:
+            fn(s)
+        runs[label] = (len(sel) / (time.thread_time() - c0), len(sel) / (time.perf_counter() - w0), len(sel))
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(f"== in process, specs differing in one block ({target}, search space points); load average {load:.1f} on "
+          f"{os.cpu_count()} cores")
+    rows = [(label, str(k), f"{cpu:,.0f}", f"{wall:,.0f}", f"{1e3 / cpu:.3f}")
+            for label, (cpu, wall, k) in runs.items()]
+    print(format_table(("path", "specs", "estimates/s (CPU)", "estimates/s (wall)", "ms each (CPU)"), rows,
+                       right=(1, 2, 3, 4)))
     print()
 
 
@@ -161,6 +219,84 @@ def bench_heldout() -> None:
                        table, right=(1, 2, 3, 4, 5, 6)))
 
 
+def _published_rows() -> list[tuple[str, int, str, float, str, str, object]]:
+    """Every published Coral latency the project has, as (model, input, target, ms, role, source, graph or zoo name)."""
+    import csv
+
+    here = os.path.dirname(cal.benchmarks_csv())
+
+    def read(name: str) -> list[dict[str, str]]:
+        with open(os.path.join(here, name), encoding="utf-8") as f:
+            return list(csv.DictReader(line for line in f if not line.startswith("#")))
+
+    out: list[tuple[str, int, str, float, str, str, object]] = []
+    bench = "coral.ai/docs/edgetpu/benchmarks Table 1 (coral_benchmarks.csv)"
+    for r in read("coral_benchmarks.csv"):
+        path = os.path.join(cal.calibration_dir(), f"{r['keras_app']}_{r['input']}.json")
+        model = cal.load_graph_json(path) if r["keras_app"] != "-" and os.path.exists(path) else None
+        for target, col in (("coral-usb", "usb_ms"), ("coral-devboard", "devboard_ms")):
+            out.append((r["model"], int(r["input"]), target, float(r[col]), "fitted" if model else "no graph", bench,
+                        model))
+    for r in read("coral_benchmarks_efficientnet.csv"):
+        for target, col in (("coral-usb", "usb_ms"), ("coral-devboard", "devboard_ms")):
+            out.append((r["model"], int(r["input"]), target, float(r[col]), "held out",
+                        "coral.ai/docs/edgetpu/benchmarks Table 1", r["zoo"]))
+    for r in read("coral_models_page.csv"):
+        path = os.path.join(cal.calibration_dir(), f"{r['keras_app']}_{r['input']}.json")
+        model = r["zoo"] if r["zoo"] != "-" else (cal.load_graph_json(path) if os.path.exists(path) else None)
+        out.append((r["model"], int(r["input"]), "coral-usb", float(r["usb_ms"]),
+                    "held out" if model is not None else "no graph", "coral.ai/models/image-classification", model))
+    return out
+
+
+def bench_published() -> None:
+    """Predicted against every published Coral number, by target; `fitted` rows are in the calibration fit (their
+    leave-one-out error is in the calibration table), `held out` rows never were. coral-usb-std has no published
+    numbers; its prediction of the held-out checks is printed beside coral-usb's."""
+    table, errs = [], {}
+    for model, res, target, ms, role, source, ref in _published_rows():
+        if ref is None:
+            table.append((model, res, target, f"{ms:g}", "-", "-", role, source))
+            continue
+        pred = estimate(ref, target).latency_ms
+        err = pred / ms - 1
+        errs.setdefault((target, role), []).append(abs(err))
+        std = ""
+        if role == "held out" and target == "coral-usb":
+            std = f" (std {estimate(ref, 'coral-usb-std').latency_ms:.1f})"
+        table.append((model, res, target, f"{ms:g}", f"{pred:.2f}{std}", f"{err * 100:+.1f}%", role, source))
+    print("== every published Coral latency vs the prediction (shipped targets)")
+    print(format_table(("model", "input", "target", "published ms", "predicted ms", "error", "role", "source"), table,
+                       right=(1, 3, 4, 5)))
+    for (target, role), e in sorted(errs.items()):
+        print(f"   {target:15s} {role:9s}: {len(e):2d} rows, median |error| {statistics.median(e) * 100:.1f}%, "
+              f"worst {max(e) * 100:.1f}%")
+    print()
+
+
+def bench_clock_split() -> None:
+    """What scales with the chip clock and what does not, per EfficientNet-EdgeTPU model and Coral target: the rows'
+    time by bound (compute, activations, weights: on chip, scale with the clock; param_stream, host_link: the link and
+    the host, do not)."""
+    from collections import defaultdict
+
+    on_chip = ("compute", "activations", "weights", "overhead")
+    rows = []
+    for name in ("efficientnet_edgetpu_s", "efficientnet_edgetpu_m", "efficientnet_edgetpu_l"):
+        for target in ("coral-usb", "coral-usb-std", "coral-devboard"):
+            e = estimate(name, target)
+            by = defaultdict(float)
+            for r in e.layers:
+                by[r.bound] += r.ms
+            rows.append((name, target, f"{e.latency_ms:.2f}", f"{sum(by[b] for b in on_chip):.2f}",
+                         f"{by['param_stream']:.2f}", f"{by['host_link']:.2f}",
+                         f"{e.off_chip_param_bytes / 2**20:.2f}"))
+    print("== clock-scaled (on chip) and clock-independent (link, host) time, ms")
+    print(format_table(("model", "target", "total", "on chip", "param stream", "input/output + invoke",
+                        "streamed MiB"), rows, right=(2, 3, 4, 5, 6)))
+    print()
+
+
 def bench_pixel6_held_out() -> None:
     """pixel6 is fitted to MobilenetEdgeTPU V1 only; its file lists the V2 family's published latencies as held out."""
     from edgetpu_models.nas.latency.targets import load_target
@@ -220,9 +356,15 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--held-out", type=int, default=32, help="held-out architectures for the CPU check (0: skip)")
     p.add_argument("--cached-only", action="store_true", help="CPU check from cached timings only")
+    p.add_argument("--speed-only", action="store_true", help="only the estimates-per-second figures")
     args = p.parse_args(argv)
     bench_spec_path()
+    bench_one_block()
+    if args.speed_only:
+        return 0
     bench_memory()
+    bench_published()
+    bench_clock_split()
     bench_calibration()
     bench_weight_bandwidth()
     bench_heldout()

@@ -23,9 +23,10 @@ from edgetpu_models.io_utils import write_text_atomic
 from edgetpu_models.tflite_reader import TFLiteModel, read_tflite
 
 BOUND_GROUPS = {"compute": "compute", "activations": "memory", "weights": "memory", "param_stream": "host link",
-                "host_link": "host link", "overhead": "overhead", "free": "free"}
+                "host_link": "host link", "overhead": "overhead", "free": "free", "host_cpu": "host cpu"}
 """The APM's bounds grouped as the page shows them (activations and parameter-cache reads are on-chip memory)."""
-COLOURS = {"compute": "#3b6fb6", "memory": "#e08a1e", "host link": "#c8372d", "overhead": "#8c8c8c", "free": "#cfcfcf"}
+COLOURS = {"compute": "#3b6fb6", "memory": "#e08a1e", "host link": "#c8372d", "overhead": "#8c8c8c", "free": "#cfcfcf",
+           "host cpu": "#7b3fa0"}
 CPU_COLOUR = "#7b3fa0"
 
 
@@ -74,8 +75,9 @@ def _cpu_segments(check: CompatibilityReport) -> list[dict[str, Any]]:
 
 def model_report(path: "str | os.PathLike[str]", target: str = "coral-usb") -> ModelReport:
     """Everything the page shows about one .tflite on an Edge TPU target."""
-    from edgetpu_models.nas.latency.estimator import estimate_graph, load_target
+    from edgetpu_models.nas.latency.estimator import load_target
     from edgetpu_models.nas.latency.frontends import tflite_graph
+    from edgetpu_models.nas.latency.partition import estimate_partitioned
 
     t = load_target(target)
     if t.kind != "edgetpu":
@@ -94,7 +96,8 @@ def model_report(path: "str | os.PathLike[str]", target: str = "coral-usb") -> M
     except EdgeTPUModelsError as e:  # e.g. already compiled (edgetpu-custom-op) or float: no per-layer estimate
         rep.latency_note = str(e)
         return rep
-    est = estimate_graph(graph, t)
+    first_cpu = check.first_cpu_op  # the compiler's split: that op and all after it cost on the host CPU
+    est = estimate_partitioned(graph, t, first_cpu.index if first_cpu is not None else None)
     on_tpu = {op.index: op.on_edgetpu for op in check.ops}
     op_of = {layer.name: layer.source_op for layer in graph.layers if layer.source_op >= 0}
     params = {layer.name: layer.inference_params for layer in graph.layers}
@@ -210,7 +213,7 @@ def _legend() -> str:
     items = [(COLOURS[k], k) for k in ("compute", "memory", "host link", "overhead")]
     spans = "".join(f"<span><i style='background:{c}'></i>{_e(k)}</span>" for c, k in items)
     return (f"<div class='legend'>{spans}<span><i style='border:2px dashed {CPU_COLOUR}'></i>runs on the CPU "
-            f"(bar: its Edge TPU estimate had it mapped)</span></div>")
+            f"(bar: its host CPU estimate, after the tensor's transfer back over the link)</span></div>")
 
 
 def _model_section(rep: ModelReport, target: str) -> str:

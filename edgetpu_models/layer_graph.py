@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
-from typing import Iterator
+from typing import Callable, Iterator
 
 from edgetpu_models.spec import Arch, BlockArgs
 
@@ -219,17 +219,17 @@ def _block_layers(wk: _Walker, b: BlockArgs, act: str) -> None:
         wk.add(f"{p}_add", Op.ADD, wk.shape, inputs=(wk.tensor, block_input), rate=b.drop_rate, block=p)
 
 
-def arch_to_graph(arch: Arch, include_top: bool = True, classes: int = 1000, pooling: str | None = None,
-                  input_shape: tuple[int, int, int] | None = None) -> LayerGraph:
-    """Expands a resolved architecture into its layer graph (keras.applications semantics for the head arguments)."""
-    if input_shape is None:
-        input_shape = (arch.resolution, arch.resolution, 3)
-    wk = _Walker(tuple(input_shape), arch.padding)
-    act = arch.activation
-    wk.conv("stem_conv", arch.stem.filters, arch.stem.kernel, arch.stem.stride, "stem_bn", act)
-    for b in arch.blocks:
-        _block_layers(wk, b, act)
-    wk.conv("head_conv", arch.head_filters, 1, 1, "head_bn", act)
+def add_stem(wk: _Walker, arch: Arch) -> None:
+    wk.conv("stem_conv", arch.stem.filters, arch.stem.kernel, arch.stem.stride, "stem_bn", arch.activation)
+
+
+def add_block(wk: _Walker, b: BlockArgs, act: str) -> None:
+    _block_layers(wk, b, act)
+
+
+def add_head(wk: _Walker, arch: Arch, include_top: bool = True, classes: int = 1000,
+             pooling: str | None = None) -> None:
+    wk.conv("head_conv", arch.head_filters, 1, 1, "head_bn", arch.activation)
     c = wk.shape[-1]
     if include_top:
         wk.add("avg_pool", Op.GLOBAL_AVG_POOL, (c,))
@@ -238,6 +238,27 @@ def arch_to_graph(arch: Arch, include_top: bool = True, classes: int = 1000, poo
         wk.add("classifier", Op.DENSE, (classes,))
     elif pooling in ("avg", "max"):
         wk.add(f"{pooling}_pool", f"global_{pooling}_pool", (c,))
+
+
+def piece_layers(input_shape: tuple[int, ...], padding: str,
+                 add: Callable[[_Walker], None]) -> tuple[tuple[Layer, ...], tuple[int, ...]]:
+    """The layers one of `add_stem` / `add_block` / `add_head` appends at `input_shape`, and the shape after them:
+    how the latency estimator memoises a graph piece by piece (`arch_to_graph` is these pieces in order)."""
+    wk = _Walker(tuple(input_shape), padding)  # type: ignore[arg-type]
+    add(wk)
+    return tuple(wk.layers), wk.shape
+
+
+def arch_to_graph(arch: Arch, include_top: bool = True, classes: int = 1000, pooling: str | None = None,
+                  input_shape: tuple[int, int, int] | None = None) -> LayerGraph:
+    """Expands a resolved architecture into its layer graph (keras.applications semantics for the head arguments)."""
+    if input_shape is None:
+        input_shape = (arch.resolution, arch.resolution, 3)
+    wk = _Walker(tuple(input_shape), arch.padding)
+    add_stem(wk, arch)
+    for b in arch.blocks:
+        add_block(wk, b, arch.activation)
+    add_head(wk, arch, include_top, classes, pooling)
     return LayerGraph(name=arch.name if arch.variant is None else f"{arch.name}_{arch.variant}",
                       input_shape=tuple(input_shape), layers=tuple(wk.layers))
 

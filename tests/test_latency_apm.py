@@ -256,3 +256,31 @@ def test_calibrate_rejects_inheriting_and_broken_targets(targets_copy):
     (targets_copy / "broken.yaml").write_text("kind: edgetpu\nconstants: {clock_mhz: -5}\n")
     with pytest.raises(TargetError, match="clock_mhz: expected a number > 0"):
         estimate("efficientnet_edgetpu_s", "broken")
+
+
+def test_memoised_estimate_equals_the_uncached_one_to_the_last_bit():
+    """The memoised spec path (nas/latency/memo.py) returns the very estimate `cost_graph` gives for the spec's graph:
+    same rows, same total, for plain, grouped (V2), streaming (L) and search-space models, before and after the memo
+    has seen their blocks, and for a neighbour that differs in one block."""
+    from edgetpu_models.nas.latency import memo
+    from edgetpu_models.nas.search.space import load_space
+
+    space = load_space(os.path.join(os.path.dirname(__file__), "..", "nas", "search", "search_space_grouped.yaml"))
+    point = [0] * len(space.sizes)
+    neighbour = list(point)
+    neighbour[next(i for i, n in enumerate(space.sizes) if n > 1)] = 1
+    models = ["efficientnet_edgetpu_l", "mobilenet_edgetpu_v2_m", space.decode(point), space.decode(neighbour)]
+    memo.clear()
+    for target in ("coral-usb", "coral-devboard", "pixel6"):
+        for m in models * 2:  # second pass: every piece comes from the memo
+            fast = estimate(m, target)
+            slow = LatencyEstimate(*_uncached(m, target))
+            assert fast == slow
+            assert fast.latency_ms.hex() == slow.latency_ms.hex()
+    assert estimate("efficientnet_edgetpu_l", "coral-usb").off_chip_param_bytes > 0  # the streamed rows are covered
+
+
+def _uncached(model, target):
+    t = latency.load_target(target)
+    rows, on_chip, off_chip = cost_graph(spec_graph(model), t.constants)
+    return sum(r.ms for r in rows), t.name, on_chip, off_chip, tuple(rows)

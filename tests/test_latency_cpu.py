@@ -4,6 +4,7 @@ TF-free except the one-kernel conversion check."""
 from __future__ import annotations
 
 import json
+import os
 import random
 
 import pytest
@@ -90,3 +91,33 @@ def test_one_kernel_model_converts_to_exactly_that_kernel():
     m = read_tflite(fit.kernel_tflite_bytes(conv(16, 8, 16, k=3, s=2)))
     assert [op.opcode for op in m.operators] == ["CONV_2D"]
     assert m.operators[0].options["fused_activation_function"] == "RELU"
+
+
+def test_cpu_target_knows_which_cpu_it_describes(tmp_path, monkeypatch):
+    """On a CPU the predictor was neither fitted nor probed on, `cpu` says so in one line and names the probe; a probe
+    of this CPU scales every kernel time by its factor; the CPU it was fitted on needs no probe."""
+    from edgetpu_models.nas.latency.cpu.host import cpu_fingerprint, host_scale, probe_path
+
+    before = estimate("mobilenet_edgetpu", "cpu")
+    monkeypatch.setenv("EDGETPU_MODELS_CONFIG", str(tmp_path))
+    with pytest.raises(TargetError) as e:
+        estimate("mobilenet_edgetpu", "cpu")
+    msg = str(e.value)
+    assert "\n" not in msg and "uncalibrated for this CPU" in msg and "--probe" in msg
+    os.makedirs(os.path.dirname(probe_path()))
+    with open(probe_path(), "w", encoding="utf-8") as f:
+        json.dump({cpu_fingerprint(): {"scale": 2.0}}, f)
+    probed = estimate("mobilenet_edgetpu", "cpu")
+    kernels = [(a.ms, b.ms) for a, b in zip(before.layers, probed.layers) if a.op != "invoke"]
+    assert all(b == pytest.approx(2 * a) for a, b in kernels) and probed.latency_ms > 1.5 * before.latency_ms
+    assert host_scale({"cpu": cpu_fingerprint()}) == 1.0
+
+
+def test_timing_spread_is_robust_to_a_loaded_machine():
+    """A few runs slowed by other processes move neither the median nor the IQR-based spread much."""
+    from edgetpu_models.nas.latency.cpu.timing import robust_spread
+
+    quiet = [10.0, 10.1, 9.9, 10.0, 10.2, 9.8, 10.0, 10.1, 9.9, 10.0, 10.1, 9.9, 10.0, 10.0, 10.0]
+    loaded = quiet[:12] + [25.0, 40.0, 31.0]
+    assert robust_spread(quiet) < 0.02 and robust_spread(loaded) < 0.05
+    assert robust_spread([1.0, 1.0, 2.0, 2.0, 3.0, 3.0]) > 0.3

@@ -83,6 +83,9 @@ def test_round_trip_equals_in_process_for_every_zoo_model(client):
         got = client.estimate_batch(specs, target, resolution=160)
         want = [latency.estimate_spec(s, target, resolution=160).to_dict() for s in specs]
         assert got == want
+        short = client.estimate_batch(specs, target, resolution=160, latency_only=True)  # what a search asks for
+        assert [r["layers"] for r in short] == [[]] * len(specs)
+        assert [{**r, "layers": []} for r in want] == short
 
 
 def test_spec_file_and_tflite_round_trip(client, tflite_models, tmp_path):
@@ -380,3 +383,18 @@ def test_client_rejects_bad_addresses_and_unsendable_models(client):
         client.estimate("model.keras")
     with pytest.raises(TypeError):
         client.estimate(3.14)
+
+
+def test_response_rows_encoded_once_equal_the_estimate():
+    """to_response encodes each layer row once and reuses the bytes; the message must still be the estimate's dict."""
+    from edgetpu_models.nas.latency.estimator import estimate
+    from edgetpu_models.nas.service.server import to_response
+
+    for name in ("efficientnet_edgetpu_s", "mobilenet_edgetpu_v2_s", "efficientnet_edgetpu_s"):
+        est = estimate(name, "coral-usb")
+        d = est.to_dict()
+        resp = to_response(est)
+        assert resp.latency_ms == d["latency_ms"] and resp.target == d["target"]
+        assert resp.off_chip_param_bytes == d["off_chip_param_bytes"]
+        assert [(r.name, r.op, list(r.output_shape), r.macs, r.ms, r.bound) for r in resp.layers] == [
+            (r["name"], r["op"], r["output_shape"], r["macs"], r["ms"], r["bound"]) for r in d["layers"]]

@@ -108,3 +108,27 @@ def test_page_renders_in_headless_chromium(page, tmp_path):
     ink = (pixels < 200).any(axis=2).mean()
     assert pixels.shape[:2] == (1400, 1100) and ink > 0.02, ink  # text, tables and bars, not a blank page
     assert len(np.unique(pixels.reshape(-1, 3), axis=0)) > 50
+
+
+def test_fallback_model_is_costed_as_the_compiler_partitions_it(models):
+    """Ops from the first unmapped one on are costed on the host CPU (cpu predictor x the host's scale), after the
+    Edge TPU segment's output goes back over the link; the all-mapped estimate is what it was."""
+    from edgetpu_models.deploy.edgetpu_check import check_tflite
+    from edgetpu_models.nas.latency.estimator import estimate, load_target
+    from edgetpu_models.nas.latency.frontends import tflite_graph
+    from edgetpu_models.nas.latency.partition import split_graph
+
+    split = check_tflite(models["fallback"]).first_cpu_op.index
+    whole = estimate(models["fallback"], "coral-devboard")
+    part = estimate(models["fallback"], "coral-devboard", cpu_from_op=split)
+    names = [r.name for r in part.layers]
+    assert "<to host>" in names and "<output>" not in names
+    cpu_rows = [r for r in part.layers if r.bound == "host_cpu"]
+    _, cpu_graph = split_graph(tflite_graph(models["fallback"]), split)
+    cpu_alone = estimate(cpu_graph, "cpu")
+    scale = load_target("coral-devboard").data["host"]["cpu_scale"]
+    assert [r.name for r in cpu_rows] == [layer.name for layer in cpu_graph.layers]
+    assert sum(r.ms for r in cpu_rows) == pytest.approx(scale * sum(r.ms for r in cpu_alone.layers if r.op != "invoke"))
+    assert part.latency_ms == pytest.approx(sum(r.ms for r in part.layers)) and part.latency_ms != whole.latency_ms
+    mapped = estimate(models["mapped"], "coral-usb")
+    assert estimate(models["mapped"], "coral-usb", cpu_from_op=None) == mapped

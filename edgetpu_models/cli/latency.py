@@ -20,7 +20,7 @@ def cmd_estimate(args: argparse.Namespace) -> int:
         from edgetpu_models.nas.latency.estimator import estimate
 
         result = estimate(args.model, args.target, resolution=args.resolution, variant=args.variant,
-                          threads=args.threads).to_dict()
+                          threads=args.threads, cpu_from_op=_cpu_split(args.model, args.target)).to_dict()
     if args.json:
         print(json.dumps(result))
         return 0
@@ -29,11 +29,27 @@ def cmd_estimate(args: argparse.Namespace) -> int:
         _say_user_target(args.target)
     print(f"on-chip parameter bytes:  {fmt_int(result['on_chip_param_bytes'])}")
     print(f"off-chip parameter bytes: {fmt_int(result['off_chip_param_bytes'])} (streamed every inference)")
+    on_cpu = [r for r in result["layers"] if r["bound"] == "host_cpu"]
+    if on_cpu:
+        print(f"partitioned as the compiler does: {len(on_cpu)} layers from {on_cpu[0]['name']} on run on the host CPU "
+              f"({sum(r['ms'] for r in on_cpu):.3f} ms), after the tensor goes back over the link (<to host>)")
     rows = [(r["name"], r["op"], "x".join(map(str, r["output_shape"])), fmt_int(r["macs"]), f"{r['ms']:.4f}",
              r["bound"])
             for r in result["layers"]]
     print(format_table(("layer", "op", "output", "MACs", "ms", "bound"), rows, right=(3, 4)))
     return 0
+
+
+def _cpu_split(model: str, target: str) -> int | None:
+    """Where the compiler's Edge TPU segment of a .tflite ends (first op left on the CPU), for an Edge TPU target."""
+    from edgetpu_models.nas.latency.estimator import load_target
+
+    if not str(model).endswith(".tflite") or load_target(target).kind != "edgetpu":
+        return None
+    from edgetpu_models.deploy.edgetpu_check import check_tflite
+
+    first = check_tflite(model).first_cpu_op
+    return None if first is None else first.index
 
 
 def _estimate_cocompiled(args: argparse.Namespace) -> int:
@@ -86,6 +102,10 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     from edgetpu_models.nas.latency.estimator import load_target
 
     t = load_target(args.target)
+    if t.kind == "cpu" and args.probe:
+        return _probe_cpu(t)
+    if args.probe:
+        raise EdgeTPUModelsError(f"--probe: only the cpu predictor is probed; {args.target} is a {t.kind} target")
     if t.kind == "cpu":
         return _calibrate_cpu(args, t)
     if t.kind != "edgetpu":
@@ -104,6 +124,23 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     print(format_table(("model", "measured ms", "predicted ms", "error"), table, right=(1, 2, 3)))
     print(f"Spearman {result.spearman:.3f}, median absolute error {result.median_abs_error * 100:.1f}%")
     print(f"wrote {path}")
+    return 0
+
+
+def _probe_cpu(target) -> int:
+    """`calibrate --target cpu --probe`: a short timing of a few models scales the predictor to this CPU."""
+    from tqdm import tqdm
+
+    from edgetpu_models.nas.latency.cpu.probe import run_probe, write_probe
+
+    result = run_probe(target, progress=lambda it: tqdm(it, desc="probe", unit="model"))
+    rows = [(r.model, str(r.resolution), f"{r.measured_ms:.3f}", f"+-{r.spread * 100:.1f}%", f"{r.predicted_ms:.3f}")
+            for r in result.rows]
+    print(format_table(("model", "res", "measured ms (median)", "spread (IQR/2)", "predicted as fitted ms"), rows,
+                       right=(1, 2, 3, 4)))
+    print(f"{target.name}: this CPU ({result.cpu}) runs kernels {result.scale:.3f}x the predictor's times; probe took "
+          f"{result.seconds:.0f} s")
+    print(f"wrote {write_probe(result)}")
     return 0
 
 
@@ -128,7 +165,8 @@ def _calibrate_cpu(args: argparse.Namespace, target) -> int:
                         yaml_path: yaml.safe_dump(dict(target.data), sort_keys=False, width=120)})
     print(f"{target.name}: {len(data['kernels'])} kernel regressors from {data['meta']['samples']} timed kernels "
           f"({threads} thread(s)); invoke overhead {data['invoke_ms']:.4f} ms; composition factor "
-          f"{data['composition']:.3f} from {data['meta'].get('composition_models', 0)} whole models")
+          f"{data['composition']:.3f} from {data['meta'].get('composition_models', 0)} whole models; timing noise: "
+          f"median spread {data['meta'].get('spread_median')} (IQR/2 over the median of 9 runs per kernel)")
     print(f"wrote {path}")
     return 0
 
@@ -158,6 +196,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="cpu: number of kernel configurations to time")
     p.add_argument("--threads", type=threads_arg, default=None,
                    help="cpu: threads to time with (default: the target's)")
+    p.add_argument("--probe", action="store_true",
+                   help="cpu: a short probe (about a minute) that scales the predictor to this CPU instead of the "
+                        "full calibration")
     p.add_argument("--out", metavar="FILE.yaml",
                    help="where to write the fitted target (default: ~/.config/edgetpu_models/targets/TARGET.yaml, "
                         "which overrides the shipped target)")

@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from edgetpu_models.nas.latency.memory import MemoryPlan
 
 CALIBRATED = ("compute_efficiency", "vector_efficiency", "act_bytes_per_cycle", "link_mb_per_s", "layer_overhead_us",
-              "invoke_overhead_us", "weight_bytes_per_cycle")
+              "invoke_overhead_us", "weight_bytes_per_cycle", "transfer_overhead_us")
 """The free constants fitted to measurements; every other field is a hardware fact or a written-down assumption."""
 
 FREE_OPS = frozenset({Op.RESHAPE, Op.DROPOUT})
@@ -69,9 +69,16 @@ class EdgeTPUConstants:
     vector_efficiency: float = 1.0
     """Fraction of one element per cell per cycle that element-wise ops (add, mul, concat, pad, pooling) sustain."""
     act_bytes_per_cycle: float = 32.0
-    link_mb_per_s: float = 400.0
     layer_overhead_us: float = 10.0
+    # the host link (target file section `link:`): does not scale with the chip clock
+    link_mb_per_s: float = 400.0
+    """Sustained bandwidth of the host link for parameters streamed at every inference and for the input/output."""
+    transfer_overhead_us: float = 1e-3
+    """Fixed cost of one transfer over the link (USB bulk / PCIe DMA set-up and completion, handled by the host):
+    paid by the input, the output and every layer whose parameters are streamed."""
+    # the host (target file section `host:`)
     invoke_overhead_us: float = 300.0
+    """Host CPU time per inference in the driver (set-up, synchronisation); scales with the host CPU, not the chip."""
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any], where: str) -> "EdgeTPUConstants":
@@ -124,8 +131,7 @@ def _weighted_terms(layer: Layer, c: EdgeTPUConstants, in_elems: int, out_elems:
     op, out_shape, in_shape = layer.op, layer.output_shape, layer.input_shape
     cells = c.cells_per_tile
     cout, cin = out_shape[-1], in_shape[-1]
-    hw = layer.kernel_hw
-    ka = hw[0] * hw[1] if hw else layer.kernel * layer.kernel
+    ka = layer.kernel_area
     if op == Op.CONV2D:
         macs, kparams = out_elems * ka * cin, ka * cin * cout
         reduction: float = -(-(ka * cin) // c.macs_per_cell)
@@ -196,45 +202,63 @@ def memory_plan(graph: LayerGraph, c: EdgeTPUConstants, cache_bytes: int | None 
     return plan_model(graph, cache_bytes=c.param_cache_bytes if cache_bytes is None else cache_bytes)
 
 
+def layer_parts(compute_cycles: Any, vector_cycles: Any, act_bytes: Any, weight_bytes: Any, streamed: Any,
+                c: EdgeTPUConstants) -> tuple[Any, Any, Any, Any]:
+    """THE per-layer Edge TPU cost, in ms, as its four parts: MAC array + vector path, activation traffic, cached
+    weight traffic (all three on chip: they scale with the clock) and the parameter stream over the host link (does
+    not). Works on floats (one layer, `layer_row`) and on numpy arrays (every layer of a graph, `terms_latency_ms`)."""
+    cycle_ms = 1e-3 / c.clock_mhz
+    return (compute_cycles * (cycle_ms / c.compute_efficiency) + vector_cycles * (cycle_ms / c.vector_efficiency),
+            act_bytes * (cycle_ms / c.act_bytes_per_cycle),
+            weight_bytes * (cycle_ms / c.weight_bytes_per_cycle),
+            streamed / (c.link_mb_per_s * 1e3) + (streamed > 0) * (c.transfer_overhead_us * 1e-3))
+
+
+def layer_ms(parts: tuple[Any, Any, Any, Any], c: EdgeTPUConstants, maximum: Any = max) -> Any:
+    """A layer's time from its parts: the largest on-chip ceiling, plus the stream (a layer cannot start before its
+    parameters have arrived), plus the fixed per-layer overhead. `maximum`: max for floats, numpy.maximum for arrays."""
+    return maximum(maximum(parts[0], parts[1]), parts[2]) + parts[3] + c.layer_overhead_us * 1e-3
+
+
+_BOUNDS = ("compute", "activations", "weights", "param_stream")
+
+
+def layer_row(layer: Layer, cached: int, streamed: int, c: EdgeTPUConstants) -> LayerLatency:
+    """One layer's row: its cost (`layer_parts`, `layer_ms`) and what bounds it."""
+    if layer.op in FREE_OPS:
+        return LayerLatency(layer.name, layer.op, layer.output_shape, 0, 0.0, "free")
+    macs, cycles, act_bytes, _ = layer_terms(layer, c)
+    weighted = layer.op in WEIGHTED_OPS
+    parts = layer_parts(cycles if weighted else 0.0, 0.0 if weighted else cycles, act_bytes,
+                        cached * weight_passes(layer, c), streamed, c)
+    i = max(range(4), key=parts.__getitem__)
+    bound = _BOUNDS[i] if parts[i] >= c.layer_overhead_us * 1e-3 else "overhead"
+    return LayerLatency(layer.name, layer.op, layer.output_shape, macs, layer_ms(parts, c), bound)
+
+
+def io_rows(input_shape: tuple[int, ...], output_shape: tuple[int, ...],
+            c: EdgeTPUConstants) -> tuple[LayerLatency, LayerLatency]:
+    """The input and output transfers over the host link (one transfer each), the host's invoke with the input."""
+    per_byte = 1.0 / (c.link_mb_per_s * 1e3)
+    transfer = c.transfer_overhead_us * 1e-3
+    return (LayerLatency("<input>", "transfer", tuple(input_shape), 0,
+                         c.invoke_overhead_us * 1e-3 + transfer + _prod(input_shape) * per_byte, "host_link"),
+            LayerLatency("<output>", "transfer", tuple(output_shape), 0, transfer + _prod(output_shape) * per_byte,
+                         "host_link"))
+
+
 def cost_graph(graph: LayerGraph, c: EdgeTPUConstants,
                plan: "MemoryPlan | None" = None) -> tuple[list[LayerLatency], int, int]:
     """Per-layer costs (transfer rows first and last), on-chip and off-chip parameter bytes. `plan`: the cache
     allotment to cost with (default: this model alone on the chip; co-compiled models pass theirs)."""
     graph = lowered(graph)  # grouped convs as split + per-group convs + concat, explicit pads: what the chip runs
-    cycle_ms = 1e-3 / c.clock_mhz  # one cycle in ms
-    link_bytes_per_ms = c.link_mb_per_s * 1e3
-    overhead_ms = c.layer_overhead_us * 1e-3
-    act_ms_per_byte = cycle_ms / c.act_bytes_per_cycle
-    weight_ms_per_byte = cycle_ms / c.weight_bytes_per_cycle
-    compute_ms = cycle_ms / c.compute_efficiency
-    vector_ms = cycle_ms / c.vector_efficiency
     plan = plan or memory_plan(graph, c)
-    on_chip, off_chip = plan.cached_bytes, plan.streamed_bytes
-    rows = [LayerLatency("<input>", "transfer", tuple(graph.input_shape), 0,
-                         c.invoke_overhead_us * 1e-3 + _prod(graph.input_shape) / link_bytes_per_ms, "host_link")]
-    append = rows.append
-    for layer, cached, streamed in zip(graph.layers, plan.layer_cached, plan.layer_streamed):
-        if layer.op in FREE_OPS:
-            append(LayerLatency(layer.name, layer.op, layer.output_shape, 0, 0.0, "free"))
-            continue
-        macs, cycles, act_bytes, _ = layer_terms(layer, c)
-        bound, top = "compute", cycles * (compute_ms if layer.op in WEIGHTED_OPS else vector_ms)
-        t = act_bytes * act_ms_per_byte
-        if t > top:
-            bound, top = "activations", t
-        t = cached * weight_passes(layer, c) * weight_ms_per_byte
-        if t > top:
-            bound, top = "weights", t
-        # Streamed parameters must arrive before the layer can run: link time adds to the on-chip time.
-        t = streamed / link_bytes_per_ms
-        if t > top:
-            bound = "param_stream"
-        elif overhead_ms > top:
-            bound = "overhead"
-        append(LayerLatency(layer.name, layer.op, layer.output_shape, macs, top + t + overhead_ms, bound))
-    append(LayerLatency("<output>", "transfer", graph.output_shape, 0,
-                        _prod(graph.output_shape) / link_bytes_per_ms, "host_link"))
-    return rows, on_chip, off_chip
+    first, last = io_rows(graph.input_shape, graph.output_shape, c)
+    rows = [first]
+    rows += [layer_row(layer, cached, streamed, c)
+             for layer, cached, streamed in zip(graph.layers, plan.layer_cached, plan.layer_streamed)]
+    rows.append(last)
+    return rows, plan.cached_bytes, plan.streamed_bytes
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -249,7 +273,8 @@ class GraphTerms(NamedTuple):
     act_bytes: Any
     cached_bytes: Any
     streamed_bytes: Any
-    io_bytes: int
+    input_shape: tuple[int, ...]
+    output_shape: tuple[int, ...]
     on_chip: int
     off_chip: int
 
@@ -270,20 +295,16 @@ def graph_terms(graph: LayerGraph, c: EdgeTPUConstants) -> GraphTerms:
         act.append(act_bytes)
         cached_l.append(cached * weight_passes(layer, c))
         stream.append(streamed)
-    io_bytes = _prod(graph.input_shape) + _prod(graph.output_shape)
     return GraphTerms(np.array(comp, float), np.array(vec, float), np.array(act, float), np.array(cached_l, float),
-                      np.array(stream, float), io_bytes, int(sum(cached_l)), int(sum(stream)))
+                      np.array(stream, float), tuple(graph.input_shape), tuple(graph.output_shape),
+                      int(sum(cached_l)), int(sum(stream)))
 
 
 def terms_latency_ms(t: GraphTerms, c: EdgeTPUConstants) -> float:
+    """`cost_graph`'s total from precomputed terms: `layer_parts` and `layer_ms` over arrays (the fit's inner loop)."""
     import numpy as np
 
-    cycle_ms = 1e-3 / c.clock_mhz
-    link = c.link_mb_per_s * 1e3
-    per_layer = np.maximum.reduce([t.compute_cycles * (cycle_ms / c.compute_efficiency)
-                                   + t.vector_cycles * (cycle_ms / c.vector_efficiency),
-                                   t.act_bytes * (cycle_ms / c.act_bytes_per_cycle),
-                                   t.cached_bytes * (cycle_ms / c.weight_bytes_per_cycle)]) + t.streamed_bytes / link
-    per_layer = np.maximum(per_layer, 0.0)
-    n = len(t.compute_cycles)
-    return float(c.invoke_overhead_us * 1e-3 + t.io_bytes / link + per_layer.sum() + n * c.layer_overhead_us * 1e-3)
+    per_layer = layer_ms(layer_parts(t.compute_cycles, t.vector_cycles, t.act_bytes, t.cached_bytes,
+                                     t.streamed_bytes, c), c, np.maximum)
+    first, last = io_rows(t.input_shape, t.output_shape, c)
+    return float(first.ms + per_layer.sum() + last.ms)

@@ -33,7 +33,8 @@ from edgetpu_models.nas.latency.types import Target
 
 BOUNDS = {"compute_efficiency": (0.01, 1.0), "vector_efficiency": (0.001, 1.0), "act_bytes_per_cycle": (1.0, 4096.0),
           "link_mb_per_s": (10.0, 20000.0), "weight_bytes_per_cycle": (8.0, 1024.0),
-          "layer_overhead_us": (0.05, 500.0), "invoke_overhead_us": (1.0, 20000.0)}
+          "layer_overhead_us": (0.05, 500.0), "invoke_overhead_us": (1.0, 20000.0),
+          "transfer_overhead_us": (0.001, 2000.0)}
 
 
 @dataclass(frozen=True)
@@ -259,10 +260,11 @@ def write_calibration(result: CalibrationResult, out: "str | os.PathLike[str] | 
     targets folder (where it overrides the shipped target of the same name); never into the installed package."""
     t = load_target(result.target)
     data = dict(t.data)
-    constants = dict(data.get("constants") or {})
-    for k, v in result.constants.items():
-        constants[k] = float(f"{v:.5g}")
-    data["constants"] = constants
+    for k, v in result.constants.items():  # back into the section (constants / link / host) that holds it
+        section = next((sec for sec in ("link", "host") if k in (data.get(sec) or {})), "constants")
+        values = dict(data.get(section) or {})
+        values[k] = float(f"{v:.5g}")
+        data[section] = values
     cal = dict(data.get("calibration") or {})
     cal["fitted"] = datetime.date.today().isoformat()
     cal["leave_one_out"] = {

@@ -44,16 +44,29 @@ def estimate_spec(spec: Spec, target: str = "coral-usb", resolution: int | None 
 
 
 def estimate(model: Any, target: str = "coral-usb", *, resolution: int | None = None,
-             variant: str | None = None, threads: int | None = None) -> LatencyEstimate:
+             variant: str | None = None, threads: int | None = None, cpu_from_op: int | None = None) -> LatencyEstimate:
     """Latency of `model` (any model reference, see `edgetpu_models.model_ref`, or a LayerGraph) on `target`.
 
-    `threads` applies to the measured CPU target (default: the target file's). Raises TargetError for an unknown
-    target, ModelFileError for a bad or float .tflite."""
+    `threads` applies to the measured CPU target (default: the target file's). `cpu_from_op` (Edge TPU targets, a
+    .tflite or its graph): the operator index where the compiler's Edge TPU segment ends, as the compatibility check
+    finds it (`deploy.edgetpu_check`): that op and all after it are costed on the host CPU (`latency.partition`).
+    Raises TargetError for an unknown target, ModelFileError for a bad or float .tflite."""
     t = load_target(target)
     if t.kind == "measured":
         from edgetpu_models.nas.latency.cpu.timing import measure
 
         return measure(model, t, resolution=resolution, variant=variant, threads=threads)
-    from edgetpu_models.nas.latency.frontends import model_graph
+    from edgetpu_models.nas.latency.frontends import arch_graph, model_source
 
-    return estimate_graph(model_graph(model, resolution=resolution, variant=variant), t)
+    src = model_source(model, resolution=resolution, variant=variant)
+    if isinstance(src, LayerGraph):
+        if cpu_from_op is not None and t.kind == "edgetpu":
+            from edgetpu_models.nas.latency.partition import estimate_partitioned
+
+            return estimate_partitioned(src, t, cpu_from_op)
+        return estimate_graph(src, t)
+    if t.kind == "edgetpu":
+        from edgetpu_models.nas.latency.memo import estimate_arch
+
+        return estimate_arch(src, t.constants, t.name)
+    return estimate_graph(arch_graph(src), t)

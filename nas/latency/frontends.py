@@ -20,20 +20,33 @@ from edgetpu_models.errors import ModelFileError
 from edgetpu_models.keras_io import load_keras
 from edgetpu_models.layer_graph import Layer, LayerGraph, Op, arch_to_graph
 from edgetpu_models.model_ref import resolve_model, resolve_spec
-from edgetpu_models.spec import Spec, resolve
+from edgetpu_models.spec import Arch, Spec, resolve
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Spec (the fast path)
 
+def spec_arch(model: "str | os.PathLike[str] | Spec", variant: str | None = None,
+              resolution: int | None = None) -> Arch:
+    """A spec (or zoo name, or spec file) with its variant and resolution applied."""
+    spec, variant = resolve_spec(model, variant)
+    return resolve(spec, variant, resolution)
+
+
+def classifier_softmax(shape: tuple[int, ...], after: str = "classifier") -> Layer:
+    """The softmax `build_model` ends a classifier with (the converter keeps it as an op of its own)."""
+    return Layer(name="classifier_softmax", op=Op.SOFTMAX, inputs=(after,), input_shape=shape, output_shape=shape)
+
+
+def arch_graph(arch: Arch, classes: int = 1000) -> LayerGraph:
+    graph = arch_to_graph(arch, include_top=True, classes=classes)
+    last = graph.layers[-1]
+    return LayerGraph(graph.name, graph.input_shape, graph.layers + (classifier_softmax(last.output_shape, last.name),))
+
+
 def spec_graph(model: "str | os.PathLike[str] | Spec", variant: str | None = None,
                resolution: int | None = None, classes: int = 1000) -> LayerGraph:
     """The graph of a spec as `build_model` builds it (softmax classifier) and the converter lowers it. TF-free."""
-    spec, variant = resolve_spec(model, variant)
-    graph = arch_to_graph(resolve(spec, variant, resolution), include_top=True, classes=classes)
-    last = graph.layers[-1]
-    softmax = Layer(name="classifier_softmax", op=Op.SOFTMAX, inputs=(last.name,), input_shape=last.output_shape,
-                    output_shape=last.output_shape)
-    return LayerGraph(graph.name, graph.input_shape, graph.layers + (softmax,))
+    return arch_graph(spec_arch(model, variant, resolution), classes)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -405,8 +418,9 @@ def graph_from_dict(data: dict[str, Any]) -> LayerGraph:
 # ---------------------------------------------------------------------------------------------------------------------
 # Dispatch
 
-def model_graph(model: Any, *, resolution: int | None = None, variant: str | None = None) -> LayerGraph:
-    """Any model reference (see `edgetpu_models.model_ref`) or a LayerGraph -> LayerGraph."""
+def model_source(model: Any, *, resolution: int | None = None, variant: str | None = None) -> "Arch | LayerGraph":
+    """Any model reference (see `edgetpu_models.model_ref`) or a LayerGraph -> the resolved Arch of a spec (which the
+    Edge TPU estimator costs piece by piece, memoised) or the LayerGraph of anything else."""
     if isinstance(model, LayerGraph):
         return model
     ref = resolve_model(model, variant)
@@ -415,4 +429,10 @@ def model_graph(model: Any, *, resolution: int | None = None, variant: str | Non
         return tflite_graph(ref.data if ref.data is not None else ref.path)
     if ref.kind == "keras":
         return keras_graph(ref.keras_model if ref.keras_model is not None else ref.path)
-    return spec_graph(ref.spec, ref.variant, resolution)
+    return spec_arch(ref.spec, ref.variant, resolution)
+
+
+def model_graph(model: Any, *, resolution: int | None = None, variant: str | None = None) -> LayerGraph:
+    """Any model reference (see `edgetpu_models.model_ref`) or a LayerGraph -> LayerGraph."""
+    src = model_source(model, resolution=resolution, variant=variant)
+    return src if isinstance(src, LayerGraph) else arch_graph(src)

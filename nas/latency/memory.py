@@ -84,8 +84,7 @@ def layer_param_bytes(layer: Layer, c: MemoryConstants = DEFAULT) -> int:
         return max(layer.weight_params, 0)
     cout = layer.output_shape[-1]
     cin = layer.input_shape[-1]
-    hw = layer.kernel_hw
-    ka = hw[0] * hw[1] if hw else layer.kernel * layer.kernel
+    ka = layer.kernel_area
     per_channel = ka if layer.op == "depthwise_conv2d" else (cin if layer.op == "dense" else ka * cin)
     padded = c.channel_pad * -(-cout // c.channel_pad)
     return padded * (per_channel + c.channel_overhead_bytes)
@@ -108,26 +107,37 @@ def activation_peak(graph: LayerGraph) -> int:
     return max((layer_activation_bytes(layer) for layer in graph.layers), default=0)
 
 
+def cache_budget(peak: int, c: MemoryConstants = DEFAULT) -> int:
+    """Parameter cache of a compile whose largest activation working set is `peak` bytes: the SRAM less the reserve
+    and the activations that overflow the narrow memory."""
+    return max(0, c.sram_bytes - c.reserved_bytes - max(0, peak - c.narrow_bytes))
+
+
+def first_fit(param_bytes: Iterable[int], left: int) -> tuple[list[int], list[int], int]:
+    """THE caching rule: whole layers, first fit in graph order; a layer that does not fit in what is left is streamed
+    whole. Returns (cached per layer, streamed per layer, cache left)."""
+    cached_l, streamed_l = [], []
+    for pb in param_bytes:
+        if pb <= left:
+            left -= pb
+            cached_l.append(pb)
+            streamed_l.append(0)
+        else:
+            cached_l.append(0)
+            streamed_l.append(pb)
+    return cached_l, streamed_l, left
+
+
 def plan_models(graphs: Sequence[LayerGraph], c: MemoryConstants = DEFAULT) -> list[MemoryPlan]:
     """Memory plans of models co-compiled in this order (one graph: a plain compile). Plans are per layer of each
     graph as the chip runs it (`layer_graph.lowered`: grouped convs split per group), which is what the APM costs."""
     graphs = [lowered(g) for g in graphs]
     peaks = [activation_peak(g) for g in graphs]
-    spill = max((max(0, p - c.narrow_bytes) for p in peaks), default=0)
-    left = max(0, c.sram_bytes - c.reserved_bytes - spill)
+    left = cache_budget(max(peaks, default=0), c)
     staged = []
     for g, peak in zip(graphs, peaks):
         budget = left
-        cached_l, streamed_l = [], []
-        for layer in g.layers:
-            pb = layer_param_bytes(layer, c)
-            if pb <= left:
-                left -= pb
-                cached_l.append(pb)
-                streamed_l.append(0)
-            else:
-                cached_l.append(0)
-                streamed_l.append(pb)
+        cached_l, streamed_l, left = first_fit((layer_param_bytes(layer, c) for layer in g.layers), left)
         staged.append((g, peak, budget, cached_l, streamed_l))
     return [MemoryPlan(g.name, sum(cl), sum(sl), left, budget, peak, max(0, peak - c.narrow_bytes), tuple(cl),
                        tuple(sl)) for g, peak, budget, cl, sl in staged]

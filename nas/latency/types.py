@@ -19,7 +19,8 @@ class LayerLatency(NamedTuple):
     ms: float
     bound: str
     """What limits the layer: compute, activations, weights, param_stream, overhead, host_link (Edge TPU); the
-    kernel type for the CPU predictor; 'measured' for a timed model."""
+    kernel type for the CPU predictor; 'host_cpu' for a layer of a partly mapped model that runs on the host CPU;
+    'measured: <statistic and spread of the runs>' for a timed model."""
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "op": self.op, "output_shape": list(self.output_shape), "macs": self.macs,

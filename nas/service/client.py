@@ -200,24 +200,27 @@ class LatencyClient:
         return response_to_dict(self._call(self._rpc.Estimate, req, "Estimate"))
 
     def estimate_batch(self, specs: Iterable[Any], target: str = DEFAULT_TARGET, resolution: int | None = None, *,
-                       variant: str | None = None) -> list[dict[str, Any]]:
-        """Latencies of many models in few calls (chunks of BATCH_CHUNK), in order."""
+                       variant: str | None = None, latency_only: bool = False) -> list[dict[str, Any]]:
+        """Latencies of many models in few calls (chunks of BATCH_CHUNK), in order. `latency_only`: no per-layer rows
+        (`layers` is empty): what a search step needs, far less to send and decode."""
         reqs = [build_request(s, target, resolution, variant) for s in specs]
         out: list[dict[str, Any]] = []
         for i in range(0, len(reqs), BATCH_CHUNK):
-            out.extend(self._batch(reqs[i:i + BATCH_CHUNK]))
+            out.extend(self._batch(reqs[i:i + BATCH_CHUNK], latency_only))
         return out
 
-    def _batch(self, reqs: list[latency_pb2.EstimateRequest]) -> list[dict[str, Any]]:
+    def _batch(self, reqs: list[latency_pb2.EstimateRequest], latency_only: bool = False) -> list[dict[str, Any]]:
         """One EstimateBatch call; a chunk whose request or answer is too large for the server (RESOURCE_EXHAUSTED)
         is sent again as two halves, down to single models."""
         try:
-            resp = self._call(self._rpc.EstimateBatch, latency_pb2.EstimateBatchRequest(requests=reqs), "EstimateBatch")
+            resp = self._call(self._rpc.EstimateBatch,
+                              latency_pb2.EstimateBatchRequest(requests=reqs, latency_only=latency_only),
+                              "EstimateBatch")
         except LatencyServerError as e:
             if e.code != grpc.StatusCode.RESOURCE_EXHAUSTED or len(reqs) <= 1:
                 raise
             half = len(reqs) // 2
-            return self._batch(reqs[:half]) + self._batch(reqs[half:])
+            return self._batch(reqs[:half], latency_only) + self._batch(reqs[half:], latency_only)
         return [response_to_dict(r) for r in resp.results]
 
     def list_targets(self) -> list[str]:

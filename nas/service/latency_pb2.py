@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n edgetpu_models/nas/latency.proto\x12\x19\x65\x64getpu_models.latency.v1\"\xab\x01\n\x0f\x45stimateRequest\x12\x0e\n\x04spec\x18\x01 \x01(\tH\x00\x12\x10\n\x06tflite\x18\x02 \x01(\x0cH\x00\x12\x13\n\tzoo_model\x18\x03 \x01(\tH\x00\x12\x0e\n\x06target\x18\x04 \x01(\t\x12\x17\n\nresolution\x18\x05 \x01(\x05H\x01\x88\x01\x01\x12\x14\n\x07variant\x18\x06 \x01(\tH\x02\x88\x01\x01\x42\x07\n\x05modelB\r\n\x0b_resolutionB\n\n\x08_variant\"g\n\x0cLayerLatency\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\n\n\x02op\x18\x02 \x01(\t\x12\x14\n\x0coutput_shape\x18\x03 \x03(\x03\x12\x0c\n\x04macs\x18\x04 \x01(\x03\x12\n\n\x02ms\x18\x05 \x01(\x01\x12\r\n\x05\x62ound\x18\x06 \x01(\t\"\xaa\x01\n\x10\x45stimateResponse\x12\x12\n\nlatency_ms\x18\x01 \x01(\x01\x12\x0e\n\x06target\x18\x02 \x01(\t\x12\x1b\n\x13on_chip_param_bytes\x18\x03 \x01(\x03\x12\x1c\n\x14off_chip_param_bytes\x18\x04 \x01(\x03\x12\x37\n\x06layers\x18\x05 \x03(\x0b\x32\'.edgetpu_models.latency.v1.LayerLatency\"T\n\x14\x45stimateBatchRequest\x12<\n\x08requests\x18\x01 \x03(\x0b\x32*.edgetpu_models.latency.v1.EstimateRequest\"U\n\x15\x45stimateBatchResponse\x12<\n\x07results\x18\x01 \x03(\x0b\x32+.edgetpu_models.latency.v1.EstimateResponse\"\x14\n\x12ListTargetsRequest\"&\n\x13ListTargetsResponse\x12\x0f\n\x07targets\x18\x01 \x03(\t2\xd9\x02\n\x10LatencyEstimator\x12\x63\n\x08\x45stimate\x12*.edgetpu_models.latency.v1.EstimateRequest\x1a+.edgetpu_models.latency.v1.EstimateResponse\x12r\n\rEstimateBatch\x12/.edgetpu_models.latency.v1.EstimateBatchRequest\x1a\x30.edgetpu_models.latency.v1.EstimateBatchResponse\x12l\n\x0bListTargets\x12-.edgetpu_models.latency.v1.ListTargetsRequest\x1a..edgetpu_models.latency.v1.ListTargetsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n edgetpu_models/nas/latency.proto\x12\x19\x65\x64getpu_models.latency.v1\"\xab\x01\n\x0f\x45stimateRequest\x12\x0e\n\x04spec\x18\x01 \x01(\tH\x00\x12\x10\n\x06tflite\x18\x02 \x01(\x0cH\x00\x12\x13\n\tzoo_model\x18\x03 \x01(\tH\x00\x12\x0e\n\x06target\x18\x04 \x01(\t\x12\x17\n\nresolution\x18\x05 \x01(\x05H\x01\x88\x01\x01\x12\x14\n\x07variant\x18\x06 \x01(\tH\x02\x88\x01\x01\x42\x07\n\x05modelB\r\n\x0b_resolutionB\n\n\x08_variant\"g\n\x0cLayerLatency\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\n\n\x02op\x18\x02 \x01(\t\x12\x14\n\x0coutput_shape\x18\x03 \x03(\x03\x12\x0c\n\x04macs\x18\x04 \x01(\x03\x12\n\n\x02ms\x18\x05 \x01(\x01\x12\r\n\x05\x62ound\x18\x06 \x01(\t\"\xaa\x01\n\x10\x45stimateResponse\x12\x12\n\nlatency_ms\x18\x01 \x01(\x01\x12\x0e\n\x06target\x18\x02 \x01(\t\x12\x1b\n\x13on_chip_param_bytes\x18\x03 \x01(\x03\x12\x1c\n\x14off_chip_param_bytes\x18\x04 \x01(\x03\x12\x37\n\x06layers\x18\x05 \x03(\x0b\x32\'.edgetpu_models.latency.v1.LayerLatency\"j\n\x14\x45stimateBatchRequest\x12<\n\x08requests\x18\x01 \x03(\x0b\x32*.edgetpu_models.latency.v1.EstimateRequest\x12\x14\n\x0clatency_only\x18\x02 \x01(\x08\"U\n\x15\x45stimateBatchResponse\x12<\n\x07results\x18\x01 \x03(\x0b\x32+.edgetpu_models.latency.v1.EstimateResponse\"\x14\n\x12ListTargetsRequest\"&\n\x13ListTargetsResponse\x12\x0f\n\x07targets\x18\x01 \x03(\t2\xd9\x02\n\x10LatencyEstimator\x12\x63\n\x08\x45stimate\x12*.edgetpu_models.latency.v1.EstimateRequest\x1a+.edgetpu_models.latency.v1.EstimateResponse\x12r\n\rEstimateBatch\x12/.edgetpu_models.latency.v1.EstimateBatchRequest\x1a\x30.edgetpu_models.latency.v1.EstimateBatchResponse\x12l\n\x0bListTargets\x12-.edgetpu_models.latency.v1.ListTargetsRequest\x1a..edgetpu_models.latency.v1.ListTargetsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,13 +38,13 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ESTIMATERESPONSE']._serialized_start=343
   _globals['_ESTIMATERESPONSE']._serialized_end=513
   _globals['_ESTIMATEBATCHREQUEST']._serialized_start=515
-  _globals['_ESTIMATEBATCHREQUEST']._serialized_end=599
-  _globals['_ESTIMATEBATCHRESPONSE']._serialized_start=601
-  _globals['_ESTIMATEBATCHRESPONSE']._serialized_end=686
-  _globals['_LISTTARGETSREQUEST']._serialized_start=688
-  _globals['_LISTTARGETSREQUEST']._serialized_end=708
-  _globals['_LISTTARGETSRESPONSE']._serialized_start=710
-  _globals['_LISTTARGETSRESPONSE']._serialized_end=748
-  _globals['_LATENCYESTIMATOR']._serialized_start=751
-  _globals['_LATENCYESTIMATOR']._serialized_end=1096
+  _globals['_ESTIMATEBATCHREQUEST']._serialized_end=621
+  _globals['_ESTIMATEBATCHRESPONSE']._serialized_start=623
+  _globals['_ESTIMATEBATCHRESPONSE']._serialized_end=708
+  _globals['_LISTTARGETSREQUEST']._serialized_start=710
+  _globals['_LISTTARGETSREQUEST']._serialized_end=730
+  _globals['_LISTTARGETSRESPONSE']._serialized_start=732
+  _globals['_LISTTARGETSRESPONSE']._serialized_end=770
+  _globals['_LATENCYESTIMATOR']._serialized_start=773
+  _globals['_LATENCYESTIMATOR']._serialized_end=1118
 # @@protoc_insertion_point(module_scope)

@@ -99,14 +99,29 @@ def one_line(text: str, limit: int = MAX_ERROR_CHARS) -> str:
 # ----------------------------------------------------------------------------------------------------------------------
 # Request -> estimate -> response
 
+_PARSED: "OrderedDict[tuple[str, str], Spec]" = OrderedDict()
+_PARSED_MAX = 4096
+_PARSED_LOCK = threading.Lock()
+
+
 def parse_spec_text(text: str, where: str = "request spec") -> Spec:
     """A spec sent as JSON (what `LatencyClient` sends: fast to parse) or YAML text (what a person sends); YAML alias
-    expansion is bounded (`io_utils.load_yaml_text`)."""
+    expansion is bounded (`io_utils.load_yaml_text`). The last few thousand texts are kept parsed: a request's spec is
+    read for its cost (`request_cost`) and again for its estimate, and a search resends the same candidates."""
+    with _PARSED_LOCK:
+        spec = _PARSED.get((where, text))
+    if spec is not None:
+        return spec
     try:
         data = json.loads(text)
     except (ValueError, RecursionError):
         data = load_yaml_text(text, where, RequestError)
-    return spec_from_dict(data, source=where)
+    spec = spec_from_dict(data, source=where)
+    with _PARSED_LOCK:
+        _PARSED[(where, text)] = spec
+        if len(_PARSED) > _PARSED_MAX:
+            _PARSED.popitem(last=False)
+    return spec
 
 
 def served_targets(measured: bool = False) -> list[str]:
@@ -134,6 +149,27 @@ def check_target(target: str, measured: bool = False) -> Any:
     return t
 
 
+TARGET_TTL_S = 1.0
+"""How long the server reuses a target's check and file version (a recalibrated target is served within a second)."""
+_TARGETS: dict[tuple[str, bool], tuple[float, Any, str]] = {}
+
+
+def served_target(target: str, measured: bool = False) -> tuple[Any, str]:
+    """(`check_target`'s target, its file's version), reused for TARGET_TTL_S: listing and stat-ing the target files
+    on every request of a batch was a tenth of the batch path's time."""
+    now = time.monotonic()
+    hit = _TARGETS.get((target, measured))
+    if hit is not None and now - hit[0] < TARGET_TTL_S:
+        return hit[1], hit[2]
+    t = check_target(target, measured)
+    try:
+        version = f"{t.path}:{os.stat(t.path).st_mtime_ns}"
+    except OSError:
+        version = ""
+    _TARGETS[(target, measured)] = (now, t, version)
+    return t, version
+
+
 def request_cost(request: latency_pb2.EstimateRequest, where: str = "request") -> int:
     """What estimating `request` costs, in blocks (1000 blocks take about 0.15 s): a spec's blocks after depth scaling
     (parsing it, so a malformed one fails here at once), a zoo model's about 50, a .tflite one per 10 bytes (the
@@ -151,7 +187,7 @@ def estimate_request(request: latency_pb2.EstimateRequest, where: str = "request
                      measured: bool = False) -> "_latency.LatencyEstimate":
     """Runs the estimator for one request; raises the library's typed errors (SpecError, ModelFileError, ...)."""
     target = request.target or DEFAULT_TARGET
-    check_target(target, measured)
+    served_target(target, measured)
     resolution = request.resolution if request.HasField("resolution") else None
     variant = request.variant if request.HasField("variant") else None
     kind = request.WhichOneof("model")
@@ -168,15 +204,40 @@ def estimate_request(request: latency_pb2.EstimateRequest, where: str = "request
     return _latency.estimate_spec(spec, target, resolution=resolution, variant=variant)
 
 
+_ROW_BYTES: dict[Any, bytes] = {}
+_ROW_BYTES_MAX = 100_000
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def _layer_bytes(row: Any) -> bytes:
+    """One `layers` entry of an EstimateResponse on the wire (field 5, length-delimited), memoised per row: a search's
+    candidates share most of their rows (`latency.memo`), and building ~100 messages per answer is its largest cost."""
+    b = _ROW_BYTES.get(row)
+    if b is None:
+        d = row.to_dict()
+        body = latency_pb2.LayerLatency(**d).SerializeToString()
+        b = b"\x2a" + _varint(len(body)) + body
+        if len(_ROW_BYTES) >= _ROW_BYTES_MAX:
+            _ROW_BYTES.clear()
+        _ROW_BYTES[row] = b
+    return b
+
+
 def to_response(estimate: "_latency.LatencyEstimate") -> latency_pb2.EstimateResponse:
-    """The proto twin of `LatencyEstimate.to_dict()` (built from the dict, so both always carry the same fields)."""
-    d = estimate.to_dict()
-    resp = latency_pb2.EstimateResponse(latency_ms=d["latency_ms"], target=d["target"],
-                                        on_chip_param_bytes=d["on_chip_param_bytes"],
-                                        off_chip_param_bytes=d["off_chip_param_bytes"])
-    for layer in d["layers"]:
-        resp.layers.add(name=layer["name"], op=layer["op"], output_shape=list(layer["output_shape"]),
-                        macs=layer["macs"], ms=layer["ms"], bound=layer["bound"])
+    """The proto twin of `LatencyEstimate.to_dict()` (each layer from its row's `to_dict`, so both always carry the
+    same fields; tests/test_latency_server.py checks the two agree)."""
+    resp = latency_pb2.EstimateResponse(latency_ms=estimate.latency_ms, target=estimate.target,
+                                        on_chip_param_bytes=estimate.on_chip_param_bytes,
+                                        off_chip_param_bytes=estimate.off_chip_param_bytes)
+    resp.MergeFromString(b"".join([_layer_bytes(row) for row in estimate.layers]))
     return resp
 
 
@@ -324,19 +385,19 @@ class LatencyService:
         with self._idle:
             return self._idle.wait_for(lambda: self._inflight == 0, timeout=timeout)
 
-    def _estimate_cached(self, request: latency_pb2.EstimateRequest, where: str) -> tuple[
+    def _estimate_cached(self, request: latency_pb2.EstimateRequest, where: str, latency_only: bool = False) -> tuple[
             latency_pb2.EstimateResponse, int]:
-        """(response, its size in bytes); ResponseTooLarge if it alone passes the response budget."""
-        target = check_target(request.target or DEFAULT_TARGET, self.measured)
-        try:
-            version = f"{target.path}:{os.stat(target.path).st_mtime_ns}"
-        except OSError:
-            version = ""
-        key = self.cache.key(request, version)
+        """(response, its size in bytes); ResponseTooLarge if it alone passes the response budget. `latency_only`:
+        the answer without per-layer rows (cached apart from full answers)."""
+        _, version = served_target(request.target or DEFAULT_TARGET, self.measured)
+        key = self.cache.key(request, version + (":latency_only" if latency_only else ""))
         hit = self.cache.get(key)
         if hit is not None:
             return hit, hit.ByteSize()
-        resp = to_response(estimate_request(request, where, self.measured))
+        est = estimate_request(request, where, self.measured)
+        resp = to_response(est) if not latency_only else latency_pb2.EstimateResponse(
+            latency_ms=est.latency_ms, target=est.target, on_chip_param_bytes=est.on_chip_param_bytes,
+            off_chip_param_bytes=est.off_chip_param_bytes)
         size = resp.ByteSize()
         if size > self.max_response_bytes:
             raise ResponseTooLarge(f"{where}: its answer would be {size} bytes; this server sends at most "
@@ -387,7 +448,7 @@ class LatencyService:
             remaining = context.time_remaining()
             if not context.is_active() or (remaining is not None and remaining <= 0):
                 context.abort(grpc.StatusCode.CANCELLED, f"EstimateBatch abandoned by the client at requests[{i}]")
-            resp, size = self._estimate_cached(r, f"requests[{i}]")
+            resp, size = self._estimate_cached(r, f"requests[{i}]", request.latency_only)
             total += size + 8
             if total > self.max_response_bytes:
                 raise ResponseTooLarge(f"requests[{i}]: the answer would pass {self.max_response_bytes} bytes; this "

@@ -26,8 +26,9 @@ from edgetpu_models.nas.latency.cpu.features import (
     kernel_features,
     kernel_key,
 )
+from edgetpu_models.nas.latency.cpu.host import cpu_fingerprint
 from edgetpu_models.nas.latency.cpu.predictor import Predictor, predict_graph
-from edgetpu_models.nas.latency.cpu.timing import time_tflite
+from edgetpu_models.nas.latency.cpu.timing import time_tflite, time_tflite_runs
 from edgetpu_models.nas.latency.targets import load_target
 from edgetpu_models.spec import Spec, make_divisible, spec_from_dict
 
@@ -171,6 +172,13 @@ def _baseline_ms(threads: int) -> float:
     return time_tflite(kernel_tflite_bytes(tiny), threads=threads, runs=31)
 
 
+def _median_spread(records: Sequence[dict[str, Any]]) -> float | None:
+    """The noise of the kernel timings: median over kernels of each one's IQR/2 over its median (None: the cached
+    timings predate spread recording)."""
+    spreads = [r["spread"] for r in records if isinstance(r.get("spread"), (int, float))]
+    return round(statistics.median(spreads), 4) if spreads else None
+
+
 def fit_predictor(samples: int = 300, threads: int = 1, seed: int = TRAIN_SEED, cache_path: str | None = None,
           progress: Callable[[Iterable[Any]], Iterable[Any]] | None = None,
           composition_models: int = 5) -> dict[str, Any]:
@@ -201,8 +209,9 @@ def fit_predictor(samples: int = 300, threads: int = 1, seed: int = TRAIN_SEED, 
     for layer in it:
         sig = repr(_layer_sig(layer))
         if sig not in done:
-            ms = time_tflite(kernel_tflite_bytes(layer), threads=threads, runs=9)
-            rec = {"sig": sig, "ms": ms, "graph": graph_to_dict(LayerGraph("k", (1, 1, 1), (layer,)))}
+            timing = time_tflite_runs(kernel_tflite_bytes(layer), threads=threads, runs=9)
+            rec = {"sig": sig, "ms": timing.median_ms, "spread": timing.spread,
+                   "graph": graph_to_dict(LayerGraph("k", (1, 1, 1), (layer,)))}
             _append(cache_path, rec)
             done[sig] = rec
         records.append(done[sig])
@@ -210,9 +219,10 @@ def fit_predictor(samples: int = 300, threads: int = 1, seed: int = TRAIN_SEED, 
     kernels = fit_kernels(timed)
     data = {"features": list(FEATURES), "threads": threads, "invoke_ms": baseline, "composition": 1.0,
             "kernels": kernels,
-            "meta": {"trained": datetime.date.today().isoformat(), "samples": len(timed),
+            "meta": {"trained": datetime.date.today().isoformat(), "cpu": cpu_fingerprint(), "samples": len(timed),
                      "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
-                     "cpu_count": os.cpu_count(), "clock": "thread CPU time" if threads == 1 else "wall clock"}}
+                     "cpu_count": os.cpu_count(), "clock": "thread CPU time" if threads == 1 else "wall clock",
+                     "timing": "median of 9 runs per kernel", "spread_median": _median_spread(records)}}
     if composition_models > 0:
         measured = measure_held_out(composition_models, threads=threads, seed=COMPOSITION_SEED, progress=progress)
         data["composition"], data["meta"]["composition_models"] = fit_composition(data, measured, composition_models)

@@ -84,16 +84,29 @@ def _load_predictor(path: str, _mtime: int) -> Predictor:
         raise TargetError(f"{path}: not a valid CPU predictor file ({e})") from None
 
 
-def predict_graph(graph: LayerGraph, target: Target) -> LatencyEstimate:
-    graph = lowered(graph)  # grouped convs as the split + per-group kernels + concat that LiteRT runs
-    pred = load_predictor(target)
-    rows = [LayerLatency("<invoke>", "invoke", tuple(graph.input_shape), 0, pred.invoke_ms, "invoke")]
-    pbytes = 0
-    for layer in graph.layers:
+def predict_kernels(graph: LayerGraph, pred: Predictor, scale: float) -> list[tuple[Layer, float, str]]:
+    """(layer, ms, kernel type) of every layer of the lowered graph, kernel times multiplied by `scale`."""
+    out = []
+    for layer in lowered(graph).layers:  # grouped convs as the split + per-group kernels + concat that LiteRT runs
         if layer.op in FREE:
-            rows.append(LayerLatency(layer.name, layer.op, layer.output_shape, layer.macs, 0.0, "free"))
+            out.append((layer, 0.0, "free"))
             continue
         ms, key = pred.kernel_ms(layer)
-        pbytes += param_bytes(layer)
+        out.append((layer, ms * scale, key))
+    return out
+
+
+def predict_graph(graph: LayerGraph, target: Target) -> LatencyEstimate:
+    """The predictor's estimate on this CPU: as fitted when this is the CPU it was fitted on, scaled by this CPU's
+    probe otherwise; TargetError when neither (`cpu.host.host_scale`)."""
+    from edgetpu_models.nas.latency.cpu.host import host_scale
+
+    pred = load_predictor(target)
+    scale = host_scale(pred.meta, target.name)
+    rows = [LayerLatency("<invoke>", "invoke", tuple(graph.input_shape), 0, pred.invoke_ms, "invoke")]
+    pbytes = 0
+    for layer, ms, key in predict_kernels(graph, pred, scale):
+        if key != "free":
+            pbytes += param_bytes(layer)
         rows.append(LayerLatency(layer.name, layer.op, layer.output_shape, layer.macs, ms, key))
     return LatencyEstimate(sum(r.ms for r in rows), target.name, 0, pbytes, tuple(rows))

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import statistics
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 from edgetpu_models.errors import EdgeTPUModelsError, ModelFileError, TargetError
 from edgetpu_models.layer_graph import LayerGraph
@@ -21,11 +21,57 @@ from edgetpu_models.nas.latency.types import LatencyEstimate, LayerLatency, Targ
 MAX_THREADS = 256
 
 
+class Timing(NamedTuple):
+    """Repeated timings of one model: the median (robust to a loaded machine: descheduled or slowed runs are the
+    tail, not the middle) and the spread of the runs, as half the interquartile range over the median."""
+
+    median_ms: float
+    spread: float
+    runs: int
+
+    def describe(self) -> str:
+        return f"median of {self.runs} runs, spread +-{self.spread * 100:.1f}% (IQR/2)"
+
+
+def robust_spread(samples: "list[float]") -> float:
+    """Half the interquartile range over the median: how far a typical run is from the median."""
+    if len(samples) < 4:
+        return 0.0
+    q = statistics.quantiles(samples, n=4)
+    med = statistics.median(samples)
+    return (q[2] - q[0]) / 2 / med if med > 0 else 0.0
+
+
 def time_tflite(model: "str | bytes", threads: int = 1, warmup: int = 3, runs: int = 15,
                 min_batch_ms: float = 5.0) -> float:
-    """Median latency in ms of one inference (random input). threads == 1: the calling thread's CPU time (see the
-    module docstring); otherwise the wall clock. Very short models are invoked in batches of back-to-back calls
-    lasting at least `min_batch_ms`, and each batch gives one per-inference sample."""
+    """Median latency in ms of one inference (random input); see `time_tflite_runs`."""
+    return time_tflite_runs(model, threads, warmup, runs, min_batch_ms).median_ms
+
+
+def time_tflite_runs(model: "str | bytes", threads: int = 1, warmup: int = 3, runs: int = 15,
+                     min_batch_ms: float = 5.0) -> Timing:
+    """Median and spread of one inference's latency in ms (random input). threads == 1: the calling thread's CPU time
+    (see the module docstring); otherwise the wall clock. Very short models are invoked in batches of back-to-back
+    calls lasting at least `min_batch_ms`, and each batch gives one per-inference sample."""
+    it = _interpreter(model, threads)
+    clock = time.thread_time if threads == 1 else time.perf_counter
+    for _ in range(max(1, warmup)):
+        it.invoke()
+    t0 = clock()
+    it.invoke()
+    single = max(clock() - t0, 1e-6) * 1e3
+    batch = max(1, min(1000, int(min_batch_ms / single)))
+    samples = []
+    for _ in range(max(1, runs)):
+        t0 = clock()
+        for _ in range(batch):
+            it.invoke()
+        samples.append((clock() - t0) * 1e3 / batch)
+    return Timing(float(statistics.median(samples)), robust_spread(samples), len(samples))
+
+
+def _interpreter(model: "str | bytes", threads: int) -> Any:
+    """A LiteRT interpreter with its tensors allocated and random inputs set."""
     import numpy as np
 
     try:
@@ -48,20 +94,7 @@ def time_tflite(model: "str | bytes", threads: int = 1, warmup: int = 3, runs: i
         data = (rng.integers(info.min, info.max, size=d["shape"], endpoint=True).astype(dt) if info is not None
                 else rng.standard_normal(d["shape"]).astype(dt))
         it.set_tensor(d["index"], data)
-    clock = time.thread_time if threads == 1 else time.perf_counter
-    for _ in range(max(1, warmup)):
-        it.invoke()
-    t0 = clock()
-    it.invoke()
-    single = max(clock() - t0, 1e-6) * 1e3
-    batch = max(1, min(1000, int(min_batch_ms / single)))
-    samples = []
-    for _ in range(max(1, runs)):
-        t0 = clock()
-        for _ in range(batch):
-            it.invoke()
-        samples.append((clock() - t0) * 1e3 / batch)
-    return float(statistics.median(samples))
+    return it
 
 
 def target_threads(target: Target, threads: int | None = None) -> int:
@@ -104,8 +137,9 @@ def measure(model: Any, target: Target, *, resolution: int | None = None, varian
 
     graph = tflite_graph(data)
     threads = target_threads(target, threads)
-    ms = time_tflite(data, threads=threads, warmup=int(target.data.get("warmup", 3)),
-                     runs=int(target.data.get("runs", 15)))
+    timing = time_tflite_runs(data, threads=threads, warmup=int(target.data.get("warmup", 3)),
+                              runs=int(target.data.get("runs", 15)))
     pbytes = sum(param_bytes(layer) for layer in graph.layers)
-    row = LayerLatency("<model>", "tflite", graph.output_shape, graph.macs, ms, "measured")
-    return LatencyEstimate(ms, target.name, 0, pbytes, (row,))
+    row = LayerLatency("<model>", "tflite", graph.output_shape, graph.macs, timing.median_ms,
+                       f"measured: {timing.describe()}")
+    return LatencyEstimate(timing.median_ms, target.name, 0, pbytes, (row,))

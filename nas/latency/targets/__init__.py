@@ -22,6 +22,7 @@ from edgetpu_models.nas.latency.types import KINDS, Target
 CONFIG_ENV = "EDGETPU_MODELS_CONFIG"
 
 
+@lru_cache(maxsize=1)
 def targets_dir() -> str:
     """Folder of the shipped target files (package data)."""
     return str(resources.files("edgetpu_models.nas.latency.targets"))
@@ -73,14 +74,39 @@ def _load_target(name: str, path: str, _mtime: int) -> Target:
     return Target(name, kind, path, data, EdgeTPUConstants.from_mapping(constants, path))
 
 
+SECTIONS = ("constants", "link", "host")
+"""Where a target file keeps its Edge TPU constants: `constants` (the chip: what is the same silicon on every Coral
+device), `link` (the host link: bandwidth and per-transfer cost, not scaled by the chip clock) and `host` (the host
+CPU's share of an inference); `clock_mhz` is a key of its own. All three are flattened into one `EdgeTPUConstants`."""
+
+
+def own_constants(data: dict[str, Any], path: str) -> dict[str, Any]:
+    """A target file's own constants, from its sections and its clock."""
+    out: dict[str, Any] = {}
+    for section in SECTIONS:
+        values = data.get(section) or {}
+        if not isinstance(values, dict):
+            raise TargetError(f"{path}: {section}: expected a mapping of name -> number")
+        for key, value in values.items():
+            if key in ("name", "description", "source", "cpu_target", "cpu_scale"):  # not chip constants
+                continue
+            if key in out:
+                raise TargetError(f"{path}: {section}.{key}: set twice (in {section} and another section)")
+            out[key] = value
+    if "clock_mhz" in data:
+        if "clock_mhz" in out:
+            raise TargetError(f"{path}: clock_mhz: set twice (top level and in a section)")
+        out["clock_mhz"] = data["clock_mhz"]
+    return out
+
+
 def resolved_constants(name: str, data: dict[str, Any], path: str) -> dict[str, Any]:
-    """A target's constants, following `inherits:` (coral-usb-std = coral-usb at a lower clock)."""
-    own = data.get("constants") or {}
-    if not isinstance(own, dict):
-        raise TargetError(f"{path}: constants: expected a mapping of name -> number")
+    """A target's constants, following `inherits:` (coral-usb-std = coral-usb at a lower clock; coral-devboard = the
+    same chip behind another link and host)."""
+    own = own_constants(data, path)
     parent = data.get("inherits")
     if parent is None:
-        return dict(own)
+        return own
     if parent == name:
         raise TargetError(f"{path}: inherits: a target cannot inherit from itself")
     base = load_target(parent)
