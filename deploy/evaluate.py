@@ -33,6 +33,7 @@ from edgetpu_models.deploy.eval_data import (
 )
 from edgetpu_models.errors import DatasetError, ModelFileError
 from edgetpu_models.imagenet import is_imagenet_head
+from edgetpu_models.metrics import topk_applicable, topk_credit
 
 TOP_K = 5
 LOSING_CLASSES = 5
@@ -157,7 +158,8 @@ class ModelEval:
     preprocessing: dict[str, Any]
     images: int
     top1: float
-    top5: float
+    top5: float | None
+    """None when the model has 5 classes or fewer (top-5 would be 100% whatever it does)."""
     per_class: dict[str, dict[str, Any]]
     images_per_s: float
     """Images over the seconds spent in this model's inference (decoding excluded: it overlaps)."""
@@ -230,17 +232,17 @@ def decoded_batches(files: Sequence[str], preprocess: Preprocess, batch: int, wo
 
 
 def _metrics(scores: np.ndarray, truth: np.ndarray, keys: Sequence[str], names: dict[str, str]) -> tuple:
-    k = min(TOP_K, scores.shape[1])
-    top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
-    hit1 = top[:, 0] == truth
-    hit5 = (top == truth[:, None]).any(axis=1)
+    """(top-1, top-5 or None when the model has 5 classes or fewer, per class): tie-aware (`edgetpu_models.metrics`),
+    so a tie never earns a hit in class-index order."""
+    hit1 = topk_credit(scores, truth, 1)
+    hit5 = topk_credit(scores, truth, TOP_K) if topk_applicable(TOP_K, scores.shape[1]) else None
     per_class: dict[str, dict[str, Any]] = {}
     keys_arr = np.asarray(keys)
     for key in sorted(set(keys)):
         mask = keys_arr == key
         per_class[key] = {"name": names.get(key, key), "images": int(mask.sum()), "top1": float(hit1[mask].mean()),
-                          "top5": float(hit5[mask].mean())}
-    return float(hit1.mean()), float(hit5.mean()), per_class
+                          "top5": None if hit5 is None else float(hit5[mask].mean())}
+    return float(hit1.mean()), None if hit5 is None else float(hit5.mean()), per_class
 
 
 def compare(ref: ModelEval, quant: ModelEval) -> Comparison:
@@ -338,8 +340,8 @@ def _run_groups(runners: list, files: Sequence[str], batch: int, workers: int, d
     return [np.concatenate(p) for p in parts], seconds
 
 
-def _pct(x: float) -> str:
-    return f"{100 * x:.2f}%"
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:.2f}%"
 
 
 def format_report(report: EvalReport, worst: int = 10) -> str:

@@ -81,11 +81,14 @@ def _fmt_size(n: int) -> str:
 
 def _tflite_top1(clf: Any, val: Any, bar: Any) -> float:
     """Top-1 of a TFLite classifier on the same normalised validation tensors the Keras model was scored on."""
-    hits = total = 0
+    from edgetpu_models.metrics import topk_credit
+
+    hits = 0.0
+    total = 0
     for images, labels in val:
         for x, y in zip(images.numpy(), labels.numpy()):
             scores, _ = clf.scores(clf.preprocess(x))
-            hits += int(np.argmax(scores) == int(y))
+            hits += float(topk_credit(np.asarray(scores).reshape(1, -1), np.array([int(y)]), 1)[0])  # tie-aware
             total += 1
             bar.update(1)
     return hits / max(total, 1)

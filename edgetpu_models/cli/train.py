@@ -71,7 +71,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                    strategy=args.strategy, tpu=args.tpu, progress=not args.quiet, log=print)
     print(format_table(["epochs", "train images", "val images", "top-1", f"top-{result.top_k}", "model"],
                        [[result.epochs, result.num_train, result.num_val, f"{result.top1:.4f}",
-                         f"{result.top5:.4f}", result.model_path]], right=(0, 1, 2, 3, 4)))
+                         "n/a" if result.top5 is None else f"{result.top5:.4f}", result.model_path]], right=(0, 1, 2, 3, 4)))
     print(f"TensorBoard: tensorboard --logdir {os.path.join(out, 'logs')}")
     return 0
 
