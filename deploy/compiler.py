@@ -13,6 +13,7 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 
+from edgetpu_models.counts import INT32_MAX, parse_count
 from edgetpu_models.deploy.edgetpu_check import CompatibilityReport, OpRow, check_tflite
 from edgetpu_models.errors import EdgeTPUModelsError, ModelFileError
 
@@ -51,8 +52,12 @@ class CompileResult:
 
 def size_to_bytes(text: str) -> int | None:
     """'6.03MiB' -> 6322913; '0.00B' -> 0; None if not a size."""
-    m = re.fullmatch(r"\s*([0-9.]+)\s*(B|KiB|MiB|GiB)\s*", text)
-    return int(round(float(m.group(1)) * _UNITS[m.group(2)])) if m else None
+    if re.fullmatch(r"\s*[0-9.]+\s*(B|KiB|MiB|GiB)\s*", text) is None:
+        return None
+    try:
+        return parse_count(text, units=True, what="a size")
+    except ValueError:
+        return None
 
 
 def parse_compiler_summaries(text: str) -> list[dict[str, object]]:
@@ -128,10 +133,13 @@ def parse_compiler_output(text: str, log_text: str | None = None, model: str | N
     table = rows or log_rows
     if not table:
         raise CompilerError("edgetpu_compiler output has no operator table (was it run with -s?)")
-    subgraphs = int(str(stats.get("edgetpu_subgraphs", "1")) or 1)
     for key in ("total_operations", "ops_on_edgetpu", "ops_on_cpu", "edgetpu_subgraphs"):
         if key in stats:
-            stats[key] = int(str(stats[key]))
+            try:
+                stats[key] = parse_count(str(stats[key]), lo=0, hi=INT32_MAX)
+            except ValueError as e:
+                raise CompilerError(f"edgetpu_compiler summary: {key}: {e}") from None
+    subgraphs = int(stats.get("edgetpu_subgraphs", 1) or 1)
     models = parse_compiler_summaries(text)
     if len(models) > 1:
         stats["models"] = models

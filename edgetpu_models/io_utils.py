@@ -8,11 +8,27 @@ import tempfile
 from typing import Any, Iterator
 
 
+def current_umask() -> int:
+    """The process umask, read without changing it (os.umask can only be read by setting it, which races with other
+    threads creating files); 0o022 where /proc is not there."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0o022
+
+
 def _temp_beside(path: str) -> tuple[int, str]:
-    """A new hidden temp file in `path`'s folder with its suffix (writers such as Keras dispatch on it)."""
+    """A new hidden temp file in `path`'s folder with its suffix (writers such as Keras dispatch on it). Its mode is
+    what `open` would give (0666 less the umask), not mkstemp's 0600, since it is renamed onto the user's file."""
     base = os.path.basename(path)
     suffix = ".weights.h5" if base.endswith(".weights.h5") else os.path.splitext(base)[1]
-    return tempfile.mkstemp(prefix=f".{base}.", suffix=suffix, dir=os.path.dirname(os.path.abspath(path)))
+    fd, tmp = tempfile.mkstemp(prefix=f".{base}.", suffix=suffix, dir=os.path.dirname(os.path.abspath(path)))
+    os.fchmod(fd, 0o666 & ~current_umask())
+    return fd, tmp
 
 
 @contextlib.contextmanager

@@ -21,6 +21,7 @@ the Keras metric compute it with the same code.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -49,14 +50,32 @@ def topk_accuracy(scores: np.ndarray, truth: np.ndarray, k: int) -> float | None
     return float(np.mean(topk_credit(scores, np.asarray(truth, np.int64), k))) if len(scores) else float("nan")
 
 
-def keras_topk_metric(k: int, name: str) -> Any:
-    """A Keras metric (mean over samples) of tie-aware top-`k` credit for one-hot labels, same rule as above."""
+@lru_cache(maxsize=None)
+def _keras_metric_class() -> Any:
+    """The Keras metric class, made once (TensorFlow is imported lazily) and registered, so a saved model's compile
+    config names `edgetpu_models>TieAwareTopK` (a class of this package, which the model loader accepts)."""
     import tensorflow as tf
     import tensorflow.experimental.numpy as tnp
     import tf_keras as keras
 
-    def credit(y_true: Any, y_pred: Any) -> Any:
+    def credit(y_true: Any, y_pred: Any, k: int) -> Any:
         truth = tf.argmax(y_true, axis=-1, output_type=tf.int32)
         return topk_credit(tnp.asarray(tf.cast(y_pred, tf.float32)), tnp.asarray(truth), k, xp=tnp)
 
-    return keras.metrics.MeanMetricWrapper(credit, name=name)
+    @keras.saving.register_keras_serializable("edgetpu_models")
+    class TieAwareTopK(keras.metrics.MeanMetricWrapper):
+        """Mean tie-aware top-k credit for one-hot labels (`edgetpu_models.metrics`)."""
+
+        def __init__(self, k: int = 5, name: str = "top5", dtype: Any = None) -> None:
+            super().__init__(credit, name=name, dtype=dtype, k=k)
+            self.k = k
+
+        def get_config(self) -> dict[str, Any]:
+            return {"k": self.k, "name": self.name, "dtype": self.dtype}
+
+    return TieAwareTopK
+
+
+def keras_topk_metric(k: int, name: str) -> Any:
+    """A Keras metric (mean over samples) of tie-aware top-`k` credit for one-hot labels, same rule as above."""
+    return _keras_metric_class()(k=k, name=name)

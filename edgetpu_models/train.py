@@ -539,9 +539,22 @@ def _set_bn_momentum(model: Any, momentum: float) -> None:
             layer.momentum = momentum
 
 
+def _remove_partial_checkpoints(folder: str) -> None:
+    """Removes the `ckpt-N_temp` folders a run killed while saving left (TF writes a checkpoint there, then renames
+    it); the checkpoint index never names them, so nothing else would."""
+    import glob
+    import shutil
+
+    for partial in glob.glob(os.path.join(glob.escape(folder), "ckpt-*_temp")):
+        if os.path.isdir(partial) and not os.path.islink(partial):
+            shutil.rmtree(partial, ignore_errors=True)
+
+
 def _restore(req: _Request, state: _RunState, say: Callable[[str], None]) -> int:
     """The epoch to start from: the latest checkpoint's when resuming (restored into the model), else 0."""
     manager = state.manager
+    if req.resume and state.chief:
+        _remove_partial_checkpoints(req.folder.checkpoints)
     if req.resume and manager.latest_checkpoint:
         state.checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
         initial_epoch = int(state.epoch.numpy())

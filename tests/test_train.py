@@ -60,6 +60,10 @@ def test_kill_during_epoch_2_then_resume_gives_the_uninterrupted_result(tmp_path
     proc.wait()
     assert not os.path.exists(os.path.join(killed, "checkpoints", "ckpt-2.index")), "killed too late: epoch 2 done"
     assert not os.path.exists(os.path.join(killed, "model.keras"))
+    partial = os.path.join(killed, "checkpoints", "ckpt-2_temp")  # what a kill while saving epoch 2 leaves
+    os.makedirs(partial, exist_ok=True)
+    with open(os.path.join(partial, "part-00000-of-00001.data-00000-of-00001"), "wb") as f:
+        f.write(b"\0" * 4096)
 
     # without --resume the run folder is protected
     out = subprocess.run(_cli("train", spec, "--data", data, "--out", killed, *TRAIN_ARGS), env=env,
@@ -71,6 +75,7 @@ def test_kill_during_epoch_2_then_resume_gives_the_uninterrupted_result(tmp_path
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "resuming from" in resumed.stdout and "epoch 1/2 done" in resumed.stdout
     assert os.path.exists(os.path.join(killed, "checkpoints", "ckpt-2.index"))
+    assert not os.path.exists(partial), "the resumed run leaves the killed run's partial checkpoint behind"
     history = json.loads((tmp_path / "killed" / "history.json").read_text())
     assert [h["epoch"] for h in history] == [1, 2]
 

@@ -16,14 +16,13 @@ MAX_RESOLUTION = 4096
 
 def bounded_int(lo: int, hi: int) -> Callable[[str], int]:
     """An argparse type: an integer from `lo` to `hi`."""
+    from edgetpu_models.counts import parse_count
+
     def parse(text: str) -> int:
         try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer from {lo} to {hi}, got {text[:40]!r}") from None
-        if not lo <= value <= hi:
-            raise argparse.ArgumentTypeError(f"expected an integer from {lo} to {hi}, got {text[:40]!r}")
-        return value
+            return parse_count(text, lo=lo, hi=hi, what="an integer")
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
 
     parse.__name__ = "int"
     return parse
@@ -43,6 +42,20 @@ def bounded_float(lo: float, hi: float, *, low_open: bool = False) -> Callable[[
         return value
 
     parse.__name__ = "float"
+    return parse
+
+
+def size_arg(lo: int, hi: int) -> Callable[[str], int]:
+    """An argparse type: a byte size from `lo` to `hi` such as 1048576, 512K or 64M (`edgetpu_models.counts`)."""
+    from edgetpu_models.counts import parse_count
+
+    def parse(text: str) -> int:
+        try:
+            return parse_count(text, lo=lo, hi=hi, units=True, what="a byte size")
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+
+    parse.__name__ = "size"
     return parse
 
 

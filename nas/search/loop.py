@@ -260,6 +260,8 @@ def _init_ray(cfg: SearchConfig):
     os.environ.setdefault("RAY_worker_niceness", "0")
     import ray
 
+    from edgetpu_models.nas.search.ray_watchdog import bind_to_driver
+
     common = dict(include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR,
                   ignore_reinit_error=False)
     if ray.is_initialized():
@@ -274,6 +276,7 @@ def _init_ray(cfg: SearchConfig):
         # address="local": always a fresh Ray of our own, never a cluster some `ray start` left on this machine
         ray.init(address="local", num_cpus=max(1, math.ceil(cfg.workers * cfg.cpus_per_trial)), num_gpus=0,
                  object_store_memory=96 * 1024 * 1024, **common)
+        bind_to_driver(ray)  # after kill -9 of this process, Ray's head processes end too
     return ray, True
 
 

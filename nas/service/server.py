@@ -49,6 +49,7 @@ from grpc_health.v1 import health, health_pb2
 from grpc_reflection.v1alpha import reflection, reflection_pb2
 
 from edgetpu_models import spec as _spec
+from edgetpu_models.counts import INT32_MAX
 from edgetpu_models.errors import EdgeTPUModelsError, TargetError, UnknownModelError
 from edgetpu_models.io_utils import load_yaml_text
 from edgetpu_models.nas.latency import estimator as _latency
@@ -547,10 +548,10 @@ def check_config(config: ServerConfig) -> None:
     """ServerError for a configuration that must not start, before anything binds."""
     if config.threads < 1:
         raise ServerError(f"threads: expected an integer >= 1, got {config.threads}")
-    if config.max_message_bytes < 1024:
-        raise ServerError(f"max message bytes: expected at least 1024, got {config.max_message_bytes}")
-    if config.max_response_bytes < 1024:
-        raise ServerError(f"max response bytes: expected at least 1024, got {config.max_response_bytes}")
+    for what, value in (("max message bytes", config.max_message_bytes),
+                        ("max response bytes", config.max_response_bytes)):
+        if not 1024 <= value <= INT32_MAX:  # gRPC holds these limits in a C int
+            raise ServerError(f"{what}: expected 1024 to {INT32_MAX}, got {value}")
     if not 0 <= config.grace_s <= 3600:
         raise ServerError(f"grace: expected 0 to 3600 seconds, got {config.grace_s}")
     if (config.tls_cert is None) != (config.tls_key is None):

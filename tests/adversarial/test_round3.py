@@ -32,3 +32,96 @@ def test_the_keras_metric_uses_the_same_rule():
     metric = keras_topk_metric(2, "top2")
     metric.update_state(np.eye(4, dtype=np.float32)[truth], scores)
     assert float(metric.result()) == pytest.approx(float(np.mean(topk_credit(scores, truth, 2))))
+
+
+def _ray_tree_after_kill9(tmp_path) -> list[int]:
+    """Starts a local Ray the way `nas search` does, kill -9s the driver, and returns the pids of Ray's head processes
+    and their children (the agents) that the driver had."""
+    import json
+    import subprocess
+    import sys
+
+    script = tmp_path / "driver.py"
+    script.write_text(
+        "import json, os, time, ray\n"
+        "ray.init(address='local', num_cpus=1, num_gpus=0, include_dashboard=False, logging_level='ERROR',"
+        " object_store_memory=96 * 1024 * 1024)\n"
+        "from edgetpu_models.nas.search.ray_watchdog import bind_to_driver, ray_head_pids\n"
+        "bind_to_driver(ray)\n"
+        "time.sleep(4)\n"
+        "heads = ray_head_pids(ray)\n"
+        "kids = [int(n) for n in os.listdir('/proc') if n.isdigit() and os.path.exists(f'/proc/{n}/stat') and"
+        " int(open(f'/proc/{n}/stat').read().rsplit(')', 1)[1].split()[1]) in heads]\n"
+        "print(json.dumps(heads + kids), flush=True)\n"
+        "os.kill(os.getpid(), 9)\n")
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_kill9_of_the_search_driver_ends_rays_processes(tmp_path):
+    import os
+    import time
+
+    pids = _ray_tree_after_kill9(tmp_path)
+    assert len(pids) >= 5
+
+    def running(pid: int) -> bool:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+        except OSError:
+            return False
+
+    while any(running(p) for p in pids):  # the suite's hang guard bounds this wait
+        time.sleep(0.5)
+    assert not [p for p in pids if running(p) and os.path.exists(f"/proc/{p}")]
+
+
+def test_atomic_writes_respect_the_umask(tmp_path):
+    """Exported models, sidecars and fits go through write_group_atomic: they get the umask's mode, not 0600."""
+    import os
+    import stat
+
+    from edgetpu_models.io_utils import write_bytes_atomic, write_group_atomic
+
+    old = os.umask(0o027)
+    try:
+        write_group_atomic({str(tmp_path / "m.tflite"): b"x", str(tmp_path / "m.json"): "{}"})
+        write_bytes_atomic(tmp_path / "fit.json", b"{}")
+    finally:
+        os.umask(old)
+    modes = {name: stat.S_IMODE(os.stat(tmp_path / name).st_mode) for name in ("m.tflite", "m.json", "fit.json")}
+    assert modes == {"m.tflite": 0o640, "m.json": 0o640, "fit.json": 0o640}
+
+
+@pytest.mark.parametrize("value", ["2G", "4294967296", "1e400", "nan", "-1", "9" * 400, "64MB.5"])
+def test_sizes_that_do_not_fit_the_types_are_one_line(value):
+    from adversarial.conftest import assert_one_line_error, run_cli
+
+    result = run_cli("latency-server", "--port", "0", "--max-message-bytes", value, timeout=60)
+    assert_one_line_error(result, "--max-message-bytes")
+
+
+def test_the_size_parser():
+    from edgetpu_models.counts import INT32_MAX, parse_count
+
+    assert parse_count("64M", lo=1024, hi=INT32_MAX, units=True) == 64 << 20
+    assert parse_count("6.03MiB", units=True) == round(6.03 * (1 << 20))
+    assert parse_count("1048576", units=True) == 1048576
+    for bad in ("2G", "1.5", "", "0x10", "1_000"):
+        with pytest.raises(ValueError, match="expected"):
+            parse_count(bad, lo=0, hi=INT32_MAX, units=True)
+
+
+def test_a_compiler_summary_with_a_non_numeric_count_is_a_compiler_error():
+    from edgetpu_models.deploy.compiler import CompilerError, parse_compiler_output
+
+    text = ("Edge TPU Compiler version 16.0.384591198\nModel compiled successfully in 10 ms.\n"
+            "Number of operations that will run on Edge TPU: lots\n\n"
+            "Operator                       Count      Status\n\n"
+            "CONV_2D                        3          Mapped to Edge TPU\n")
+    with pytest.raises(CompilerError, match="ops_on_edgetpu: expected a count"):
+        parse_compiler_output(text)
+    big = text.replace("lots", "9" * 30)
+    with pytest.raises(CompilerError):
+        parse_compiler_output(big)
