@@ -4,8 +4,10 @@ expected), and the MODEL argument. Every numeric flag has a range that makes sen
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
-from typing import Callable
+import sys
+from typing import Any, Callable, Iterator
 
 from edgetpu_models.zoo import ZOO
 
@@ -83,3 +85,29 @@ def add_trust_arg(p: argparse.ArgumentParser) -> None:
     """--trust-model-code: for commands that may load a Keras model file."""
     p.add_argument("--trust-model-code", action="store_true",
                    help="load Keras files that hold Python code (Lambda layers, custom objects): only files you trust")
+
+
+_json_out: list[Any] = []
+"""The real stdout while a --json command runs (everything else printed then goes to stderr)."""
+
+
+@contextlib.contextmanager
+def json_mode(enabled: bool) -> Iterator[None]:
+    """With --json: stdout carries only the one document `emit_json` writes; any other line a command (or a library
+    below it) prints goes to stderr, so `cmd --json | jq` always parses."""
+    if not enabled:
+        yield
+        return
+    _json_out.append(sys.stdout)
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        _json_out.pop()
+
+
+def print_json(document: str) -> None:
+    """Prints the command's one JSON document (serialised) on the real stdout (see `json_mode`)."""
+    out = _json_out[-1] if _json_out else sys.stdout
+    out.write(document + "\n")
+    out.flush()

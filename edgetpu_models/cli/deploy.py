@@ -7,7 +7,7 @@ import argparse
 import json
 import os
 
-from edgetpu_models.cli.args import add_model_args, bounded_int, classes_arg
+from edgetpu_models.cli.args import add_model_args, bounded_int, classes_arg, print_json
 from edgetpu_models.errors import EdgeTPUModelsError
 
 
@@ -71,7 +71,10 @@ def cmd_check(args: argparse.Namespace) -> int:
     from edgetpu_models.deploy.edgetpu_check import check_tflite
 
     report = check_tflite(args.file)
-    print(json.dumps(report.to_dict(), indent=1) if args.json else report.format())
+    if args.json:
+        print_json(json.dumps(report.to_dict(), indent=1))
+    else:
+        print(report.format())
     return 0 if report.fully_mapped else 1
 
 
@@ -87,7 +90,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
     elif not args.json:
         print(f"--min_runtime_version: {runtime if runtime is not None else 'not passed'} ({source})")
     if args.json:
-        print(json.dumps([{"compiled": r.compiled, "output_path": r.output_path, "log_path": r.log_path,
+        print_json(json.dumps([{"compiled": r.compiled, "output_path": r.output_path, "log_path": r.log_path,
                            "min_runtime_version": runtime, "report": r.report.to_dict()} for r in results]
                          if len(results) > 1 else {"compiled": results[0].compiled,
                                                    "output_path": results[0].output_path,
@@ -114,7 +117,7 @@ def cmd_partition(args: argparse.Namespace) -> int:
         d["files"] = paths
         if compiled is not None:
             d["edgetpu_compiler"] = compiled
-        print(json.dumps(d, indent=1))
+        print_json(json.dumps(d, indent=1))
         return 0
     print(f"{os.path.basename(args.file)} on {args.segments} x {plan.target} (predicted by the latency model)")
     print(format_plan(plan))

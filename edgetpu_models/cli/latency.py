@@ -6,7 +6,7 @@ import argparse
 import json
 import os
 
-from edgetpu_models.cli.args import add_model_args, bounded_int, threads_arg
+from edgetpu_models.cli.args import add_model_args, bounded_int, print_json, threads_arg
 from edgetpu_models.errors import EdgeTPUModelsError
 from edgetpu_models.tables import fmt_int, format_table
 
@@ -22,7 +22,7 @@ def cmd_estimate(args: argparse.Namespace) -> int:
         result = estimate(args.model, args.target, resolution=args.resolution, variant=args.variant,
                           threads=args.threads).to_dict()
     if args.json:
-        print(json.dumps(result))
+        print_json(json.dumps(result))
         return 0
     print(f"{args.model} on {result['target']}: {result['latency_ms']:.3f} ms")
     if not args.server:
@@ -45,7 +45,7 @@ def _estimate_cocompiled(args: argparse.Namespace) -> int:
     models = [args.model] + list(args.more)
     results = estimate_cocompiled(models, args.target, resolution=args.resolution, variant=args.variant)
     if args.json:
-        print(json.dumps({"target": args.target, "models": [
+        print_json(json.dumps({"target": args.target, "models": [
             {"model": m, "latency_ms": e.latency_ms, "cached_bytes": p.cached_bytes,
              "streamed_bytes": p.streamed_bytes, "cache_budget_bytes": p.cache_budget_bytes}
             for m, (e, p) in zip(models, results)]}))

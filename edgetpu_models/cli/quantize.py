@@ -7,7 +7,7 @@ import json
 import os
 import shutil
 
-from edgetpu_models.cli.args import add_model_args, batch_arg, bounded_int, lr_arg, seed_arg
+from edgetpu_models.cli.args import add_model_args, batch_arg, bounded_int, lr_arg, print_json, seed_arg
 from edgetpu_models.errors import EdgeTPUModelsError
 
 
@@ -61,7 +61,7 @@ def cmd_quant_report(args: argparse.Namespace) -> int:
     cal = calibration_set(args.data, size, loaded.normalization, count=max(args.calibration_images, 100))
     report = quantization_report(loaded.model, cal, images=args.images, model_name=loaded.name)
     if args.json:
-        print(json.dumps(report.to_dict(), indent=1))
+        print_json(json.dumps(report.to_dict(), indent=1))
     else:
         print(report.format(args.top))
     return 0

@@ -6,7 +6,15 @@ import argparse
 import json
 import os
 
-from edgetpu_models.cli.args import add_trust_arg, bounded_float, bounded_int, fraction_arg, seed_arg, threads_arg
+from edgetpu_models.cli.args import (
+    add_trust_arg,
+    bounded_float,
+    bounded_int,
+    fraction_arg,
+    print_json,
+    seed_arg,
+    threads_arg,
+)
 from edgetpu_models.errors import EdgeTPUModelsError
 from edgetpu_models.tables import format_table
 
@@ -25,7 +33,7 @@ def cmd_classify(args: argparse.Namespace) -> int:
     inputs = [(path, load_image(path, clf.size[0], clf.normalization)) for path in args.images]
     results = [(path, clf.classify(x, top_k=args.top_k)) for path, x in inputs]
     if args.json:
-        print(json.dumps({"model": args.model, "backend": clf.backend, "results": [
+        print_json(json.dumps({"model": args.model, "backend": clf.backend, "results": [
             {"image": path, "ms": r.ms, "predictions": [{"label": p.label, "index": p.index, "score": p.score}
                                                         for p in r.predictions]} for path, r in results]}, indent=1))
         return 0
@@ -51,7 +59,7 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
                            threads=args.threads,
                            on_run=lambda _i: bar.update(1))
     if args.json:
-        print(json.dumps(result.to_dict(), indent=1))
+        print_json(json.dumps(result.to_dict(), indent=1))
         return 0
     threads = result.threads if result.threads is not None else "default"
     names = " + ".join(os.path.basename(m) for m in args.model)
@@ -80,7 +88,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                           validation_split=args.validation_split, seed=args.seed, threads=args.threads,
                           batch=args.batch, workers=args.workers, pipeline=args.pipeline, crop_fraction=args.crop,
                           limit=args.limit, on_images=progress)
-    print(json.dumps(report.to_dict(), indent=1) if args.json else format_report(report))
+    if args.json:
+        print_json(json.dumps(report.to_dict(), indent=1))
+    else:
+        print(format_report(report))
     return 0
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from adversarial.conftest import assert_one_line_error, run_cli
 from edgetpu_models.metrics import keras_topk_metric, topk_accuracy, topk_credit
 
 
@@ -96,8 +97,6 @@ def test_atomic_writes_respect_the_umask(tmp_path):
 
 @pytest.mark.parametrize("value", ["2G", "4294967296", "1e400", "nan", "-1", "9" * 400, "64MB.5"])
 def test_sizes_that_do_not_fit_the_types_are_one_line(value):
-    from adversarial.conftest import assert_one_line_error, run_cli
-
     result = run_cli("latency-server", "--port", "0", "--max-message-bytes", value, timeout=60)
     assert_one_line_error(result, "--max-message-bytes")
 
@@ -125,3 +124,27 @@ def test_a_compiler_summary_with_a_non_numeric_count_is_a_compiler_error():
     big = text.replace("lots", "9" * 30)
     with pytest.raises(CompilerError):
         parse_compiler_output(big)
+
+
+@pytest.fixture(scope="module")
+def int8_model(tmp_path_factory):
+    """A tiny int8 .tflite (4 classes) with its sidecar, written by the real export."""
+    from edgetpu_models.deploy.export import export_tflite
+    from tflite_testmodels import tiny_keras
+
+    folder = tmp_path_factory.mktemp("model")
+    path = folder / "tiny.tflite"
+    export_tflite(tiny_keras(size=32), str(path), random_calibration=True, model_name="tiny",
+                  labels=["a", "b", "c", "d"])
+    return path
+
+
+@pytest.mark.parametrize("command", ["compile", "check"])
+def test_json_is_one_document_on_stdout(int8_model, command, tmp_path):
+    """Without edgetpu_compiler, `compile --json` used to print a sentence before the JSON."""
+    import json
+
+    extra = ["--out-dir", str(tmp_path / "out")] if command == "compile" else []
+    result = run_cli(command, str(int8_model), "--json", *extra)
+    assert result.returncode in (0, 1), result.stderr[-2000:]
+    json.loads(result.stdout)  # the whole of stdout is one document
