@@ -129,8 +129,9 @@ def test_a_compiler_summary_with_a_non_numeric_count_is_a_compiler_error():
 @pytest.fixture(scope="module")
 def int8_model(tmp_path_factory):
     """A tiny int8 .tflite (4 classes) with its sidecar, written by the real export."""
-    from edgetpu_models.deploy.export import export_tflite
     from tflite_testmodels import tiny_keras
+
+    from edgetpu_models.deploy.export import export_tflite
 
     folder = tmp_path_factory.mktemp("model")
     path = folder / "tiny.tflite"
