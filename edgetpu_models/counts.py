@@ -1,4 +1,5 @@
-"""The one parser of sizes and counts that a user or a tool gives as text, checked against what the code below holds.
+"""The one parser of sizes, counts and HOST:PORT addresses that a user or a tool gives as text, checked against what
+the code below holds.
 
 `parse_count("64M", lo=1024, hi=INT32_MAX)` -> 67108864. Units are binary (K = 1024; "KiB", "MB", "M" alike), as the
 Edge TPU compiler and gRPC mean them; a fraction is allowed with a unit ("1.5M"). Anything else -- a value out of
@@ -36,3 +37,31 @@ def parse_count(text: str, *, lo: int = 0, hi: int = INT64_MAX, units: bool = Fa
     if not lo <= number <= hi:
         raise ValueError(f"expected {expected}, got {text[:40]!r}")
     return number
+
+
+_HOST = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,251}[A-Za-z0-9])?")
+
+
+def parse_host_port(text: str, what: str = "address") -> tuple[str, int]:
+    """(host, port) of 'HOST:PORT', '[IPv6]:PORT' or 'IPv4:PORT', port 1 to 65535; ValueError in one line otherwise.
+    The host is a name (letters, digits, '.', '-', '_') or an IP address; nothing a channel target could misread
+    (schemes, paths, spaces, a bare IPv6 address without brackets)."""
+    import ipaddress
+
+    text = str(text)
+    expected = f"{what}: expected HOST:PORT (port 1 to 65535; IPv6 as [ADDR]:PORT), got {text[:80]!r}"
+    host, sep, port = text.rpartition(":")
+    if not sep or not host:
+        raise ValueError(expected)
+    if host.startswith("[") and host.endswith("]"):
+        try:
+            ipaddress.IPv6Address(host[1:-1])
+        except ValueError:
+            raise ValueError(expected) from None
+    elif ":" in host or not _HOST.fullmatch(host):
+        raise ValueError(expected)
+    try:
+        number = parse_count(port, lo=1, hi=65535)
+    except ValueError:
+        raise ValueError(expected) from None
+    return host, number

@@ -127,6 +127,21 @@ def read_small_file(path: "str | os.PathLike[str]", what: str, error: type[Excep
     return data
 
 
+def read_token_file(path: "str | os.PathLike[str]", error: type[Exception]) -> str:
+    """A bearer token: the first line of a small file, stripped; the one reader for the server and every client.
+    Raises `error` in one line when the file is missing, unreadable, too large, not text or empty."""
+    data = read_small_file(path, "token file", error, limit=64 << 10)
+    try:
+        token = data.decode("utf-8").splitlines()[0].strip() if data.strip() else ""
+    except UnicodeDecodeError:
+        raise error(f"{os.fspath(path)}: token file is not UTF-8 text") from None
+    if not token:
+        raise error(f"{os.fspath(path)}: token file is empty (expected the token on its first line)")
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in token):
+        raise error(f"{os.fspath(path)}: the token holds control characters (not sendable as a gRPC header)")
+    return token
+
+
 def read_yaml(path: "str | os.PathLike[str]", what: str, error: type[Exception]) -> Any:
     """Parses a YAML file (see `load_yaml_text`); any failure raises `error` with one line naming the file."""
     path = os.fspath(path)

@@ -61,6 +61,44 @@ def size_arg(lo: int, hi: int) -> Callable[[str], int]:
     return parse
 
 
+def address_arg(text: str) -> str:
+    """An argparse type: a server's HOST:PORT (`edgetpu_models.counts.parse_host_port`: port 1 to 65535)."""
+    from edgetpu_models.counts import parse_host_port
+
+    try:
+        parse_host_port(text, "HOST:PORT")
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return text
+
+
+CLIENT_CREDENTIAL_FLAGS = ("token_file", "tls_ca", "tls_cert", "tls_key")
+
+
+def add_client_credential_args(p: argparse.ArgumentParser, server_flag: str) -> None:
+    """How a client reaches a secured latency server: the same options `latency-server` takes, client side."""
+    p.add_argument("--token-file", metavar="F", help=f"with {server_flag}: file whose first line is the server's token")
+    p.add_argument("--tls-ca", metavar="PEM", help=f"with {server_flag}: connect with TLS, trusting these roots")
+    p.add_argument("--tls-cert", metavar="PEM", help=f"with {server_flag}: this client's certificate (mutual TLS; "
+                                                     "needs --tls-key and --tls-ca)")
+    p.add_argument("--tls-key", metavar="PEM", help="private key of --tls-cert")
+
+
+def client_credential_paths(args: argparse.Namespace, server: str | None, server_flag: str) -> dict[str, str]:
+    """The credential files given (checked now: unreadable or bad files are one line before any work); credentials
+    without a server are refused rather than ignored."""
+    paths = {k: getattr(args, k) for k in CLIENT_CREDENTIAL_FLAGS if getattr(args, k, None) is not None}
+    if paths and not server:
+        from edgetpu_models.errors import EdgeTPUModelsError
+
+        raise EdgeTPUModelsError(f"--{next(iter(paths)).replace('_', '-')} is for {server_flag}, which is not given")
+    if paths:
+        from edgetpu_models.nas.service.client import client_credentials
+
+        client_credentials(**paths)
+    return paths
+
+
 threads_arg = bounded_int(1, MAX_THREADS)
 resolution_arg = bounded_int(8, MAX_RESOLUTION)
 port_arg = bounded_int(0, 65535)

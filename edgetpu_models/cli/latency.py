@@ -6,12 +6,22 @@ import argparse
 import json
 import os
 
-from edgetpu_models.cli.args import add_model_args, bounded_int, print_json, threads_arg
+from edgetpu_models.cli.args import (
+    add_client_credential_args,
+    add_model_args,
+    address_arg,
+    bounded_int,
+    client_credential_paths,
+    print_json,
+    threads_arg,
+)
 from edgetpu_models.errors import EdgeTPUModelsError
 from edgetpu_models.tables import fmt_int, format_table
 
 
 def cmd_estimate(args: argparse.Namespace) -> int:
+    if not args.server:
+        client_credential_paths(args, None, "--server")  # credentials without a server: one line, not ignored
     if args.more:
         return _estimate_cocompiled(args)
     if args.server:
@@ -72,11 +82,12 @@ def _say_user_target(name: str) -> None:
 
 def _estimate_remote(args: argparse.Namespace) -> dict:
     """Asks a running latency server (helper module `client`, gRPC; imported only when asked for)."""
-    from edgetpu_models.nas.service.client import LatencyClient
+    from edgetpu_models.nas.service.client import LatencyClient, client_credentials
 
     if args.threads is not None:
         raise EdgeTPUModelsError("--threads applies to estimates made here, not with --server")
-    with LatencyClient(args.server) as client:
+    credentials = client_credentials(**client_credential_paths(args, args.server, "--server"))
+    with LatencyClient(args.server, **credentials) as client:
         return client.estimate(args.model, target=args.target, resolution=args.resolution, variant=args.variant)
 
 
@@ -144,7 +155,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "(default coral-usb)")
     p.add_argument("--threads", type=threads_arg, help="CPU threads for cpu-measured (default: the target file's)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("--server", metavar="HOST:PORT", help="ask a running latency server instead of estimating here")
+    p.add_argument("--server", metavar="HOST:PORT", type=address_arg,
+                   help="ask a running latency server instead of estimating here")
+    add_client_credential_args(p, "--server")
     p.set_defaults(func=cmd_estimate)
 
     p = sub.add_parser("calibrate",

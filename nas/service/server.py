@@ -52,6 +52,7 @@ from edgetpu_models import spec as _spec
 from edgetpu_models.counts import INT32_MAX
 from edgetpu_models.errors import EdgeTPUModelsError, TargetError, UnknownModelError
 from edgetpu_models.io_utils import load_yaml_text
+from edgetpu_models.io_utils import read_token_file as _read_token_file
 from edgetpu_models.nas.latency import estimator as _latency
 from edgetpu_models.nas.service import latency_pb2
 from edgetpu_models.spec import Spec, spec_from_dict
@@ -488,15 +489,9 @@ class TokenAuthInterceptor(grpc.ServerInterceptor):
 
 
 def read_token_file(path: str) -> str:
-    """The token: the file's first line, stripped. Raises ServerError if missing, unreadable or empty."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            token = f.readline().strip()
-    except (OSError, UnicodeDecodeError) as e:
-        raise ServerError(f"{path}: cannot read token file ({e.strerror if isinstance(e, OSError) else e})") from None
-    if not token:
-        raise ServerError(f"{path}: token file is empty (expected the token on its first line)")
-    return token
+    """The token: the file's first line, stripped (`io_utils.read_token_file`). Raises ServerError if missing,
+    unreadable or empty."""
+    return _read_token_file(path, ServerError)
 
 
 # ----------------------------------------------------------------------------------------------------------------------

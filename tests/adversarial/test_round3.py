@@ -149,3 +149,48 @@ def test_json_is_one_document_on_stdout(int8_model, command, tmp_path):
     result = run_cli(command, str(int8_model), "--json", *extra)
     assert result.returncode in (0, 1), result.stderr[-2000:]
     json.loads(result.stdout)  # the whole of stdout is one document
+
+
+@pytest.fixture(scope="module")
+def token_server(tmp_path_factory):
+    """An in-process latency server that wants a bearer token, and the token file a client is given."""
+    from edgetpu_models.nas.service.server import LatencyServer, ServerConfig
+
+    token_file = tmp_path_factory.mktemp("token") / "token"
+    token_file.write_text("s3cret-token\n")
+    with LatencyServer(ServerConfig(port=0, threads=2, token="s3cret-token", grace_s=1)) as srv:
+        yield srv, token_file
+
+
+def test_estimate_reaches_a_token_server_with_token_file(token_server):
+    import json
+
+    srv, token_file = token_server
+    refused = run_cli("estimate", "efficientnet_edgetpu_s", "--server", srv.address)
+    assert_one_line_error(refused, srv.address)
+    result = run_cli("estimate", "efficientnet_edgetpu_s", "--server", srv.address, "--token-file", str(token_file),
+                     "--json")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert json.loads(result.stdout)["latency_ms"] > 0
+
+
+@pytest.mark.parametrize("address", ["host:0", "host:65536", "host:99999999999999999999999", ":50051", "host",
+                                     "::1:50051", "ho st:1", "http://h:1", "h:-1"])
+def test_every_host_port_is_parsed_in_one_place(address, tmp_path):
+    for args in (["estimate", "efficientnet_edgetpu_s", "--server", address],
+                 ["nas", "search", "--latency-server", address, "--out", str(tmp_path / "s"),
+                  "--latency-target-ms", "5"]):
+        assert_one_line_error(run_cli(*args), "HOST:PORT")
+    assert not (tmp_path / "s").exists()
+
+
+def test_credentials_are_checked_before_work(tmp_path):
+    missing = str(tmp_path / "nope")
+    assert_one_line_error(run_cli("estimate", "efficientnet_edgetpu_s", "--server", "127.0.0.1:9",
+                                  "--token-file", missing), "nope")
+    bad_pem = tmp_path / "ca.pem"
+    bad_pem.write_text("not a certificate")
+    assert_one_line_error(run_cli("nas", "search", "--latency-server", "127.0.0.1:9", "--tls-ca", str(bad_pem),
+                                  "--out", str(tmp_path / "s"), "--latency-target-ms", "5"), "ca.pem", "--tls-ca")
+    assert_one_line_error(run_cli("estimate", "efficientnet_edgetpu_s", "--token-file", missing), "--server")
+    assert not (tmp_path / "s").exists()
