@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from edgetpu_models.counts import INT32_MAX, parse_count
 from edgetpu_models.deploy.edgetpu_check import CompatibilityReport, OpRow, check_tflite
 from edgetpu_models.errors import EdgeTPUModelsError, ModelFileError
+from edgetpu_models.io_utils import check_destination
+from edgetpu_models.sidecar import derived_sidecar, foreign_outputs, write_sidecar
 
 COMPILER = "edgetpu_compiler"
 INSTALL_URL = "https://coral.ai/docs/edgetpu/compiler/#system-requirements"
@@ -177,9 +179,11 @@ def compile_tflite(path: "str | os.PathLike[str]", out_dir: "str | os.PathLike[s
 
 def compile_models(paths: "list[str | os.PathLike[str]]", out_dir: "str | os.PathLike[str] | None" = None, *,
                    timeout_s: int = DEFAULT_TIMEOUT_S, compiler: str | None = None, segments: int | None = None,
-                   min_runtime_version: int | None = None) -> list[CompileResult]:
+                   min_runtime_version: int | None = None, force: bool = False) -> list[CompileResult]:
     """One compiler run over `paths`: several models are co-compiled (they share the parameter cache in this order,
-    later ones get what is left); one result per model, or per segment with `segments`."""
+    later ones get what is left); one result per model, or per segment with `segments`. Every output gets its own
+    sidecar (derived from its model's), so each command that takes a model reads it wherever `out_dir` is. `force`:
+    replace files in the way that are not earlier outputs of ours."""
     paths = [os.fspath(p) for p in paths]
     for path in paths:
         if not os.path.isfile(path):
@@ -188,11 +192,14 @@ def compile_models(paths: "list[str | os.PathLike[str]]", out_dir: "str | os.Pat
         raise CompilerError(f"--segments: expected an integer >= 1, got {segments!r}")
     if segments and segments > 1 and len(paths) > 1:
         raise CompilerError("--segments: cuts one model; co-compiled models cannot be segmented in the same run")
+    out_dir = os.fspath(out_dir) if out_dir is not None else (os.path.dirname(os.path.abspath(paths[0])) or ".")
+    stems, _ = _output_stems(paths, segments)
+    foreign = [f for stem in stems for f in foreign_outputs(os.path.join(out_dir, f"{stem}_edgetpu.tflite"))]
+    check_destination(out_dir, folder=True, foreign=foreign, force=force)
     exe = compiler or find_compiler()
     if exe is None:
         return [CompileResult(report=check_tflite(p), compiled=False, message=missing_compiler_message())
                 for p in paths]
-    out_dir = os.fspath(out_dir) if out_dir is not None else (os.path.dirname(os.path.abspath(paths[0])) or ".")
     os.makedirs(out_dir, exist_ok=True)
     cmd = [exe, "-s", "-o", out_dir, "-t", str(int(timeout_s))]
     if segments and segments > 1:
@@ -203,17 +210,28 @@ def compile_models(paths: "list[str | os.PathLike[str]]", out_dir: "str | os.Pat
     return _results(proc.stdout, paths, out_dir, segments)
 
 
+def _output_stems(paths: list[str], segments: int | None) -> tuple[list[str], list[str]]:
+    """(stem of each output, the model it comes from): X_segment_I_of_N per segment, else each model's own stem."""
+    if segments and segments > 1:
+        stem = os.path.splitext(os.path.basename(paths[0]))[0]
+        return [f"{stem}_segment_{i}_of_{segments}" for i in range(segments)], [paths[0]] * segments
+    return [os.path.splitext(os.path.basename(p))[0] for p in paths], list(paths)
+
+
+def _write_derived_sidecar(output_path: str, model: str, stem: str) -> None:
+    """The compiled file's own sidecar, from its model's (none when the model has none)."""
+    m = re.search(r"_segment_(\d+)_of_(\d+)$", stem)
+    facts = {"compiled": True, **({"segment": f"{m.group(1)}/{m.group(2)}"} if m else {})}
+    sidecar = derived_sidecar(model, **facts)
+    if sidecar is not None:
+        write_sidecar(output_path, sidecar)
+
+
 def _results(stdout: str, paths: list[str], out_dir: str, segments: int | None) -> list[CompileResult]:
     """One result per compiled model (or segment): its part of the compiler's output, its .log, its output file."""
     version = next((ln.strip() for ln in stdout.splitlines() if ln.startswith("Edge TPU Compiler version")), "")
     chunks = split_compiler_output(stdout)
-    if segments and segments > 1:
-        stem = os.path.splitext(os.path.basename(paths[0]))[0]
-        stems = [f"{stem}_segment_{i}_of_{segments}" for i in range(segments)]
-        models = [paths[0]] * segments
-    else:
-        stems = [os.path.splitext(os.path.basename(p))[0] for p in paths]
-        models = paths
+    stems, models = _output_stems(paths, segments)
     if len(chunks) != len(stems):
         raise CompilerError(f"{paths[0]}: {COMPILER} printed {len(chunks)} model summaries, expected {len(stems)}")
     results = []
@@ -229,6 +247,8 @@ def _results(stdout: str, paths: list[str], out_dir: str, segments: int | None) 
         report = parse_compiler_output(version + "\n" + chunk, log_text, model=model)
         if len(chunks) > 1:
             report.stats["models"] = parse_compiler_summaries(stdout)
+        if os.path.exists(output_path):
+            _write_derived_sidecar(output_path, model, stem)
         results.append(CompileResult(report=report, compiled=True,
                                      output_path=output_path if os.path.exists(output_path) else None,
                                      log_path=log_path, message=f"compiled with {COMPILER} "

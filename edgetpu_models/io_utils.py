@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 
 def current_umask() -> int:
@@ -214,9 +214,12 @@ def write_group_atomic(files: "dict[str, Any]") -> None:
                 os.unlink(leftover)
 
 
-def check_destination(path: "str | os.PathLike[str]", *, folder: bool = False) -> None:
-    """Before long work: can `path` (a file, or with `folder` a folder) be written? OSError-free one-line
-    EdgeTPUModelsError naming the path when it is the wrong kind of thing or its folder cannot be written."""
+def check_destination(path: "str | os.PathLike[str]", *, folder: bool = False, foreign: Sequence[str] = (),
+                      force: bool = False) -> None:
+    """The one check of an output path, before any work: can `path` (a file, or with `folder` a folder) be written?
+    One-line EdgeTPUModelsError naming the path when it is the wrong kind of thing or its folder cannot be written,
+    or when `foreign` names existing files the write would replace that are not this command's own earlier outputs
+    (see `sidecar.foreign_outputs`), unless `force`."""
     from edgetpu_models.errors import EdgeTPUModelsError
 
     path = os.path.abspath(os.fspath(path))
@@ -234,3 +237,8 @@ def check_destination(path: "str | os.PathLike[str]", *, folder: bool = False) -
         os.unlink(probe)
     except OSError:
         raise EdgeTPUModelsError(f"{path}: cannot write there ({parent} is not a writable folder)") from None
+    if foreign and not force:
+        others = f" (and {len(foreign) - 1} more)" if len(foreign) > 1 else ""
+        raise EdgeTPUModelsError(f"{foreign[0]}{others}: exists and is not an output of this command for "
+                                 f"{os.fspath(path)}; refusing to replace it (pass --force to replace it)")
+

@@ -119,6 +119,13 @@ def add_model_args(p: argparse.ArgumentParser, resolution: bool = True, help: st
     add_trust_arg(p)
 
 
+def add_force_arg(p: argparse.ArgumentParser) -> None:
+    """--force: for commands that write files (`io_utils.check_destination` refuses to replace what is not theirs)."""
+    p.add_argument("--force", action="store_true",
+                   help="replace existing files at the output that this command did not write (another model's "
+                        "sidecar, a file without one)")
+
+
 def add_trust_arg(p: argparse.ArgumentParser) -> None:
     """--trust-model-code: for commands that may load a Keras model file."""
     p.add_argument("--trust-model-code", action="store_true",

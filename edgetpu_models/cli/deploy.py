@@ -7,7 +7,7 @@ import argparse
 import json
 import os
 
-from edgetpu_models.cli.args import add_model_args, bounded_int, classes_arg, print_json
+from edgetpu_models.cli.args import add_force_arg, add_model_args, bounded_int, classes_arg, print_json
 from edgetpu_models.errors import EdgeTPUModelsError
 
 
@@ -20,7 +20,9 @@ def _summary_line(report) -> str:
 def cmd_export(args: argparse.Namespace) -> int:
     from edgetpu_models.deploy.edgetpu_check import check_tflite
     from edgetpu_models.deploy.export import export_tflite
+    from edgetpu_models.io_utils import check_destination
     from edgetpu_models.keras_models import load_model_ref
+    from edgetpu_models.sidecar import foreign_outputs
 
     if not args.out.endswith(".tflite"):
         raise EdgeTPUModelsError(f"--out {args.out}: expected a .tflite file name")
@@ -29,6 +31,8 @@ def cmd_export(args: argparse.Namespace) -> int:
                                  "--random-calibration to calibrate on random pixels (less accurate)")
     if args.data and args.random_calibration:
         raise EdgeTPUModelsError("--data and --random-calibration exclude each other")
+    # before loading anything
+    check_destination(args.out, foreign=foreign_outputs(args.out), force=getattr(args, "force", False))
     loaded = load_model_ref(args.model, args.variant, args.resolution, args.classes)
     size = int(loaded.model.input_shape[1])
     representative, labels = None, loaded.labels
@@ -47,7 +51,7 @@ def cmd_export(args: argparse.Namespace) -> int:
             labels = representative.class_names
     result = export_tflite(loaded.model, args.out, int8=args.int8, io_dtype=args.io, representative=representative,
                            random_calibration=args.random_calibration, model_name=loaded.name,
-                           normalization=loaded.normalization, labels=labels)
+                           normalization=loaded.normalization, labels=labels, force=getattr(args, "force", False))
     size_text = (f"{result.size_bytes / 2**20:.2f} MiB" if result.size_bytes >= 2**20
                  else f"{result.size_bytes / 1024:.1f} KiB")
     print(f"wrote {os.path.abspath(result.path)} ({size_text}, "
@@ -84,7 +88,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
     files = [args.file] + list(args.more)
     runtime, source = runtime_version_flag(args.min_runtime)
     results = compile_models(files, args.out_dir, timeout_s=args.timeout, segments=args.segments,
-                             min_runtime_version=runtime)
+                             min_runtime_version=runtime, force=getattr(args, "force", False))
     if not results[0].compiled:
         print(results[0].message)
     elif not args.json:
@@ -107,10 +111,12 @@ def cmd_compile(args: argparse.Namespace) -> int:
 
 
 def cmd_partition(args: argparse.Namespace) -> int:
-    from edgetpu_models.deploy.partition import format_plan, plan_partition, write_segments
+    from edgetpu_models.deploy.partition import check_segment_destination, format_plan, plan_partition, write_segments
 
+    if args.segments > 1:
+        check_segment_destination(args.file, args.out, args.segments, getattr(args, "force", False))
     plan = plan_partition(args.file, args.segments, args.target)
-    paths = write_segments(plan, args.out) if args.segments > 1 else []
+    paths = write_segments(plan, args.out, force=getattr(args, "force", False)) if args.segments > 1 else []
     compiled = _compiler_cuts(args, plan) if args.segments > 1 else None
     if args.json:
         d = plan.to_dict()
@@ -169,6 +175,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="classifier outputs when building a zoo model/spec (default 1000)")
     p.add_argument("--labels", help="text file with one class name per line (default: from the model or --data)")
     p.add_argument("--out", required=True, metavar="FILE.tflite")
+    add_force_arg(p)
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("check", help="Edge TPU compatibility of a .tflite without the compiler (exit 1 if not "
@@ -189,6 +196,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out-dir", help="output folder (default: beside the model)")
     p.add_argument("--timeout", type=bounded_int(1, 86_400), default=180, help="compiler timeout in seconds")
     p.add_argument("--json", action="store_true")
+    add_force_arg(p)
     p.set_defaults(func=cmd_compile)
 
     p = sub.add_parser("partition", help="cut an int8 .tflite into N segments for a pipeline of N Edge TPUs "
@@ -197,5 +205,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--segments", type=bounded_int(1, 64), required=True, help="number of Edge TPUs")
     p.add_argument("--target", default="coral-usb", help="Edge TPU target of each segment (default coral-usb)")
     p.add_argument("--out", metavar="DIR", help="folder for the segment files (default: beside the model)")
+    add_force_arg(p)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_partition)

@@ -7,6 +7,7 @@ import json
 import os
 
 from edgetpu_models.cli.args import (
+    add_force_arg,
     add_trust_arg,
     bounded_float,
     bounded_int,
@@ -122,7 +123,7 @@ def _register_evaluate(sub: argparse._SubParsersAction) -> None:
 def cmd_report(args: argparse.Namespace) -> int:
     from edgetpu_models.deploy.report import write_report
 
-    reports = write_report(args.models, args.target, args.out)
+    reports = write_report(args.models, args.target, args.out, force=getattr(args, "force", False))
     for r in reports:
         latency = f"{r.latency_ms:.3f} ms predicted" if r.latency_ms is not None else "no latency estimate"
         print(f"{r.name}: {latency} on {args.target}, {r.check.on_edgetpu}/{r.check.total} ops on the Edge TPU")
@@ -136,6 +137,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("models", metavar="MODEL.tflite", nargs="+", help="int8 .tflite files (several: side by side)")
     p.add_argument("--target", default="coral-usb", help="Edge TPU latency target (default coral-usb)")
     p.add_argument("--out", required=True, metavar="FILE.html")
+    add_force_arg(p)
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("classify", help="classify images with an exported .tflite (labels/normalisation from X.json); "

@@ -194,3 +194,74 @@ def test_credentials_are_checked_before_work(tmp_path):
                                   "--out", str(tmp_path / "s"), "--latency-target-ms", "5"), "ca.pem", "--tls-ca")
     assert_one_line_error(run_cli("estimate", "efficientnet_edgetpu_s", "--token-file", missing), "--server")
     assert not (tmp_path / "s").exists()
+
+
+def test_export_never_rewrites_another_models_sidecar(tmp_path):
+    """`export model.keras --out model.tflite --labels other.txt` used to rewrite the Keras model's model.json and
+    model.labels.txt."""
+    from tflite_testmodels import tiny_keras
+
+    tiny_keras(size=32).save(tmp_path / "model.keras")
+    (tmp_path / "model.json").write_text('{"model": "tiny", "labels": "model.labels.txt", "normalization": '
+                                          '{"mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]}}\n')
+    (tmp_path / "model.labels.txt").write_text("a\nb\nc\nd\n")
+    (tmp_path / "other.txt").write_text("w\nx\ny\nz\n")
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    args = ["export", str(tmp_path / "model.keras"), "--random-calibration", "--out", str(tmp_path / "model.tflite"),
+            "--labels", str(tmp_path / "other.txt")]
+    assert_one_line_error(run_cli(*args), "model.json", "--force")
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+    forced = run_cli(*args, "--force")
+    assert forced.returncode == 0, forced.stderr[-2000:]
+    assert (tmp_path / "model.labels.txt").read_text() == "w\nx\ny\nz\n"
+
+
+def test_a_user_file_at_the_output_is_refused_and_an_earlier_export_is_replaced(int8_model, tmp_path):
+    import shutil
+
+    user_file = tmp_path / "mine.tflite"
+    user_file.write_bytes(b"my own file")
+    assert_one_line_error(run_cli("export", "efficientnet_edgetpu_s", "--random-calibration", "--classes", "4",
+                                  "--resolution", "32", "--out", str(user_file)), "mine.tflite", "--force")
+    assert user_file.read_bytes() == b"my own file"
+    ours = tmp_path / "seg"
+    first = run_cli("partition", str(int8_model), "--segments", "2", "--out", str(ours))
+    assert first.returncode == 0, first.stderr[-2000:]
+    again = run_cli("partition", str(int8_model), "--segments", "2", "--out", str(ours))
+    assert again.returncode == 0, again.stderr[-2000:]  # our own segments (with their sidecars) are replaced
+    shutil.copy(user_file, ours / "tiny_segment_0_of_2.tflite")
+    (ours / "tiny_segment_0_of_2.json").unlink()
+    assert_one_line_error(run_cli("partition", str(int8_model), "--segments", "2", "--out", str(ours)),
+                          "tiny_segment_0_of_2.tflite", "--force")
+
+
+@pytest.mark.parametrize("command", ["report", "partition", "compile"])
+def test_an_output_of_the_wrong_kind_is_one_line(int8_model, command, tmp_path):
+    folder = tmp_path / "page.html"
+    folder.mkdir()
+    a_file = tmp_path / "a_file"
+    a_file.write_text("keep me")
+    args = {"report": ["report", str(int8_model), "--out", str(folder)],
+            "partition": ["partition", str(int8_model), "--segments", "2", "--out", str(a_file)],
+            "compile": ["compile", str(int8_model), "--out-dir", str(a_file)]}[command]
+    assert_one_line_error(run_cli(*args), "exists and is not a")
+    assert a_file.read_text() == "keep me" and folder.is_dir() and not list(folder.iterdir())
+
+
+def test_segments_in_another_folder_classify_and_a_partial_pipeline_is_one_line(int8_model, tmp_path):
+    import json
+
+    from PIL import Image
+
+    image = tmp_path / "x.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(image)
+    out = tmp_path / "segments"
+    assert run_cli("partition", str(int8_model), "--segments", "2", "--out", str(out)).returncode == 0
+    segs = [str(out / f"tiny_segment_{i}_of_2.tflite") for i in range(2)]
+    both = run_cli("classify", *segs, str(image), "--json")
+    assert both.returncode == 0, both.stderr[-2000:]
+    whole = run_cli("classify", str(int8_model), str(image), "--json")
+    top = [json.loads(r.stdout)["results"][0]["predictions"][0]["label"] for r in (both, whole)]
+    assert top[0] == top[1] and top[0] in "abcd"
+    for partial in ([segs[0]], [segs[1]], segs[::-1]):
+        assert_one_line_error(run_cli("classify", *partial, str(image)), "give the segment files in order, all 2")
