@@ -10,8 +10,11 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import subprocess
+import threading
 from dataclasses import dataclass
+from typing import Any
 
 from edgetpu_models.counts import INT32_MAX, parse_count
 from edgetpu_models.deploy.edgetpu_check import CompatibilityReport, OpRow, check_tflite
@@ -256,18 +259,67 @@ def _results(stdout: str, paths: list[str], out_dir: str, segments: int | None) 
     return results
 
 
+MAX_OUTPUT_BYTES = 64 << 20
+"""The most of the compiler's stdout (and, separately, stderr) kept; a compiler printing more is stopped. Real runs
+print a few KB to a few MB (the operator table); 1.5 GB of output once took 5.5 GB of memory to read whole."""
+TIMEOUT_GRACE_S = 30
+"""Seconds past the compiler's own -t timeout before its process group is killed."""
+
+
+def _kill_group(proc: "subprocess.Popen[bytes]") -> None:
+    """Ends the compiler and every child it started (its own process group)."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except OSError:
+        pass
+
+
+def _pump(stream: Any, keep: bytearray, proc: "subprocess.Popen[bytes]", overflow: list[bool]) -> None:
+    """Reads `stream` to its end, keeping up to MAX_OUTPUT_BYTES; past that, stops the compiler."""
+    while chunk := stream.read(1 << 16):
+        room = MAX_OUTPUT_BYTES - len(keep)
+        keep += chunk[:max(room, 0)]
+        if len(chunk) > room and not overflow[0]:
+            overflow[0] = True
+            _kill_group(proc)
+
+
+def run_guest(cmd: list[str], timeout_s: float) -> tuple[int, str, str, str | None]:
+    """Runs an external tool as a guest: in its own process group (killed whole on timeout or when it prints more
+    than MAX_OUTPUT_BYTES), output read with a bound. (exit code, stdout, stderr, why it was stopped or None)."""
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            start_new_session=True)
+    out, err, overflow = bytearray(), bytearray(), [False]
+    pumps = [threading.Thread(target=_pump, args=(s, b, proc, overflow), daemon=True)
+             for s, b in ((proc.stdout, out), (proc.stderr, err))]
+    for t in pumps:
+        t.start()
+    stopped = None
+    try:
+        proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        stopped = f"did not finish within {timeout_s:g} s"
+    _kill_group(proc)  # also any child left running after the compiler itself ended
+    proc.wait()
+    for t in pumps:
+        t.join()
+    if overflow[0] and stopped is None:
+        stopped = f"printed more than {MAX_OUTPUT_BYTES} bytes"
+    return (proc.returncode, out.decode("utf-8", "replace"), err.decode("utf-8", "replace"), stopped)
+
+
 def _run(cmd: list[str], exe: str, path: str, timeout_s: int) -> "subprocess.CompletedProcess[str]":
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s + 30)
-    except subprocess.TimeoutExpired:
-        raise CompilerError(f"{path}: {COMPILER} did not finish within {timeout_s + 30} s") from None
+        code, stdout, stderr, stopped = run_guest(cmd, timeout_s + TIMEOUT_GRACE_S)
     except OSError as e:
         raise CompilerError(f"{exe}: cannot run ({e.strerror or e})") from None
-    if proc.returncode != 0:
-        text = (proc.stderr + "\n" + proc.stdout).strip().splitlines()
+    if stopped is not None:
+        raise CompilerError(f"{path}: {COMPILER} {stopped}; stopped it and its child processes")
+    if code != 0:
+        text = (stderr + "\n" + stdout).strip().splitlines()
         first = next((ln for ln in text if "error" in ln.lower()), text[0] if text else "no output")
-        raise CompilerError(f"{path}: {COMPILER} failed (exit {proc.returncode}): {first.strip()}")
-    return proc
+        raise CompilerError(f"{path}: {COMPILER} failed (exit {code}): {first.strip()[:300]}")
+    return subprocess.CompletedProcess(cmd, code, stdout, stderr)
 
 
 def split_compiler_output(text: str) -> list[str]:

@@ -265,3 +265,54 @@ def test_segments_in_another_folder_classify_and_a_partial_pipeline_is_one_line(
     assert top[0] == top[1] and top[0] in "abcd"
     for partial in ([segs[0]], [segs[1]], segs[::-1]):
         assert_one_line_error(run_cli("classify", *partial, str(image)), "give the segment files in order, all 2")
+
+
+def _fake_compiler(folder, body: str) -> str:
+    import os
+    import sys
+
+    script = folder / "edgetpu_compiler"
+    script.write_text(f"#!{sys.executable}\nimport os, subprocess, sys, time\n{body}\n")
+    os.chmod(script, 0o755)
+    return str(script)
+
+
+def test_a_compiler_that_prints_without_end_is_stopped_with_a_bound(int8_model, tmp_path, monkeypatch):
+    from edgetpu_models.deploy import compiler as comp
+
+    monkeypatch.setattr(comp, "MAX_OUTPUT_BYTES", 1 << 20)
+    fake = _fake_compiler(tmp_path, "line = b'x' * 65535 + b'\\n'\nwhile True:\n    sys.stdout.buffer.write(line)")
+    with pytest.raises(comp.CompilerError, match="printed more than 1048576 bytes"):
+        comp.compile_models([str(int8_model)], str(tmp_path / "out"), compiler=fake)
+
+
+def test_a_compiler_timeout_ends_its_children_too(int8_model, tmp_path, monkeypatch):
+    import os
+    import time
+
+    from edgetpu_models.deploy import compiler as comp
+
+    monkeypatch.setattr(comp, "TIMEOUT_GRACE_S", 0)
+    pid_file = tmp_path / "child.pid"
+    fake = _fake_compiler(tmp_path, f"child = subprocess.Popen(['sleep', '1000'])\n"
+                                    f"open({str(pid_file)!r}, 'w').write(str(child.pid))\ntime.sleep(1000)")
+    with pytest.raises(comp.CompilerError, match="did not finish within 1 s"):
+        comp.compile_models([str(int8_model)], str(tmp_path / "out"), compiler=fake, timeout_s=1)
+    child = int(pid_file.read_text())
+    while os.path.exists(f"/proc/{child}") and open(f"/proc/{child}/stat").read().split(")")[1].split()[0] != "Z":
+        time.sleep(0.1)  # the suite's hang guard bounds this wait
+
+
+def test_a_failing_compiler_comparison_keeps_the_partition_plan(int8_model, tmp_path):
+    import json
+    import os
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    _fake_compiler(bin_dir, "print('Edge TPU Compiler version 16.0'); print('Internal compiler error'); sys.exit(1)")
+    env = {"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+    result = run_cli("partition", str(int8_model), "--segments", "2", "--out", str(tmp_path / "seg"), "--json",
+                     env=env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert len(json.loads(result.stdout)["files"]) == 2
+    assert "comparison skipped" in result.stderr
