@@ -23,6 +23,7 @@ The spec path is TF-free (JSON/YAML text -> `Spec` -> `estimate_spec`).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import hashlib
@@ -40,7 +41,7 @@ import time
 from collections import OrderedDict
 from concurrent import futures
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import grpc
 from google.protobuf import message_factory
@@ -101,14 +102,34 @@ def one_line(text: str, limit: int = MAX_ERROR_CHARS) -> str:
 # ----------------------------------------------------------------------------------------------------------------------
 # Request -> estimate -> response
 
+_call = threading.local()
+"""Per-call state of the thread serving a call: `specs`, the specs it parsed (text -> Spec), so each is parsed once."""
+
+
+@contextlib.contextmanager
+def _parse_once() -> Iterator[None]:
+    """Within the block, `parse_spec_text` parses each spec text of this call once (admission, then estimation)."""
+    _call.specs = {}
+    try:
+        yield
+    finally:
+        _call.specs = None
+
+
 def parse_spec_text(text: str, where: str = "request spec") -> Spec:
     """A spec sent as JSON (what `LatencyClient` sends: fast to parse) or YAML text (what a person sends); YAML alias
     expansion is bounded (`io_utils.load_yaml_text`)."""
+    memo = getattr(_call, "specs", None)
+    if memo is not None and text in memo:
+        return memo[text]
     try:
         data = json.loads(text)
     except (ValueError, RecursionError):
         data = load_yaml_text(text, where, RequestError)
-    return spec_from_dict(data, source=where)
+    spec = spec_from_dict(data, source=where)
+    if memo is not None:
+        memo[text] = spec
+    return spec
 
 
 def served_targets(measured: bool = False) -> list[str]:
@@ -134,6 +155,22 @@ def check_target(target: str, measured: bool = False) -> Any:
         raise TargetError(f"{target}: measured target not served here (it times a real model on the server host); "
                           f"available: {', '.join(served_targets(False))}")
     return t
+
+
+SPEC_BYTES_PER_COST = 32
+"""Admission from sizes alone: a spec's text counts one block per this many bytes, so its parsing is paid for too (a
+spec padded with 8 MB of comments costs as much as 250 000 blocks: an expensive call before it is read at all)."""
+
+
+def size_cost(request: latency_pb2.EstimateRequest) -> int:
+    """What a request costs, in blocks, from sizes known before any parsing: a .tflite one per 10 bytes, a spec text
+    one per SPEC_BYTES_PER_COST bytes, a zoo model about 50."""
+    kind = request.WhichOneof("model")
+    if kind == "tflite":
+        return len(request.tflite) // 10
+    if kind == "spec":
+        return len(request.spec) // SPEC_BYTES_PER_COST
+    return 50
 
 
 def request_cost(request: latency_pb2.EstimateRequest, where: str = "request") -> int:
@@ -354,21 +391,27 @@ class LatencyService:
             context.abort(grpc.StatusCode.UNAVAILABLE, f"server busy: {what} waits behind {self.expensive.slots} "
                                                        f"expensive calls (big batches, .tflite files); retry later")
 
-    def _gated(self, cost: int, context: grpc.ServicerContext, what: str, work: Callable[[], Any]) -> Any:
-        """`work()`, after waiting for a turn among the expensive calls if `cost` says it is one."""
-        if cost <= EXPENSIVE_COST:
-            return work()
-        self._expensive_turn(context, what)
-        try:
-            return work()
-        finally:
-            self.expensive.leave()
+    def _gated(self, requests: Sequence[latency_pb2.EstimateRequest], context: grpc.ServicerContext, what: str,
+               work: Callable[[], Any]) -> Any:
+        """`work()`, after a turn among the expensive calls when the call is one. Admission is decided before any
+        parsing from sizes (`size_cost`): a large text waits for its turn unread. Only a call that is small by size is
+        parsed (bounded work) to count its blocks (`request_cost`: depth scaling can make a short spec deep); each
+        spec text is parsed once for both admission and estimation (`_parse_once`)."""
+        with _parse_once():
+            if sum(size_cost(r) for r in requests) <= EXPENSIVE_COST:
+                names = ["request"] if len(requests) == 1 else [f"requests[{i}]" for i in range(len(requests))]
+                if sum(request_cost(r, w) for r, w in zip(requests, names)) <= EXPENSIVE_COST:
+                    return work()
+            self._expensive_turn(context, what)
+            try:
+                return work()
+            finally:
+                self.expensive.leave()
 
     @_rpc
     def Estimate(self, request: latency_pb2.EstimateRequest,
                  context: grpc.ServicerContext) -> latency_pb2.EstimateResponse:
-        return self._gated(request_cost(request, "request"), context, "Estimate",
-                           lambda: self._estimate_cached(request, "request")[0])
+        return self._gated([request], context, "Estimate", lambda: self._estimate_cached(request, "request")[0])
 
     @_rpc
     def EstimateBatch(self, request: latency_pb2.EstimateBatchRequest,
@@ -377,8 +420,8 @@ class LatencyService:
         if count > self.max_batch:
             raise RequestError(f"requests: {count} models in one EstimateBatch; this server takes at most "
                                f"{self.max_batch} per call")
-        cost = sum(request_cost(r, f"requests[{i}]") for i, r in enumerate(request.requests))
-        return self._gated(cost, context, f"EstimateBatch of {count}", lambda: self._estimate_batch(request, context))
+        return self._gated(request.requests, context, f"EstimateBatch of {count}",
+                           lambda: self._estimate_batch(request, context))
 
     def _estimate_batch(self, request: latency_pb2.EstimateBatchRequest,
                         context: grpc.ServicerContext) -> latency_pb2.EstimateBatchResponse:

@@ -316,3 +316,35 @@ def test_a_failing_compiler_comparison_keeps_the_partition_plan(int8_model, tmp_
     assert result.returncode == 0, result.stderr[-2000:]
     assert len(json.loads(result.stdout)["files"]) == 2
     assert "comparison skipped" in result.stderr
+
+
+def test_the_server_admits_by_size_before_parsing_and_parses_once(monkeypatch):
+    """Specs padded with comments used to be parsed (twice) before the gate for expensive calls."""
+    import json
+
+    from edgetpu_models.nas.service import server as srv_mod
+    from edgetpu_models.nas.service.client import LatencyClient
+    from edgetpu_models.zoo import zoo_spec
+
+    parses = []
+    real = srv_mod.spec_from_dict
+    holder = []
+
+    def counting(data, source=None):
+        gate = holder[0].service.expensive
+        parses.append(gate._free._value < gate.slots)  # is a turn among the expensive calls held?
+        return real(data, source=source)
+
+    monkeypatch.setattr(srv_mod, "spec_from_dict", counting)
+    small = json.dumps(zoo_spec("efficientnet_edgetpu_s")[0].to_dict())
+    padded = "# " + "x" * 200_000 + "\n" + small  # YAML: a long comment, then the spec
+    with srv_mod.LatencyServer(srv_mod.ServerConfig(port=0, threads=4, grace_s=1)) as server:
+        holder.append(server)
+        with LatencyClient(server.address, timeout_s=60) as client:
+            plain = client.estimate(json.loads(small))
+            assert parses == [False]  # small: parsed once, no expensive turn
+            parses.clear()
+            req = srv_mod.latency_pb2.EstimateRequest(spec=padded, target="coral-usb")
+            resp = client._call(client._rpc.Estimate, req, "Estimate")
+            assert parses == [True]  # large by size: parsed once, and only after its turn came
+    assert resp.latency_ms == pytest.approx(plain["latency_ms"])
