@@ -213,22 +213,34 @@ class EvalReport:
 
 
 def decoded_batches(files: Sequence[str], preprocess: Preprocess, batch: int, workers: int,
-                    timer: list[float]) -> Iterator[np.ndarray]:
-    """Normalised float32 batches [B,H,W,3] of `files` in order, decoded by `workers` threads, two batches ahead."""
-    def load(path: str) -> np.ndarray:
+                    timer: list[float], failed: set[int] | None = None) -> Iterator[tuple[np.ndarray, list[int]]]:
+    """(normalised float32 batch [B,H,W,3], the indices of its files) of `files` in order, decoded by `workers`
+    threads, two batches ahead. A file that fails to decode (cut short, changed since it was listed) is left out of
+    its batch and its index added to `failed`: one bad file never loses a run."""
+    def load(path: str) -> np.ndarray | None:
         t0 = time.perf_counter()
-        x = preprocess.load(path)
-        timer[0] += time.perf_counter() - t0
-        return x
+        try:
+            return preprocess.load(path)
+        except DatasetError:
+            return None
+        finally:
+            timer[0] += time.perf_counter() - t0
+
+    def gather(start: int, futures: list) -> tuple[np.ndarray, list[int]]:
+        got = [(start + i, f.result()) for i, f in enumerate(futures)]
+        if failed is not None:
+            failed.update(i for i, x in got if x is None)
+        kept = [(i, x) for i, x in got if x is not None]
+        return (np.stack([x for _, x in kept]) if kept else np.zeros((0, 0, 0, 3), np.float32)), [i for i, _ in kept]
 
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode") as pool:
         pending: deque = deque()
         for start in range(0, len(files), batch):
-            pending.append([pool.submit(load, f) for f in files[start:start + batch]])
+            pending.append((start, [pool.submit(load, f) for f in files[start:start + batch]]))
             if len(pending) > 2:
-                yield np.stack([f.result() for f in pending.popleft()])
+                yield gather(*pending.popleft())
         while pending:
-            yield np.stack([f.result() for f in pending.popleft()])
+            yield gather(*pending.popleft())
 
 
 def _metrics(scores: np.ndarray, truth: np.ndarray, keys: Sequence[str], names: dict[str, str]) -> tuple:
@@ -293,19 +305,24 @@ def evaluate(models: Sequence["str | os.PathLike[str]"], data: "str | os.PathLik
     workers = workers or min(8, os.cpu_count() or 1)
     decode = [0.0]
     t0 = time.perf_counter()
-    scores, seconds = _run_groups(runners, dataset.files, batch, workers, decode, on_images)
+    scores, seconds, kept = _run_groups(runners, dataset.files, batch, workers, decode, on_images)
     wall = time.perf_counter() - t0
+    if not kept:
+        raise DatasetError(f"{dataset.directory}: none of the {len(dataset.files)} images could be decoded")
+    undecodable = len(dataset.files) - len(kept)
+    keys = [dataset.keys[i] for i in kept]
     names = _class_names(dataset)
     evals = []
     for r, truth, s, sec in zip(runners, truths, scores, seconds):
-        top1, top5, per_class = _metrics(s, truth, dataset.keys, names)
+        truth = truth[kept]
+        top1, top5, per_class = _metrics(s, truth, keys, names)
         pre = {**r.preprocess.to_dict(), "normalization_from": r.normalization_source}
         evals.append(ModelEval(r.path, r.kind + (" int8" if r.quantized else " float"), r.backend, r.quantized, pre,
                                len(s), top1, top5, per_class, len(s) / max(sec, 1e-9), sec, r.batch, threads, s,
                                truth))
     floats = [e for e in evals if not e.quantized]
     comparisons = [compare(floats[0], e) for e in evals if e.quantized and floats]
-    return EvalReport(dataset.directory, dataset.layout, split, len(dataset.files), len(dataset.skipped),
+    return EvalReport(dataset.directory, dataset.layout, split, len(kept), len(dataset.skipped) + undecodable,
                       len(dataset.classes), evals, comparisons, wall, decode[0], workers)
 
 
@@ -322,22 +339,34 @@ def _override(pre: Preprocess, pipeline: str | None, crop: float | None) -> Prep
 
 
 def _run_groups(runners: list, files: Sequence[str], batch: int, workers: int, decode: list[float],
-                on_images: Callable[[int], None] | None) -> tuple[list[np.ndarray], list[float]]:
-    """Scores of every runner; runners with the same preprocessing share one pass over the decoded images."""
+                on_images: Callable[[int], None] | None) -> tuple[list[np.ndarray], list[float], list[int]]:
+    """(scores of every runner, seconds, indices of the files scored): runners with the same preprocessing share one
+    pass over the decoded images; a file any pass could not decode is dropped from every runner's scores, so all are
+    scored on the same images."""
     groups: dict[Preprocess, list[int]] = {}
     for i, r in enumerate(runners):
         groups.setdefault(r.preprocess, []).append(i)
     parts: list[list[np.ndarray]] = [[] for _ in runners]
+    rows: list[list[int]] = [[] for _ in runners]
     seconds = [0.0] * len(runners)
+    failed: set[int] = set()
     for pre, members in groups.items():
-        for x in decoded_batches(files, pre, batch, workers, decode):
+        for x, idx in decoded_batches(files, pre, batch, workers, decode, failed):
             for i in members:
                 t0 = time.perf_counter()
-                parts[i].append(runners[i].scores(x))
+                if len(idx):
+                    parts[i].append(runners[i].scores(x))
+                rows[i].extend(idx)
                 seconds[i] += time.perf_counter() - t0
             if on_images:
-                on_images(len(x) * len(members), len(files) * len(runners))
-    return [np.concatenate(p) for p in parts], seconds
+                on_images(len(idx) * len(members), len(files) * len(runners))
+    kept = [i for i in range(len(files)) if i not in failed]
+    scores = []
+    for p, r in zip(parts, rows):
+        s = np.concatenate(p) if p else np.zeros((0, 1), np.float32)
+        pos = {f: j for j, f in enumerate(r)}
+        scores.append(s[[pos[i] for i in kept]] if len(r) != len(kept) else s)
+    return scores, seconds, kept
 
 
 def _pct(x: float | None) -> str:

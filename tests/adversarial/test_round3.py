@@ -348,3 +348,55 @@ def test_the_server_admits_by_size_before_parsing_and_parses_once(monkeypatch):
             resp = client._call(client._rpc.Estimate, req, "Estimate")
             assert parses == [True]  # large by size: parsed once, and only after its turn came
     assert resp.latency_ms == pytest.approx(plain["latency_ms"])
+
+
+def _short_idat_png(path, size: int = 32) -> None:
+    """A PNG whose chunks and checksums are all valid but whose pixel data stops halfway (listing passes it)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    rng = np.random.default_rng(1)
+    rows = b"".join(b"\0" + rng.integers(0, 255, 3 * size, dtype=np.uint8).tobytes() for _ in range(size))
+    data = zlib.compress(rows)
+    ihdr = struct.pack(">IIBBBBB", size, size, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", data[: len(data) // 2])
+                     + chunk(b"IEND", b""))
+
+
+def _labelled_folder(root, per_class: int = 6):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for c in "ab":
+        (root / c).mkdir(parents=True)
+        for i in range(per_class):
+            Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(root / c / f"{i}.jpg", quality=90)
+    return root
+
+
+def test_one_bad_file_never_loses_an_evaluation(int8_model, tmp_path):
+    """A JPEG cut to 60% passed the listing (headers only) and then aborted `evaluate` with no result."""
+    import json
+
+    data = _labelled_folder(tmp_path / "data")
+    jpeg = data / "a" / "0.jpg"
+    jpeg.write_bytes(jpeg.read_bytes()[: int(jpeg.stat().st_size * 0.6)])
+    _short_idat_png(data / "b" / "short.png")  # valid checksums: only decoding finds it
+    result = run_cli("evaluate", str(int8_model), "--data", str(data), "--json")
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads(result.stdout)
+    assert report["images"] == 11 and report["skipped"] == 2
+    assert report["models"][0]["top5"] is None  # 4 classes: not applicable
+
+
+def test_a_truncated_jpeg_is_skipped_and_counted_at_listing(tmp_path):
+    from edgetpu_models.data import list_image_folder
+
+    data = _labelled_folder(tmp_path / "data")
+    jpeg = data / "a" / "0.jpg"
+    jpeg.write_bytes(jpeg.read_bytes()[: int(jpeg.stat().st_size * 0.6)])
+    listing = list_image_folder(str(data))
+    assert len(listing.files) == 11 and listing.skipped == [str(jpeg)]
