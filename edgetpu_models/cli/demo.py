@@ -185,6 +185,11 @@ class _DemoRun:
         data = self.data
         self.say(f"      {data.num_train} train / {data.num_val} held-out images, {data.num_classes} classes"
                  + (f", {data.skipped} unreadable file(s) skipped" if data.skipped else ""))
+        from edgetpu_models.quantize.ptq import require_calibration_images
+
+        # step 4 calibrates the int8 export on the training split: say so now, not after training
+        require_calibration_images(data.num_train, f"{self.data_dir} (training split)",
+                                   " (step 4, export); give a folder with more images")
 
     # 2. train
     def train_float(self) -> None:

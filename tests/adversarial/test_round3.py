@@ -400,3 +400,20 @@ def test_a_truncated_jpeg_is_skipped_and_counted_at_listing(tmp_path):
     jpeg.write_bytes(jpeg.read_bytes()[: int(jpeg.stat().st_size * 0.6)])
     listing = list_image_folder(str(data))
     assert len(listing.files) == 11 and listing.skipped == [str(jpeg)]
+
+
+@pytest.mark.parametrize("command", ["demo", "quantize"])
+def test_too_few_calibration_images_fail_before_training(command, tmp_path):
+    """`demo --data` on 96 images failed at step 4 (export), after training; `quantize` ran QAT first."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for c in "ab":
+        (tmp_path / "data" / c).mkdir(parents=True)
+        for i in range(48):
+            Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(tmp_path / "data" / c / f"{i}.png")
+    out = tmp_path / ("run" if command == "demo" else "q.keras")
+    model = ["efficientnet_edgetpu_s"] if command == "quantize" else []
+    result = run_cli(command, *model, "--data", str(tmp_path / "data"), "--out", str(out))
+    assert_one_line_error(result, "at least 100")
+    assert not out.exists()
