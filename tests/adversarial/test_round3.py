@@ -95,9 +95,16 @@ def test_atomic_writes_respect_the_umask(tmp_path):
     assert modes == {"m.tflite": 0o640, "m.json": 0o640, "fit.json": 0o640}
 
 
-@pytest.mark.parametrize("value", ["2G", "4294967296", "1e400", "nan", "-1", "9" * 400, "64MB.5"])
-def test_sizes_that_do_not_fit_the_types_are_one_line(value):
-    result = run_cli("latency-server", "--port", "0", "--max-message-bytes", value, timeout=60)
+def test_sizes_that_do_not_fit_the_types_are_one_line():
+    import argparse
+
+    from edgetpu_models.cli.args import size_arg
+    from edgetpu_models.counts import INT32_MAX
+
+    for value in ("2G", "4294967296", "1e400", "nan", "-1", "9" * 400, "64MB.5"):
+        with pytest.raises(argparse.ArgumentTypeError, match="expected a byte size"):
+            size_arg(1024, INT32_MAX)(value)
+    result = run_cli("latency-server", "--port", "0", "--max-message-bytes", "2G", timeout=60)
     assert_one_line_error(result, "--max-message-bytes")
 
 
@@ -175,10 +182,21 @@ def test_estimate_reaches_a_token_server_with_token_file(token_server):
 
 
 @pytest.mark.parametrize("address", ["host:0", "host:65536", "host:99999999999999999999999", ":50051", "host",
-                                     "::1:50051", "ho st:1", "http://h:1", "h:-1"])
-def test_every_host_port_is_parsed_in_one_place(address, tmp_path):
-    for args in (["estimate", "efficientnet_edgetpu_s", "--server", address],
-                 ["nas", "search", "--latency-server", address, "--out", str(tmp_path / "s"),
+                                     "::1:50051", "ho st:1", "http://h:1", "h:-1", "[::1]:0"])
+def test_every_host_port_is_parsed_in_one_place(address):
+    from edgetpu_models.counts import parse_host_port
+    from edgetpu_models.nas.service.client import LatencyClient, LatencyServerError
+
+    with pytest.raises(ValueError, match="expected HOST:PORT"):
+        parse_host_port(address)
+    with pytest.raises(LatencyServerError, match="expected HOST:PORT"):
+        LatencyClient(address)
+    assert parse_host_port("[::1]:50051") == ("[::1]", 50051) and parse_host_port("a-b.c:1") == ("a-b.c", 1)
+
+
+def test_both_server_flags_use_the_one_parser(tmp_path):
+    for args in (["estimate", "efficientnet_edgetpu_s", "--server", "host:65536"],
+                 ["nas", "search", "--latency-server", "host:65536", "--out", str(tmp_path / "s"),
                   "--latency-target-ms", "5"]):
         assert_one_line_error(run_cli(*args), "HOST:PORT")
     assert not (tmp_path / "s").exists()
