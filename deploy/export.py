@@ -120,10 +120,12 @@ files that are not earlier exports to `out_path` (a file without a sidecar, anot
         raise ExportError(f"{out_path}: expected a .tflite output file name")
     if io_dtype not in IO_DTYPES:
         raise ExportError(f"io_dtype: expected one of {', '.join(IO_DTYPES)}, got {io_dtype!r}")
-    check_destination(out_path, foreign=foreign_outputs(out_path), force=force)  # before the conversion's work
     normalization = normalization or Normalization()
     shape = static_input_shape(model)
     labels = _checked_labels(model, labels)
+    intended = Sidecar(model=model_name or model.name, normalization=normalization,
+                       labels=tuple(labels) if labels is not None else None)
+    check_destination(out_path, foreign=foreign_outputs(out_path, intended), force=force)  # before converting
     representative, calibration = _calibration(int8, representative, random_calibration, shape, normalization)
     counter = [0]
     data = convert(model, int8=int8, io_dtype=io_dtype, representative=representative, counter=counter)
