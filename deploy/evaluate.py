@@ -33,7 +33,7 @@ from edgetpu_models.deploy.eval_data import (
 )
 from edgetpu_models.errors import DatasetError, ModelFileError
 from edgetpu_models.imagenet import is_imagenet_head
-from edgetpu_models.metrics import topk_applicable, topk_credit
+from edgetpu_models.metrics import top1_agreement, topk_applicable, topk_credit
 
 TOP_K = 5
 LOSING_CLASSES = 5
@@ -259,7 +259,7 @@ def _metrics(scores: np.ndarray, truth: np.ndarray, keys: Sequence[str], names: 
 
 def compare(ref: ModelEval, quant: ModelEval) -> Comparison:
     """Float `ref` against quantized `quant` on the same images."""
-    agree = float(np.mean(ref.scores.argmax(1) == quant.scores.argmax(1)))
+    agree = float(np.mean(top1_agreement(ref.scores, quant.scores)))  # ties never agree in class-index order
     drops = [{"class": key, "name": rc["name"], "images": rc["images"], "float_top1": rc["top1"],
               "quantized_top1": quant.per_class[key]["top1"], "drop": rc["top1"] - quant.per_class[key]["top1"]}
              for key, rc in ref.per_class.items()]

@@ -42,6 +42,17 @@ def topk_credit(scores: Any, truth: Any, k: int, xp: Any = np) -> Any:
     return xp.where(equal > 0, share, xp.zeros_like(share))
 
 
+def top1_agreement(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Per sample, the chance that two models' top-1 classes agree when each breaks its ties uniformly at random (the
+    same rule as `topk_credit`): 1 for one clear shared winner, 1/1000 for two all-zero 1000-class outputs (argmax
+    would call those a perfect agreement on class 0)."""
+    a, b = np.atleast_2d(np.asarray(a, np.float64)), np.atleast_2d(np.asarray(b, np.float64))
+    top_a = a == a.max(axis=1, keepdims=True)
+    top_b = b == b.max(axis=1, keepdims=True)
+    share = (top_a & top_b).sum(axis=1)
+    return share / np.maximum(top_a.sum(axis=1) * top_b.sum(axis=1), 1)
+
+
 def topk_accuracy(scores: np.ndarray, truth: np.ndarray, k: int) -> float | None:
     """Mean tie-aware top-`k` credit, or None when top-`k` is not applicable to this many classes."""
     scores = np.asarray(scores)

@@ -23,6 +23,13 @@ def test_a_tie_never_earns_a_hit_in_class_index_order():
     assert topk_credit(nan, np.array([0]), 5)[0] == 0.0
 
 
+def test_all_zero_outputs_do_not_agree_perfectly():
+    from edgetpu_models.metrics import top1_agreement
+
+    assert top1_agreement(np.zeros((2, 1000)), np.zeros((2, 1000))) == pytest.approx([1e-3, 1e-3])
+    assert top1_agreement([[0.1, 0.9]], [[0.2, 0.8]]) == pytest.approx([1.0])
+
+
 def test_top5_with_five_classes_or_fewer_is_not_applicable():
     assert topk_accuracy(np.random.rand(4, 3), np.array([0, 1, 2, 0]), 5) is None
 
