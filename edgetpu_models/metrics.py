@@ -35,9 +35,10 @@ def topk_applicable(k: int, num_classes: int) -> bool:
 def topk_credit(scores: Any, truth: Any, k: int, xp: Any = np) -> Any:
     """Per-sample tie-aware top-`k` credit in [0, 1] (see the module docstring) for `scores` [N, C] and integer
     class indices `truth` [N]; `xp` is `numpy` or `tf.experimental.numpy`."""
+    count = xp.float64 if xp is np else xp.float32  # NumPy: exact shares (k/n) as a Python division gives them
     true_score = xp.take_along_axis(scores, xp.reshape(truth, (-1, 1)), axis=1)
-    greater = xp.sum(xp.asarray(scores > true_score, dtype=xp.float32), axis=1)
-    equal = xp.sum(xp.asarray(scores == true_score, dtype=xp.float32), axis=1)
+    greater = xp.sum(xp.asarray(scores > true_score, dtype=count), axis=1)
+    equal = xp.sum(xp.asarray(scores == true_score, dtype=count), axis=1)
     share = xp.clip((float(k) - greater) / xp.maximum(equal, 1.0), 0.0, 1.0)
     return xp.where(equal > 0, share, xp.zeros_like(share))
 
