@@ -10,11 +10,17 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import subprocess
+import threading
 from dataclasses import dataclass
+from typing import Any
 
+from edgetpu_models.counts import INT32_MAX, parse_count
 from edgetpu_models.deploy.edgetpu_check import CompatibilityReport, OpRow, check_tflite
 from edgetpu_models.errors import EdgeTPUModelsError, ModelFileError
+from edgetpu_models.io_utils import check_destination
+from edgetpu_models.sidecar import derived_sidecar, foreign_outputs, write_sidecar
 
 COMPILER = "edgetpu_compiler"
 INSTALL_URL = "https://coral.ai/docs/edgetpu/compiler/#system-requirements"
@@ -51,8 +57,12 @@ class CompileResult:
 
 def size_to_bytes(text: str) -> int | None:
     """'6.03MiB' -> 6322913; '0.00B' -> 0; None if not a size."""
-    m = re.fullmatch(r"\s*([0-9.]+)\s*(B|KiB|MiB|GiB)\s*", text)
-    return int(round(float(m.group(1)) * _UNITS[m.group(2)])) if m else None
+    if re.fullmatch(r"\s*[0-9.]+\s*(B|KiB|MiB|GiB)\s*", text) is None:
+        return None
+    try:
+        return parse_count(text, units=True, what="a size")
+    except ValueError:
+        return None
 
 
 def parse_compiler_summaries(text: str) -> list[dict[str, object]]:
@@ -128,10 +138,13 @@ def parse_compiler_output(text: str, log_text: str | None = None, model: str | N
     table = rows or log_rows
     if not table:
         raise CompilerError("edgetpu_compiler output has no operator table (was it run with -s?)")
-    subgraphs = int(str(stats.get("edgetpu_subgraphs", "1")) or 1)
     for key in ("total_operations", "ops_on_edgetpu", "ops_on_cpu", "edgetpu_subgraphs"):
         if key in stats:
-            stats[key] = int(str(stats[key]))
+            try:
+                stats[key] = parse_count(str(stats[key]), lo=0, hi=INT32_MAX)
+            except ValueError as e:
+                raise CompilerError(f"edgetpu_compiler summary: {key}: {e}") from None
+    subgraphs = int(stats.get("edgetpu_subgraphs", 1) or 1)
     models = parse_compiler_summaries(text)
     if len(models) > 1:
         stats["models"] = models
@@ -169,9 +182,11 @@ def compile_tflite(path: "str | os.PathLike[str]", out_dir: "str | os.PathLike[s
 
 def compile_models(paths: "list[str | os.PathLike[str]]", out_dir: "str | os.PathLike[str] | None" = None, *,
                    timeout_s: int = DEFAULT_TIMEOUT_S, compiler: str | None = None, segments: int | None = None,
-                   min_runtime_version: int | None = None) -> list[CompileResult]:
+                   min_runtime_version: int | None = None, force: bool = False) -> list[CompileResult]:
     """One compiler run over `paths`: several models are co-compiled (they share the parameter cache in this order,
-    later ones get what is left); one result per model, or per segment with `segments`."""
+    later ones get what is left); one result per model, or per segment with `segments`. Every output gets its own
+    sidecar (derived from its model's), so each command that takes a model reads it wherever `out_dir` is. `force`:
+    replace files in the way that are not earlier outputs of ours."""
     paths = [os.fspath(p) for p in paths]
     for path in paths:
         if not os.path.isfile(path):
@@ -180,11 +195,14 @@ def compile_models(paths: "list[str | os.PathLike[str]]", out_dir: "str | os.Pat
         raise CompilerError(f"--segments: expected an integer >= 1, got {segments!r}")
     if segments and segments > 1 and len(paths) > 1:
         raise CompilerError("--segments: cuts one model; co-compiled models cannot be segmented in the same run")
+    out_dir = os.fspath(out_dir) if out_dir is not None else (os.path.dirname(os.path.abspath(paths[0])) or ".")
+    stems, _ = _output_stems(paths, segments)
+    foreign = [f for stem in stems for f in foreign_outputs(os.path.join(out_dir, f"{stem}_edgetpu.tflite"))]
+    check_destination(out_dir, folder=True, foreign=foreign, force=force)
     exe = compiler or find_compiler()
     if exe is None:
         return [CompileResult(report=check_tflite(p), compiled=False, message=missing_compiler_message())
                 for p in paths]
-    out_dir = os.fspath(out_dir) if out_dir is not None else (os.path.dirname(os.path.abspath(paths[0])) or ".")
     os.makedirs(out_dir, exist_ok=True)
     cmd = [exe, "-s", "-o", out_dir, "-t", str(int(timeout_s))]
     if segments and segments > 1:
@@ -195,17 +213,28 @@ def compile_models(paths: "list[str | os.PathLike[str]]", out_dir: "str | os.Pat
     return _results(proc.stdout, paths, out_dir, segments)
 
 
+def _output_stems(paths: list[str], segments: int | None) -> tuple[list[str], list[str]]:
+    """(stem of each output, the model it comes from): X_segment_I_of_N per segment, else each model's own stem."""
+    if segments and segments > 1:
+        stem = os.path.splitext(os.path.basename(paths[0]))[0]
+        return [f"{stem}_segment_{i}_of_{segments}" for i in range(segments)], [paths[0]] * segments
+    return [os.path.splitext(os.path.basename(p))[0] for p in paths], list(paths)
+
+
+def _write_derived_sidecar(output_path: str, model: str, stem: str) -> None:
+    """The compiled file's own sidecar, from its model's (none when the model has none)."""
+    m = re.search(r"_segment_(\d+)_of_(\d+)$", stem)
+    facts = {"compiled": True, **({"segment": f"{m.group(1)}/{m.group(2)}"} if m else {})}
+    sidecar = derived_sidecar(model, **facts)
+    if sidecar is not None:
+        write_sidecar(output_path, sidecar)
+
+
 def _results(stdout: str, paths: list[str], out_dir: str, segments: int | None) -> list[CompileResult]:
     """One result per compiled model (or segment): its part of the compiler's output, its .log, its output file."""
     version = next((ln.strip() for ln in stdout.splitlines() if ln.startswith("Edge TPU Compiler version")), "")
     chunks = split_compiler_output(stdout)
-    if segments and segments > 1:
-        stem = os.path.splitext(os.path.basename(paths[0]))[0]
-        stems = [f"{stem}_segment_{i}_of_{segments}" for i in range(segments)]
-        models = [paths[0]] * segments
-    else:
-        stems = [os.path.splitext(os.path.basename(p))[0] for p in paths]
-        models = paths
+    stems, models = _output_stems(paths, segments)
     if len(chunks) != len(stems):
         raise CompilerError(f"{paths[0]}: {COMPILER} printed {len(chunks)} model summaries, expected {len(stems)}")
     results = []
@@ -221,6 +250,8 @@ def _results(stdout: str, paths: list[str], out_dir: str, segments: int | None) 
         report = parse_compiler_output(version + "\n" + chunk, log_text, model=model)
         if len(chunks) > 1:
             report.stats["models"] = parse_compiler_summaries(stdout)
+        if os.path.exists(output_path):
+            _write_derived_sidecar(output_path, model, stem)
         results.append(CompileResult(report=report, compiled=True,
                                      output_path=output_path if os.path.exists(output_path) else None,
                                      log_path=log_path, message=f"compiled with {COMPILER} "
@@ -228,18 +259,67 @@ def _results(stdout: str, paths: list[str], out_dir: str, segments: int | None) 
     return results
 
 
+MAX_OUTPUT_BYTES = 64 << 20
+"""The most of the compiler's stdout (and, separately, stderr) kept; a compiler printing more is stopped. Real runs
+print a few KB to a few MB (the operator table); 1.5 GB of output once took 5.5 GB of memory to read whole."""
+TIMEOUT_GRACE_S = 30
+"""Seconds past the compiler's own -t timeout before its process group is killed."""
+
+
+def _kill_group(proc: "subprocess.Popen[bytes]") -> None:
+    """Ends the compiler and every child it started (its own process group)."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except OSError:
+        pass
+
+
+def _pump(stream: Any, keep: bytearray, proc: "subprocess.Popen[bytes]", overflow: list[bool]) -> None:
+    """Reads `stream` to its end, keeping up to MAX_OUTPUT_BYTES; past that, stops the compiler."""
+    while chunk := stream.read(1 << 16):
+        room = MAX_OUTPUT_BYTES - len(keep)
+        keep += chunk[:max(room, 0)]
+        if len(chunk) > room and not overflow[0]:
+            overflow[0] = True
+            _kill_group(proc)
+
+
+def run_guest(cmd: list[str], timeout_s: float) -> tuple[int, str, str, str | None]:
+    """Runs an external tool as a guest: in its own process group (killed whole on timeout or when it prints more
+    than MAX_OUTPUT_BYTES), output read with a bound. (exit code, stdout, stderr, why it was stopped or None)."""
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            start_new_session=True)
+    out, err, overflow = bytearray(), bytearray(), [False]
+    pumps = [threading.Thread(target=_pump, args=(s, b, proc, overflow), daemon=True)
+             for s, b in ((proc.stdout, out), (proc.stderr, err))]
+    for t in pumps:
+        t.start()
+    stopped = None
+    try:
+        proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        stopped = f"did not finish within {timeout_s:g} s"
+    _kill_group(proc)  # also any child left running after the compiler itself ended
+    proc.wait()
+    for t in pumps:
+        t.join()
+    if overflow[0] and stopped is None:
+        stopped = f"printed more than {MAX_OUTPUT_BYTES} bytes"
+    return (proc.returncode, out.decode("utf-8", "replace"), err.decode("utf-8", "replace"), stopped)
+
+
 def _run(cmd: list[str], exe: str, path: str, timeout_s: int) -> "subprocess.CompletedProcess[str]":
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s + 30)
-    except subprocess.TimeoutExpired:
-        raise CompilerError(f"{path}: {COMPILER} did not finish within {timeout_s + 30} s") from None
+        code, stdout, stderr, stopped = run_guest(cmd, timeout_s + TIMEOUT_GRACE_S)
     except OSError as e:
         raise CompilerError(f"{exe}: cannot run ({e.strerror or e})") from None
-    if proc.returncode != 0:
-        text = (proc.stderr + "\n" + proc.stdout).strip().splitlines()
+    if stopped is not None:
+        raise CompilerError(f"{path}: {COMPILER} {stopped}; stopped it and its child processes")
+    if code != 0:
+        text = (stderr + "\n" + stdout).strip().splitlines()
         first = next((ln for ln in text if "error" in ln.lower()), text[0] if text else "no output")
-        raise CompilerError(f"{path}: {COMPILER} failed (exit {proc.returncode}): {first.strip()}")
-    return proc
+        raise CompilerError(f"{path}: {COMPILER} failed (exit {code}): {first.strip()[:300]}")
+    return subprocess.CompletedProcess(cmd, code, stdout, stderr)
 
 
 def split_compiler_output(text: str) -> list[str]:

@@ -33,6 +33,7 @@ from edgetpu_models.deploy.eval_data import (
 )
 from edgetpu_models.errors import DatasetError, ModelFileError
 from edgetpu_models.imagenet import is_imagenet_head
+from edgetpu_models.metrics import top1_agreement, topk_applicable, topk_credit
 
 TOP_K = 5
 LOSING_CLASSES = 5
@@ -126,7 +127,8 @@ class ModelEval:
     preprocessing: dict[str, Any]
     images: int
     top1: float
-    top5: float
+    top5: float | None
+    """None when the model has 5 classes or fewer (top-5 would be 100% whatever it does)."""
     per_class: dict[str, dict[str, Any]]
     images_per_s: float
     """Images over the seconds spent in this model's inference (decoding excluded: it overlaps)."""
@@ -180,41 +182,53 @@ class EvalReport:
 
 
 def decoded_batches(files: Sequence[str], preprocess: Preprocess, batch: int, workers: int,
-                    timer: list[float]) -> Iterator[np.ndarray]:
-    """Normalised float32 batches [B,H,W,3] of `files` in order, decoded by `workers` threads, two batches ahead."""
-    def load(path: str) -> np.ndarray:
+                    timer: list[float], failed: set[int] | None = None) -> Iterator[tuple[np.ndarray, list[int]]]:
+    """(normalised float32 batch [B,H,W,3], the indices of its files) of `files` in order, decoded by `workers`
+    threads, two batches ahead. A file that fails to decode (cut short, changed since it was listed) is left out of
+    its batch and its index added to `failed`: one bad file never loses a run."""
+    def load(path: str) -> np.ndarray | None:
         t0 = time.perf_counter()
-        x = preprocess.load(path)
-        timer[0] += time.perf_counter() - t0
-        return x
+        try:
+            return preprocess.load(path)
+        except DatasetError:
+            return None
+        finally:
+            timer[0] += time.perf_counter() - t0
+
+    def gather(start: int, futures: list) -> tuple[np.ndarray, list[int]]:
+        got = [(start + i, f.result()) for i, f in enumerate(futures)]
+        if failed is not None:
+            failed.update(i for i, x in got if x is None)
+        kept = [(i, x) for i, x in got if x is not None]
+        return (np.stack([x for _, x in kept]) if kept else np.zeros((0, 0, 0, 3), np.float32)), [i for i, _ in kept]
 
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode") as pool:
         pending: deque = deque()
         for start in range(0, len(files), batch):
-            pending.append([pool.submit(load, f) for f in files[start:start + batch]])
+            pending.append((start, [pool.submit(load, f) for f in files[start:start + batch]]))
             if len(pending) > 2:
-                yield np.stack([f.result() for f in pending.popleft()])
+                yield gather(*pending.popleft())
         while pending:
-            yield np.stack([f.result() for f in pending.popleft()])
+            yield gather(*pending.popleft())
 
 
 def _metrics(scores: np.ndarray, truth: np.ndarray, keys: Sequence[str], names: dict[str, str]) -> tuple:
-    k = min(TOP_K, scores.shape[1])
-    top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
-    hit1 = top[:, 0] == truth
-    hit5 = (top == truth[:, None]).any(axis=1)
+    """(top-1, top-5 or None when the model has 5 classes or fewer, per class): tie-aware (`edgetpu_models.metrics`),
+    so a tie never earns a hit in class-index order."""
+    hit1 = topk_credit(scores, truth, 1)
+    hit5 = topk_credit(scores, truth, TOP_K) if topk_applicable(TOP_K, scores.shape[1]) else None
     per_class: dict[str, dict[str, Any]] = {}
     keys_arr = np.asarray(keys)
     for key in sorted(set(keys)):
         mask = keys_arr == key
         per_class[key] = {"name": names.get(key, key), "images": int(mask.sum()), "top1": float(hit1[mask].mean()),
-                          "top5": float(hit5[mask].mean())}
-    return float(hit1.mean()), float(hit5.mean()), per_class
+                          "top5": None if hit5 is None else float(hit5[mask].mean())}
+    return float(hit1.mean()), None if hit5 is None else float(hit5.mean()), per_class
 
 
 def compare(ref: ModelEval, quant: ModelEval) -> Comparison:
     """Float `ref` against quantized `quant` on the same images."""
-    agree = float(np.mean(ref.scores.argmax(1) == quant.scores.argmax(1)))
+    agree = float(np.mean(top1_agreement(ref.scores, quant.scores)))  # ties never agree in class-index order
     drops = [{"class": key, "name": rc["name"], "images": rc["images"], "float_top1": rc["top1"],
               "quantized_top1": quant.per_class[key]["top1"], "drop": rc["top1"] - quant.per_class[key]["top1"]}
              for key, rc in ref.per_class.items()]
@@ -260,19 +274,24 @@ def evaluate(models: Sequence["str | os.PathLike[str]"], data: "str | os.PathLik
     workers = workers or min(8, os.cpu_count() or 1)
     decode = [0.0]
     t0 = time.perf_counter()
-    scores, seconds = _run_groups(runners, dataset.files, batch, workers, decode, on_images)
+    scores, seconds, kept = _run_groups(runners, dataset.files, batch, workers, decode, on_images)
     wall = time.perf_counter() - t0
+    if not kept:
+        raise DatasetError(f"{dataset.directory}: none of the {len(dataset.files)} images could be decoded")
+    undecodable = len(dataset.files) - len(kept)
+    keys = [dataset.keys[i] for i in kept]
     names = _class_names(dataset)
     evals = []
     for r, truth, s, sec in zip(runners, truths, scores, seconds):
-        top1, top5, per_class = _metrics(s, truth, dataset.keys, names)
+        truth = truth[kept]
+        top1, top5, per_class = _metrics(s, truth, keys, names)
         pre = {**r.preprocess.to_dict(), "normalization_from": r.normalization_source}
         evals.append(ModelEval(r.path, r.kind + (" int8" if r.quantized else " float"), r.backend, r.quantized, pre,
                                len(s), top1, top5, per_class, len(s) / max(sec, 1e-9), sec, r.batch, threads, s,
                                truth))
     floats = [e for e in evals if not e.quantized]
     comparisons = [compare(floats[0], e) for e in evals if e.quantized and floats]
-    return EvalReport(dataset.directory, dataset.layout, split, len(dataset.files), len(dataset.skipped),
+    return EvalReport(dataset.directory, dataset.layout, split, len(kept), len(dataset.skipped) + undecodable,
                       len(dataset.classes), evals, comparisons, wall, decode[0], workers)
 
 
@@ -289,26 +308,38 @@ def _override(pre: Preprocess, pipeline: str | None, crop: float | None) -> Prep
 
 
 def _run_groups(runners: list, files: Sequence[str], batch: int, workers: int, decode: list[float],
-                on_images: Callable[[int], None] | None) -> tuple[list[np.ndarray], list[float]]:
-    """Scores of every runner; runners with the same preprocessing share one pass over the decoded images."""
+                on_images: Callable[[int], None] | None) -> tuple[list[np.ndarray], list[float], list[int]]:
+    """(scores of every runner, seconds, indices of the files scored): runners with the same preprocessing share one
+    pass over the decoded images; a file any pass could not decode is dropped from every runner's scores, so all are
+    scored on the same images."""
     groups: dict[Preprocess, list[int]] = {}
     for i, r in enumerate(runners):
         groups.setdefault(r.preprocess, []).append(i)
     parts: list[list[np.ndarray]] = [[] for _ in runners]
+    rows: list[list[int]] = [[] for _ in runners]
     seconds = [0.0] * len(runners)
+    failed: set[int] = set()
     for pre, members in groups.items():
-        for x in decoded_batches(files, pre, batch, workers, decode):
+        for x, idx in decoded_batches(files, pre, batch, workers, decode, failed):
             for i in members:
                 t0 = time.perf_counter()
-                parts[i].append(runners[i].scores(x))
+                if len(idx):
+                    parts[i].append(runners[i].scores(x))
+                rows[i].extend(idx)
                 seconds[i] += time.perf_counter() - t0
             if on_images:
-                on_images(len(x) * len(members), len(files) * len(runners))
-    return [np.concatenate(p) for p in parts], seconds
+                on_images(len(idx) * len(members), len(files) * len(runners))
+    kept = [i for i in range(len(files)) if i not in failed]
+    scores = []
+    for p, r in zip(parts, rows):
+        s = np.concatenate(p) if p else np.zeros((0, 1), np.float32)
+        pos = {f: j for j, f in enumerate(r)}
+        scores.append(s[[pos[i] for i in kept]] if len(r) != len(kept) else s)
+    return scores, seconds, kept
 
 
-def _pct(x: float) -> str:
-    return f"{100 * x:.2f}%"
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:.2f}%"
 
 
 def format_report(report: EvalReport, worst: int = 10) -> str:

@@ -23,7 +23,7 @@ from edgetpu_models.quantize.convert import (
     random_representative,
     static_input_shape,
 )
-from edgetpu_models.sidecar import Sidecar, sidecar_paths, write_sidecar
+from edgetpu_models.sidecar import Sidecar, foreign_outputs, sidecar_paths, write_sidecar
 from edgetpu_models.spec import Normalization
 from edgetpu_models.tflite_reader import TFLiteModel, read_tflite
 
@@ -97,7 +97,7 @@ def _calibration(int8: bool, representative: Iterable[Any] | None, random_calibr
 def export_tflite(model: Any, out_path: "str | os.PathLike[str]", *, int8: bool = True, io_dtype: str = "uint8",
                   representative: Iterable[Any] | None = None, random_calibration: bool = False,
                   model_name: str | None = None, normalization: Normalization | None = None,
-                  labels: Sequence[str] | None = None) -> ExportResult:
+                  labels: Sequence[str] | None = None, force: bool = False) -> ExportResult:
     """Converts a tf_keras model (plain, fine-tuned or tfmot-QAT) to a TFLite file for the Edge TPU.
 
     `model` may also be a zoo name, spec file or .keras/.h5 path (built with random weights / loaded); its name,
@@ -105,7 +105,8 @@ def export_tflite(model: Any, out_path: "str | os.PathLike[str]", *, int8: bool 
 
     `representative`: float32 batches [N,H,W,3] already normalised (N may be 1), e.g. `ImageFolderData.train`; at
     least MIN_CALIBRATION_IMAGES images are required. `random_calibration=True` calibrates on random pixels instead,
-    which gives working but less accurate ranges; the JSON then says "calibration": "random".
+    which gives working but less accurate ranges; the JSON then says "calibration": "random". `force`: replace existing
+files that are not earlier exports to `out_path` (a file without a sidecar, another model's sidecar).
     """
     if isinstance(model, (str, os.PathLike)):
         from edgetpu_models.keras_models import load_model_ref
@@ -119,10 +120,12 @@ def export_tflite(model: Any, out_path: "str | os.PathLike[str]", *, int8: bool 
         raise ExportError(f"{out_path}: expected a .tflite output file name")
     if io_dtype not in IO_DTYPES:
         raise ExportError(f"io_dtype: expected one of {', '.join(IO_DTYPES)}, got {io_dtype!r}")
-    check_destination(out_path)  # before the conversion's work, not after it
     normalization = normalization or Normalization()
     shape = static_input_shape(model)
     labels = _checked_labels(model, labels)
+    intended = Sidecar(model=model_name or model.name, normalization=normalization,
+                       labels=tuple(labels) if labels is not None else None)
+    check_destination(out_path, foreign=foreign_outputs(out_path, intended), force=force)  # before converting
     representative, calibration = _calibration(int8, representative, random_calibration, shape, normalization)
     counter = [0]
     data = convert(model, int8=int8, io_dtype=io_dtype, representative=representative, counter=counter)

@@ -257,13 +257,29 @@ def segment_paths(path: str, out_dir: str, n: int) -> list[str]:
     return [os.path.join(out_dir, f"{stem}_segment_{i}_of_{n}.tflite") for i in range(n)]
 
 
-def write_segments(plan: PartitionPlan, out_dir: "str | os.PathLike[str] | None" = None) -> list[str]:
-    """Writes one .tflite per segment of `plan` (atomically) and returns their paths, in pipeline order."""
+def check_segment_destination(model: str, out_dir: "str | os.PathLike[str] | None", segments: int,
+                              force: bool = False) -> str:
+    """The folder the segments go to (default: beside the model), checked before any work (`check_destination`)."""
+    from edgetpu_models.io_utils import check_destination
+    from edgetpu_models.sidecar import foreign_outputs
+
+    out_dir = os.fspath(out_dir) if out_dir is not None else (os.path.dirname(os.path.abspath(model)) or ".")
+    foreign = [f for p in segment_paths(model, out_dir, segments) for f in foreign_outputs(p)]
+    check_destination(out_dir, folder=True, foreign=foreign, force=force)
+    return out_dir
+
+
+def write_segments(plan: PartitionPlan, out_dir: "str | os.PathLike[str] | None" = None,
+                   force: bool = False) -> list[str]:
+    """Writes one .tflite per segment of `plan` (atomically), each with its own sidecar (derived from the model's,
+    so `classify`/`evaluate` read the segments wherever they are), and returns their paths, in pipeline order."""
     from ai_edge_litert.tools import flatbuffer_utils
 
     from edgetpu_models.io_utils import write_bytes_atomic
+    from edgetpu_models.sidecar import derived_sidecar, write_sidecar
 
-    out_dir = os.fspath(out_dir) if out_dir is not None else (os.path.dirname(os.path.abspath(plan.model)) or ".")
+    n = len(plan.segments)
+    out_dir = check_segment_destination(plan.model, out_dir, n, force)
     os.makedirs(out_dir, exist_ok=True)
     model = flatbuffer_utils.read_model(plan.model)
     m = read_tflite(plan.model)
@@ -273,8 +289,12 @@ def write_segments(plan: PartitionPlan, out_dir: "str | os.PathLike[str] | None"
         in_t = cuts[seg.first_op] if seg.first_op > 0 else None
         out_t = cuts[seg.end_op] if seg.end_op < len(m.operators) else None
         segment = _segment_model(model, seg.first_op, seg.end_op, in_t, out_t)
-        data = flatbuffer_utils.convert_object_to_bytearray(segment)
-        write_bytes_atomic(path, bytes(data))
+        data = bytes(flatbuffer_utils.convert_object_to_bytearray(segment))
+        sidecar = derived_sidecar(plan.model, segment=f"{seg.index}/{n}")
+        if sidecar is None:
+            write_bytes_atomic(path, data)
+        else:
+            write_sidecar(path, sidecar, model_content=data)
     return paths
 
 

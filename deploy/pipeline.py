@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import queue
+import re
 import threading
 from typing import Any, Iterable, Iterator, Sequence
 
@@ -164,12 +165,33 @@ class PipelineInterpreter:
         t.join()
 
 
+_SEGMENT = re.compile(r"^(?P<base>.*)_segment_(?P<i>\d+)_of_(?P<n>\d+)(?P<suffix>_edgetpu)?$")
+
+
+def check_segment_set(paths: Sequence["str | os.PathLike[str]"]) -> None:
+    """A list naming pipeline segment files (`X_segment_I_of_N[_edgetpu].tflite`, Coral's naming) must name all N of
+    one model, in order; otherwise one ModelFileError saying which files are wanted (running a part of a pipeline
+    would fail deep in the interpreter, or answer with a feature map instead of classes)."""
+    names = [os.path.splitext(os.path.basename(os.fspath(p)))[0] for p in paths]
+    found = [(p, _SEGMENT.match(n)) for p, n in zip(paths, names)]
+    segments = [(p, m) for p, m in found if m is not None]
+    if not segments:
+        return
+    first_path, m = segments[0]
+    n, base, suffix = int(m["n"]), m["base"], m["suffix"] or ""
+    want = [f"{base}_segment_{i}_of_{n}{suffix}.tflite" for i in range(n)]
+    given = [os.path.basename(os.fspath(p)) for p in paths]
+    if given != want:
+        raise ModelFileError(f"{os.fspath(first_path)}: segment {int(m['i'])} of a {n}-segment pipeline; give the "
+                             f"segment files in order, all {n} of them: {' '.join(want)[:300]}")
+
+
 def open_model(paths: "str | os.PathLike[str] | Sequence[str | os.PathLike[str]]", threads: int | None = None, *,
                prefer: str | None = None) -> tuple[Any, str]:
-    """(interpreter, backend) for one .tflite or, given several, for the pipeline of those segment files."""
-    if isinstance(paths, (str, os.PathLike)):
-        return make_interpreter(paths, threads, prefer=prefer)
-    paths = list(paths)
+    """(interpreter, backend) for one .tflite or, given several, for the pipeline of those segment files (all of
+    them, in order: `check_segment_set`)."""
+    paths = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
+    check_segment_set(paths)
     if len(paths) == 1:
         return make_interpreter(paths[0], threads, prefer=prefer)
     p = PipelineInterpreter(paths, threads, prefer=prefer)

@@ -19,7 +19,7 @@ from typing import Any, Sequence
 
 from edgetpu_models.deploy.edgetpu_check import CompatibilityReport, check_model
 from edgetpu_models.errors import EdgeTPUModelsError, ModelFileError, TargetError
-from edgetpu_models.io_utils import write_text_atomic
+from edgetpu_models.io_utils import check_destination, write_text_atomic
 from edgetpu_models.tflite_reader import TFLiteModel, read_tflite
 
 BOUND_GROUPS = {"compute": "compute", "activations": "memory", "weights": "memory", "param_stream": "host link",
@@ -264,12 +264,25 @@ def render_html(reports: Sequence[ModelReport], target: str) -> str:
     if len(reports) > 1:
         body.append(_comparison(reports))
     body += [_model_section(r, target) for r in reports]
-    return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>Edge TPU report: {_e(names)}</title>"
+    return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>{GENERATOR}"
+            f"<title>Edge TPU report: {_e(names)}</title>"
             f"<style>{_CSS}</style></head><body>{''.join(body)}</body></html>\n")
 
 
-def write_report(models: Sequence["str | os.PathLike[str]"], target: str, out: "str | os.PathLike[str]") \
-        -> list[ModelReport]:
+GENERATOR = "<meta name='generator' content='edgetpu-models report'>"
+
+
+def _is_our_report(path: str) -> bool:
+    """Whether an existing file is a page this command wrote (it carries GENERATOR near its start)."""
+    try:
+        with open(path, "rb") as f:
+            return GENERATOR.encode() in f.read(4096)
+    except OSError:
+        return False
+
+
+def write_report(models: Sequence["str | os.PathLike[str]"], target: str, out: "str | os.PathLike[str]",
+                 force: bool = False) -> list[ModelReport]:
     """Builds every model's report first (a bad file is an error before anything is written), then writes the page
     atomically."""
     if not models:
@@ -277,6 +290,7 @@ def write_report(models: Sequence["str | os.PathLike[str]"], target: str, out: "
     out = os.fspath(out)
     if not out.endswith((".html", ".htm")):
         raise ModelFileError(f"{out}: expected an .html output file name")
+    check_destination(out, foreign=[out] if os.path.lexists(out) and not _is_our_report(out) else [], force=force)
     reports = [model_report(m, target) for m in models]
     write_text_atomic(out, render_html(reports, target))
     return reports

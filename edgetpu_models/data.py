@@ -143,9 +143,24 @@ def _check_image(path: str) -> int | None:
                 return None
             decoder = _decoder_for(im)
             im.verify()
+        if im.format == "JPEG" and not _jpeg_ends(path):
+            with _opened(path) as im:  # no end marker: decode it whole to know (a truncated file fails here)
+                im.load()
         return decoder
     except _decode_errors():
         return None
+
+
+def _jpeg_ends(path: str, tail: int = 1 << 16) -> bool:
+    """Whether a JPEG file has its end-of-image marker (FF D9) in its last `tail` bytes: a file cut short (a partial
+    download, a full disk) has not, and `verify` reads headers only. 0xFF inside the compressed data is always
+    followed by 00 or a restart marker, so FF D9 there is the real end (or a thumbnail's, then more data follows)."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(max(0, os.path.getsize(path) - tail))
+            return b"\xff\xd9" in f.read()
+    except OSError:
+        return False
 
 
 def _decoder_for(im: Any) -> int:

@@ -5,14 +5,30 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
+
+
+def current_umask() -> int:
+    """The process umask, read without changing it (os.umask can only be read by setting it, which races with other
+    threads creating files); 0o022 where /proc is not there."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0o022
 
 
 def _temp_beside(path: str) -> tuple[int, str]:
-    """A new hidden temp file in `path`'s folder with its suffix (writers such as Keras dispatch on it)."""
+    """A new hidden temp file in `path`'s folder with its suffix (writers such as Keras dispatch on it). Its mode is
+    what `open` would give (0666 less the umask), not mkstemp's 0600, since it is renamed onto the user's file."""
     base = os.path.basename(path)
     suffix = ".weights.h5" if base.endswith(".weights.h5") else os.path.splitext(base)[1]
-    return tempfile.mkstemp(prefix=f".{base}.", suffix=suffix, dir=os.path.dirname(os.path.abspath(path)))
+    fd, tmp = tempfile.mkstemp(prefix=f".{base}.", suffix=suffix, dir=os.path.dirname(os.path.abspath(path)))
+    os.fchmod(fd, 0o666 & ~current_umask())
+    return fd, tmp
 
 
 @contextlib.contextmanager
@@ -111,6 +127,21 @@ def read_small_file(path: "str | os.PathLike[str]", what: str, error: type[Excep
     return data
 
 
+def read_token_file(path: "str | os.PathLike[str]", error: type[Exception]) -> str:
+    """A bearer token: the first line of a small file, stripped; the one reader for the server and every client.
+    Raises `error` in one line when the file is missing, unreadable, too large, not text or empty."""
+    data = read_small_file(path, "token file", error, limit=64 << 10)
+    try:
+        token = data.decode("utf-8").splitlines()[0].strip() if data.strip() else ""
+    except UnicodeDecodeError:
+        raise error(f"{os.fspath(path)}: token file is not UTF-8 text") from None
+    if not token:
+        raise error(f"{os.fspath(path)}: token file is empty (expected the token on its first line)")
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in token):
+        raise error(f"{os.fspath(path)}: the token holds control characters (not sendable as a gRPC header)")
+    return token
+
+
 def read_yaml(path: "str | os.PathLike[str]", what: str, error: type[Exception]) -> Any:
     """Parses a YAML file (see `load_yaml_text`); any failure raises `error` with one line naming the file."""
     path = os.fspath(path)
@@ -183,9 +214,12 @@ def write_group_atomic(files: "dict[str, Any]") -> None:
                 os.unlink(leftover)
 
 
-def check_destination(path: "str | os.PathLike[str]", *, folder: bool = False) -> None:
-    """Before long work: can `path` (a file, or with `folder` a folder) be written? OSError-free one-line
-    EdgeTPUModelsError naming the path when it is the wrong kind of thing or its folder cannot be written."""
+def check_destination(path: "str | os.PathLike[str]", *, folder: bool = False, foreign: Sequence[str] = (),
+                      force: bool = False) -> None:
+    """The one check of an output path, before any work: can `path` (a file, or with `folder` a folder) be written?
+    One-line EdgeTPUModelsError naming the path when it is the wrong kind of thing or its folder cannot be written,
+    or when `foreign` names existing files the write would replace that are not this command's own earlier outputs
+    (see `sidecar.foreign_outputs`), unless `force`."""
     from edgetpu_models.errors import EdgeTPUModelsError
 
     path = os.path.abspath(os.fspath(path))
@@ -203,3 +237,8 @@ def check_destination(path: "str | os.PathLike[str]", *, folder: bool = False) -
         os.unlink(probe)
     except OSError:
         raise EdgeTPUModelsError(f"{path}: cannot write there ({parent} is not a writable folder)") from None
+    if foreign and not force:
+        others = f" (and {len(foreign) - 1} more)" if len(foreign) > 1 else ""
+        raise EdgeTPUModelsError(f"{foreign[0]}{others}: exists and is not an output of this command for "
+                                 f"{os.fspath(path)}; refusing to replace it (pass --force to replace it)")
+

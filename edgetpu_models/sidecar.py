@@ -86,6 +86,49 @@ def write_sidecar(model_path: "str | os.PathLike[str]", sidecar: Sidecar, model_
     return sidecar_paths(model_path)[0]
 
 
+def derived_sidecar(source_model: "str | os.PathLike[str]", **facts: Any) -> Sidecar | None:
+    """The sidecar for a file made from `source_model` (a pipeline segment, a compiled model): the source's model name,
+    input size, normalisation and labels, plus `facts` (e.g. segment="1/2"). The source's input/output quantization
+    is left out: a segment's own tensors say theirs. None when the source has no sidecar."""
+    source = read_sidecar(source_model)
+    if source is None:
+        return None
+    extra = {k: v for k, v in source.extra.items() if k not in ("input", "output")}
+    extra.update(derived_from=os.path.basename(os.fspath(source_model)), **facts)
+    return replace(source, extra=extra, path=None, labels_file=None)
+
+
+_MODEL_EXTENSIONS = (".tflite", ".keras", ".h5", ".hdf5")
+
+
+def _says_the_same(json_path: str, intended: Sidecar) -> bool:
+    """Whether the sidecar at `json_path` already says what `intended` would (model name aside): the same labels and
+    normalisation, so rewriting it changes nothing for the other model file that shares it."""
+    try:
+        data = _read_json(json_path)
+        found = _from_json(data, json_path) if data is not None else None
+    except ModelFileError:
+        return False
+    return found is not None and found.labels == intended.labels and found.normalization == intended.normalization
+
+
+def foreign_outputs(model_path: "str | os.PathLike[str]", intended: Sidecar | None = None) -> list[str]:
+    """Existing files that writing a model to `model_path` with its sidecar would replace although they are not
+    outputs of ours for that path: the model file itself when no sidecar describes it (a file the user put there),
+    and the sidecar JSON and labels when another model file (X.keras beside X.tflite) shares them and `intended` (the
+    sidecar about to be written) would change what they say for it. Without `intended` (not known yet) shared
+    sidecars are not judged. `--force` replaces them anyway; `io_utils.check_destination` refuses them otherwise."""
+    model_path = os.fspath(model_path)
+    base, ext = os.path.splitext(model_path)
+    json_path, labels_path = sidecar_paths(model_path)
+    owners = [base + e for e in _MODEL_EXTENSIONS if e != ext.lower() and os.path.exists(base + e)]
+    shared = owners and intended is not None and not _says_the_same(json_path, intended)
+    foreign = [p for p in (json_path, labels_path) if shared and os.path.lexists(p)]
+    if os.path.lexists(model_path) and not os.path.exists(json_path):
+        foreign.insert(0, model_path)
+    return foreign
+
+
 # ----------------------------------------------------------------------------------------------------------------------
 # Reading
 

@@ -28,6 +28,7 @@ from typing import Any, Callable
 from edgetpu_models.errors import EdgeTPUModelsError, ModelFileError
 from edgetpu_models.io_utils import write_text_atomic
 from edgetpu_models.keras_io import load_keras
+from edgetpu_models.metrics import keras_topk_metric, topk_applicable
 from edgetpu_models.sidecar import Sidecar, write_sidecar
 
 OPTIMIZERS = ("rmsprop", "sgd")
@@ -102,7 +103,8 @@ class TrainResult:
     out_dir: str
     model_path: str
     top1: float
-    top5: float
+    top5: float | None
+    """None with 5 classes or fewer: top-5 is then not applicable (it would be 100%)."""
     top_k: int
     epochs: int
     initial_epoch: int
@@ -240,10 +242,12 @@ def _compile(model: Any, config: TrainConfig, steps_per_epoch: int, top_k: int) 
         kernels = _kernels(model)
         wd = config.weight_decay
         model.add_loss(lambda: wd * tf.add_n([tf.nn.l2_loss(k) for k in kernels]))
+    metrics = [keras_topk_metric(1, "top1")]  # tie-aware: a tie never earns a hit (edgetpu_models.metrics)
+    if topk_applicable(top_k, int(model.outputs[0].shape[-1])):
+        metrics.append(keras_topk_metric(top_k, "top5"))
     model.compile(optimizer=opt,
                   loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
-                  metrics=[keras.metrics.CategoricalAccuracy(name="top1"),
-                           keras.metrics.TopKCategoricalAccuracy(k=top_k, name="top5")])
+                  metrics=metrics)
 
 
 def _random_generators(model: Any) -> list:
@@ -411,7 +415,7 @@ def _train(model_ref: Any, data_dir: str, out_dir: str, config: TrainConfig, *, 
     if data is None:
         data = _load_data(req, source)
     say(_data_summary(data))
-    top_k = min(5, data.num_classes)
+    top_k = 5  # top-5 is measured only with more than 5 classes (edgetpu_models.metrics.topk_applicable)
     state = _build_state(req, dist, source, data, top_k)
     initial_epoch = _restore(req, state, say)
     if state.chief:
@@ -535,9 +539,22 @@ def _set_bn_momentum(model: Any, momentum: float) -> None:
             layer.momentum = momentum
 
 
+def _remove_partial_checkpoints(folder: str) -> None:
+    """Removes the `ckpt-N_temp` folders a run killed while saving left (TF writes a checkpoint there, then renames
+    it); the checkpoint index never names them, so nothing else would."""
+    import glob
+    import shutil
+
+    for partial in glob.glob(os.path.join(glob.escape(folder), "ckpt-*_temp")):
+        if os.path.isdir(partial) and not os.path.islink(partial):
+            shutil.rmtree(partial, ignore_errors=True)
+
+
 def _restore(req: _Request, state: _RunState, say: Callable[[str], None]) -> int:
     """The epoch to start from: the latest checkpoint's when resuming (restored into the model), else 0."""
     manager = state.manager
+    if req.resume and state.chief:
+        _remove_partial_checkpoints(req.folder.checkpoints)
     if req.resume and manager.latest_checkpoint:
         state.checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
         initial_epoch = int(state.epoch.numpy())
@@ -619,12 +636,12 @@ def _fit(req: _Request, state: _RunState, data: Any, val: Any, initial_epoch: in
         model.optimizer.finalize_variable_values(model.trainable_variables)
 
 
-def _evaluate(model: Any, val: Any) -> tuple[float, float]:
-    """(top-1, top-k) on the validation split; NaN without one."""
+def _evaluate(model: Any, val: Any) -> tuple[float, float | None]:
+    """(top-1, top-k) on the validation split; NaN without one; top-k None when not applicable (k >= classes)."""
     if val is None:
         return float("nan"), float("nan")
     scores = model.evaluate(val, verbose=0, return_dict=True)
-    return float(scores["top1"]), float(scores["top5"])
+    return float(scores["top1"]), float(scores["top5"]) if "top5" in scores else None
 
 
 def _save_outputs(req: _Request, model: Any, source: _Source, data: Any, scores: dict) -> None:

@@ -41,6 +41,14 @@ class CalibrationSet:
             yield arr
 
 
+def require_calibration_images(readable: int, where: str, then: str = "") -> None:
+    """The one check that `readable` images are enough to calibrate an int8 export (MIN_CALIBRATION_IMAGES); made
+    before expensive work whose result would then be exported (QAT, the demo's training). DatasetError in one line."""
+    if readable < MIN_CALIBRATION_IMAGES:
+        raise DatasetError(f"{where}: {readable} readable images, post-training quantization needs at least "
+                           f"{MIN_CALIBRATION_IMAGES} to calibrate{then}")
+
+
 def calibration_set(directory: "str | os.PathLike[str]", image_size: int, normalization: Normalization,
                     count: int = DEFAULT_CALIBRATION_IMAGES, seed: int = 0) -> CalibrationSet:
     """Up to `count` images of `directory` (one sub-folder per class), a seeded mix of all classes, resized and
@@ -51,8 +59,6 @@ def calibration_set(directory: "str | os.PathLike[str]", image_size: int, normal
         raise DatasetError(f"calibration images: asked for {count}, at least {MIN_CALIBRATION_IMAGES} are needed")
     data = load_image_folder(directory, image_size, normalization, batch_size=32, validation_split=0.0, seed=seed,
                              augment=False)
-    if data.num_train < MIN_CALIBRATION_IMAGES:
-        raise DatasetError(f"{directory}: {data.num_train} readable images, post-training quantization needs at "
-                           f"least {MIN_CALIBRATION_IMAGES} to calibrate")
+    require_calibration_images(data.num_train, os.fspath(directory))
     return CalibrationSet(dataset=data.train, count=min(count, data.num_train), image_size=image_size,
                           class_names=list(data.class_names), directory=os.fspath(directory))

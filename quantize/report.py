@@ -136,13 +136,15 @@ def quantization_report(model: Any, representative: Iterable[np.ndarray], *, ima
     interp = Interpreter(model_content=quant, num_threads=2)
     interp.allocate_tensors()
     inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
-    agree, errs = 0, []
+    from edgetpu_models.metrics import top1_agreement
+
+    agree, errs = 0.0, []
     for s in samples:
         interp.set_tensor(inp["index"], s)
         interp.invoke()
         q = interp.get_tensor(out["index"]).astype(np.float32)
         f = np.asarray(model(s, training=False), np.float32)
-        agree += int(np.argmax(q) == np.argmax(f))
+        agree += float(top1_agreement(q.reshape(1, -1), f.reshape(1, -1))[0])  # tie-aware
         errs.append(float(np.mean(np.abs(q - f))))
     return QuantReport(model=model_name or model.name, images=len(samples), layers=tuple(layers),
                        top1_agreement=agree / len(samples), output_mean_abs_error=float(np.mean(errs)))

@@ -60,6 +60,10 @@ def test_kill_during_epoch_2_then_resume_gives_the_uninterrupted_result(tmp_path
     proc.wait()
     assert not os.path.exists(os.path.join(killed, "checkpoints", "ckpt-2.index")), "killed too late: epoch 2 done"
     assert not os.path.exists(os.path.join(killed, "model.keras"))
+    partial = os.path.join(killed, "checkpoints", "ckpt-2_temp")  # what a kill while saving epoch 2 leaves
+    os.makedirs(partial, exist_ok=True)
+    with open(os.path.join(partial, "part-00000-of-00001.data-00000-of-00001"), "wb") as f:
+        f.write(b"\0" * 4096)
 
     # without --resume the run folder is protected
     out = subprocess.run(_cli("train", spec, "--data", data, "--out", killed, *TRAIN_ARGS), env=env,
@@ -71,6 +75,7 @@ def test_kill_during_epoch_2_then_resume_gives_the_uninterrupted_result(tmp_path
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "resuming from" in resumed.stdout and "epoch 1/2 done" in resumed.stdout
     assert os.path.exists(os.path.join(killed, "checkpoints", "ckpt-2.index"))
+    assert not os.path.exists(partial), "the resumed run leaves the killed run's partial checkpoint behind"
     history = json.loads((tmp_path / "killed" / "history.json").read_text())
     assert [h["epoch"] for h in history] == [1, 2]
 
@@ -92,7 +97,7 @@ def test_finetune_puts_a_new_head_on_loaded_weights(tmp_path, shared_dir):
     cfg = TrainConfig(epochs=1, batch_size=16, resolution=32, learning_rate=1e-6, warmup_epochs=0, ema=0.9)
     result = train("efficientnet_edgetpu_s", data, str(tmp_path / "ft"), cfg, weights=weights, progress=False)
     assert result.model.output_shape == (None, 3)
-    assert result.class_names == ["0", "1", "7"] and result.top_k == 3 and result.top5 == pytest.approx(1.0)
+    assert result.class_names == ["0", "1", "7"] and result.top5 is None  # 3 classes: top-5 not applicable
     from safetensors.numpy import load_file
 
     stem = load_file(weights)["conv_stem.weight"].transpose(2, 3, 1, 0)

@@ -15,6 +15,7 @@ import threading
 from importlib import import_module
 from typing import Sequence
 
+from edgetpu_models.cli.args import json_mode
 from edgetpu_models.errors import EdgeTPUModelsError
 from edgetpu_models.keras_io import trusting_model_code
 
@@ -94,7 +95,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        with trusting_model_code(getattr(args, "trust_model_code", False)):
+        with trusting_model_code(getattr(args, "trust_model_code", False)), json_mode(getattr(args, "json", False)):
             result = args.func(args)
     except EdgeTPUModelsError as e:
         print(f"edgetpu-models {args.command}: error: {e}", file=sys.stderr)

@@ -81,11 +81,14 @@ def _fmt_size(n: int) -> str:
 
 def _tflite_top1(clf: Any, val: Any, bar: Any) -> float:
     """Top-1 of a TFLite classifier on the same normalised validation tensors the Keras model was scored on."""
-    hits = total = 0
+    from edgetpu_models.metrics import topk_credit
+
+    hits = 0.0
+    total = 0
     for images, labels in val:
         for x, y in zip(images.numpy(), labels.numpy()):
             scores, _ = clf.scores(clf.preprocess(x))
-            hits += int(np.argmax(scores) == int(y))
+            hits += float(topk_credit(np.asarray(scores).reshape(1, -1), np.array([int(y)]), 1)[0])  # tie-aware
             total += 1
             bar.update(1)
     return hits / max(total, 1)
@@ -182,6 +185,11 @@ class _DemoRun:
         data = self.data
         self.say(f"      {data.num_train} train / {data.num_val} held-out images, {data.num_classes} classes"
                  + (f", {data.skipped} unreadable file(s) skipped" if data.skipped else ""))
+        from edgetpu_models.quantize.ptq import require_calibration_images
+
+        # step 4 calibrates the int8 export on the training split: say so now, not after training
+        require_calibration_images(data.num_train, f"{self.data_dir} (training split)",
+                                   " (step 4, export); give a folder with more images")
 
     # 2. train
     def train_float(self) -> None:

@@ -6,12 +6,22 @@ import argparse
 import json
 import os
 
-from edgetpu_models.cli.args import add_model_args, bounded_int, threads_arg
+from edgetpu_models.cli.args import (
+    add_client_credential_args,
+    add_model_args,
+    address_arg,
+    bounded_int,
+    client_credential_paths,
+    print_json,
+    threads_arg,
+)
 from edgetpu_models.errors import EdgeTPUModelsError
 from edgetpu_models.tables import fmt_int, format_table
 
 
 def cmd_estimate(args: argparse.Namespace) -> int:
+    if not args.server:
+        client_credential_paths(args, None, "--server")  # credentials without a server: one line, not ignored
     if args.more:
         return _estimate_cocompiled(args)
     if args.server:
@@ -22,7 +32,7 @@ def cmd_estimate(args: argparse.Namespace) -> int:
         result = estimate(args.model, args.target, resolution=args.resolution, variant=args.variant,
                           threads=args.threads, cpu_from_op=_cpu_split(args.model, args.target)).to_dict()
     if args.json:
-        print(json.dumps(result))
+        print_json(json.dumps(result))
         return 0
     print(f"{args.model} on {result['target']}: {result['latency_ms']:.3f} ms")
     if not args.server:
@@ -61,7 +71,7 @@ def _estimate_cocompiled(args: argparse.Namespace) -> int:
     models = [args.model] + list(args.more)
     results = estimate_cocompiled(models, args.target, resolution=args.resolution, variant=args.variant)
     if args.json:
-        print(json.dumps({"target": args.target, "models": [
+        print_json(json.dumps({"target": args.target, "models": [
             {"model": m, "latency_ms": e.latency_ms, "cached_bytes": p.cached_bytes,
              "streamed_bytes": p.streamed_bytes, "cache_budget_bytes": p.cache_budget_bytes}
             for m, (e, p) in zip(models, results)]}))
@@ -88,11 +98,12 @@ def _say_user_target(name: str) -> None:
 
 def _estimate_remote(args: argparse.Namespace) -> dict:
     """Asks a running latency server (helper module `client`, gRPC; imported only when asked for)."""
-    from edgetpu_models.nas.service.client import LatencyClient
+    from edgetpu_models.nas.service.client import LatencyClient, client_credentials
 
     if args.threads is not None:
         raise EdgeTPUModelsError("--threads applies to estimates made here, not with --server")
-    with LatencyClient(args.server) as client:
+    credentials = client_credentials(**client_credential_paths(args, args.server, "--server"))
+    with LatencyClient(args.server, **credentials) as client:
         return client.estimate(args.model, target=args.target, resolution=args.resolution, variant=args.variant)
 
 
@@ -182,7 +193,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "(default coral-usb)")
     p.add_argument("--threads", type=threads_arg, help="CPU threads for cpu-measured (default: the target file's)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("--server", metavar="HOST:PORT", help="ask a running latency server instead of estimating here")
+    p.add_argument("--server", metavar="HOST:PORT", type=address_arg,
+                   help="ask a running latency server instead of estimating here")
+    add_client_credential_args(p, "--server")
     p.set_defaults(func=cmd_estimate)
 
     p = sub.add_parser("calibrate",

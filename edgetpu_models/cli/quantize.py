@@ -7,24 +7,29 @@ import json
 import os
 import shutil
 
-from edgetpu_models.cli.args import add_model_args, batch_arg, bounded_int, lr_arg, seed_arg
+from edgetpu_models.cli.args import add_force_arg, add_model_args, batch_arg, bounded_int, lr_arg, print_json, seed_arg
 from edgetpu_models.errors import EdgeTPUModelsError
 
 
 def cmd_quantize(args: argparse.Namespace) -> int:
     from edgetpu_models.data import load_image_folder
+    from edgetpu_models.io_utils import check_destination
     from edgetpu_models.keras_io import save_keras
     from edgetpu_models.keras_models import load_model_ref
+    from edgetpu_models.quantize.ptq import require_calibration_images
     from edgetpu_models.quantize.qat import qat_finetune, quantize_model
-    from edgetpu_models.sidecar import Sidecar, write_sidecar
+    from edgetpu_models.sidecar import Sidecar, foreign_outputs, write_sidecar
 
     if not args.out.endswith(".keras"):
         raise EdgeTPUModelsError(f"--out {args.out}: expected a .keras file name")
+    check_destination(args.out, foreign=foreign_outputs(args.out), force=getattr(args, "force", False))
     loaded = load_model_ref(args.model, args.variant, args.resolution)
     model = loaded.model
     size = int(model.input_shape[1])
     data = load_image_folder(args.data, size, loaded.normalization, batch_size=args.batch_size,
                              validation_split=0.2, seed=args.seed, augment=True)
+    # the QAT model is exported next (calibrated on this folder): refuse now rather than after QAT
+    require_calibration_images(data.num_train + data.num_val, args.data, " the export of the QAT model")
     outputs = int(model.output_shape[-1])
     if outputs != data.num_classes:
         from edgetpu_models.train import replace_head
@@ -61,7 +66,7 @@ def cmd_quant_report(args: argparse.Namespace) -> int:
     cal = calibration_set(args.data, size, loaded.normalization, count=max(args.calibration_images, 100))
     report = quantization_report(loaded.model, cal, images=args.images, model_name=loaded.name)
     if args.json:
-        print(json.dumps(report.to_dict(), indent=1))
+        print_json(json.dumps(report.to_dict(), indent=1))
     else:
         print(report.format(args.top))
     return 0
@@ -79,6 +84,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=seed_arg, default=0)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--out", required=True, metavar="FILE.keras")
+    add_force_arg(p)
     p.set_defaults(func=cmd_quantize)
 
     p = sub.add_parser("quant-report", help="per-layer int8 vs float error: which layers lose accuracy")

@@ -6,7 +6,16 @@ import argparse
 import json
 import os
 
-from edgetpu_models.cli.args import add_trust_arg, bounded_float, bounded_int, fraction_arg, seed_arg, threads_arg
+from edgetpu_models.cli.args import (
+    add_force_arg,
+    add_trust_arg,
+    bounded_float,
+    bounded_int,
+    fraction_arg,
+    print_json,
+    seed_arg,
+    threads_arg,
+)
 from edgetpu_models.errors import EdgeTPUModelsError
 from edgetpu_models.tables import format_table
 
@@ -24,7 +33,7 @@ def cmd_classify(args: argparse.Namespace) -> int:
     inputs = [(path, clf.image_array(path)) for path in args.images]
     results = [(path, clf.classify(x, top_k=args.top_k)) for path, x in inputs]
     if args.json:
-        print(json.dumps({"model": args.model, "backend": clf.backend, "results": [
+        print_json(json.dumps({"model": args.model, "backend": clf.backend, "results": [
             {"image": path, "ms": r.ms, "predictions": [{"label": p.label, "index": p.index, "score": p.score}
                                                         for p in r.predictions]} for path, r in results]}, indent=1))
         return 0
@@ -50,7 +59,7 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
                            threads=args.threads,
                            on_run=lambda _i: bar.update(1))
     if args.json:
-        print(json.dumps(result.to_dict(), indent=1))
+        print_json(json.dumps(result.to_dict(), indent=1))
         return 0
     threads = result.threads if result.threads is not None else "default"
     names = " + ".join(os.path.basename(m) for m in args.model)
@@ -79,7 +88,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                           validation_split=args.validation_split, seed=args.seed, threads=args.threads,
                           batch=args.batch, workers=args.workers, pipeline=args.pipeline, crop_fraction=args.crop,
                           limit=args.limit, on_images=progress)
-    print(json.dumps(report.to_dict(), indent=1) if args.json else format_report(report))
+    if args.json:
+        print_json(json.dumps(report.to_dict(), indent=1))
+    else:
+        print(format_report(report))
     return 0
 
 
@@ -110,7 +122,7 @@ def _register_evaluate(sub: argparse._SubParsersAction) -> None:
 def cmd_report(args: argparse.Namespace) -> int:
     from edgetpu_models.deploy.report import write_report
 
-    reports = write_report(args.models, args.target, args.out)
+    reports = write_report(args.models, args.target, args.out, force=getattr(args, "force", False))
     for r in reports:
         latency = f"{r.latency_ms:.3f} ms predicted" if r.latency_ms is not None else "no latency estimate"
         print(f"{r.name}: {latency} on {args.target}, {r.check.on_edgetpu}/{r.check.total} ops on the Edge TPU")
@@ -124,6 +136,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("models", metavar="MODEL.tflite", nargs="+", help="int8 .tflite files (several: side by side)")
     p.add_argument("--target", default="coral-usb", help="Edge TPU latency target (default coral-usb)")
     p.add_argument("--out", required=True, metavar="FILE.html")
+    add_force_arg(p)
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("classify", help="classify images with an exported .tflite (labels/normalisation from X.json); "

@@ -5,7 +5,14 @@ from __future__ import annotations
 import argparse
 import os
 
-from edgetpu_models.cli.args import bounded_float, bounded_int, seed_arg
+from edgetpu_models.cli.args import (
+    add_client_credential_args,
+    address_arg,
+    bounded_float,
+    bounded_int,
+    client_credential_paths,
+    seed_arg,
+)
 from edgetpu_models.tables import format_table
 
 
@@ -46,8 +53,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=bounded_int(1, 256), default=2, metavar="W", help="trials in parallel (default 2)")
     p.add_argument("--address", default=None, metavar="ADDR",
                    help="join an existing Ray cluster (e.g. ray://head:10001 or auto); default: a local Ray")
-    p.add_argument("--latency-server", default=None, metavar="HOST:PORT",
+    p.add_argument("--latency-server", default=None, metavar="HOST:PORT", type=address_arg,
                    help="get latencies from a latency server instead of the in-process model (same numbers)")
+    add_client_credential_args(p, "--latency-server")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (with --resume: the folder to resume)")
     p.add_argument("--resume", action="store_true", help="continue the search in --out after an interruption")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -71,7 +79,8 @@ def _config_from_args(args: argparse.Namespace):
         if given:
             raise SearchError(f"--resume continues the search stored in {args.out}; it does not take "
                               f"{', '.join(given)} (only --workers, --address, --latency-server)")
-        return SearchConfig(workers=args.workers, address=args.address, latency_server=args.latency_server)
+        return SearchConfig(workers=args.workers, address=args.address, latency_server=args.latency_server,
+                        latency_auth=client_credential_paths(args, args.latency_server, "--latency-server"))
     if args.latency_target_ms is None:
         raise SearchError("--latency-target-ms: required for a new search (the latency target T in ms)")
     proxy = {k: v for k, v in (("steps", args.proxy_steps), ("resolution", args.proxy_resolution),
@@ -88,7 +97,8 @@ def _config_from_args(args: argparse.Namespace):
                         controller=args.controller or "reinforce", trials=args.trials or 50, seed=args.seed or 0,
                         reward=args.reward or "mnas-soft", alpha=args.alpha, beta=args.beta,
                         space=os.path.abspath(args.space) if args.space else None, proxy=proxy,
-                        workers=args.workers, address=args.address, latency_server=args.latency_server)
+                        workers=args.workers, address=args.address, latency_server=args.latency_server,
+                        latency_auth=client_credential_paths(args, args.latency_server, "--latency-server"))
 
 
 def cmd_search(args: argparse.Namespace) -> int:

@@ -6,25 +6,14 @@ import argparse
 import sys
 from typing import TYPE_CHECKING
 
-from edgetpu_models.cli.args import bounded_float, bounded_int, port_arg, threads_arg
+from edgetpu_models.cli.args import bounded_float, bounded_int, port_arg, size_arg, threads_arg
+from edgetpu_models.counts import INT32_MAX
 
 if TYPE_CHECKING:
     from edgetpu_models.nas.service.server import ServerConfig
 
 DEFAULT_PORT = 50051
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
-
-
-def _byte_size(text: str) -> int:
-    """'1048576', '512K', '64M', '1G' -> bytes."""
-    units = {"k": 1024, "m": 1024 ** 2, "g": 1024 ** 3}
-    t = text.strip().lower().removesuffix("b").removesuffix("i")
-    try:
-        if t and t[-1] in units:
-            return int(float(t[:-1]) * units[t[-1]])
-        return int(t)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a byte count such as 1048576, 512K or 64M, got {text!r}") from None
 
 
 def _read_file(path: str, what: str) -> bytes:
@@ -148,7 +137,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--tls-client-ca", metavar="PEM",
                    help="with TLS, require client certificates signed by these roots (mutual TLS); a non-loopback "
                         "--host needs this or --token-file")
-    p.add_argument("--max-message-bytes", type=_byte_size, default=DEFAULT_MAX_MESSAGE_BYTES, metavar="N",
+    p.add_argument("--max-message-bytes", type=size_arg(1024, INT32_MAX), default=DEFAULT_MAX_MESSAGE_BYTES,
+                   metavar="N",
                    help="largest request accepted, e.g. 64M (default); bigger ones get RESOURCE_EXHAUSTED")
     p.add_argument("--cache-size", type=bounded_int(0, 10_000_000), default=4096, metavar="N",
                    help="identical requests answered from a cache of this many estimates (default 4096; 0: off)")

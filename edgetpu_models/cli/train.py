@@ -69,9 +69,10 @@ def cmd_train(args: argparse.Namespace) -> int:
           + (f" (from weights {weights})" if weights else " (from scratch)"))
     result = train(args.model, data_dir, out, config, variant=args.variant, weights=weights, resume=args.resume,
                    strategy=args.strategy, tpu=args.tpu, progress=not args.quiet, log=print)
+    top5 = "n/a" if result.top5 is None else f"{result.top5:.4f}"
     print(format_table(["epochs", "train images", "val images", "top-1", f"top-{result.top_k}", "model"],
-                       [[result.epochs, result.num_train, result.num_val, f"{result.top1:.4f}",
-                         f"{result.top5:.4f}", result.model_path]], right=(0, 1, 2, 3, 4)))
+                       [[result.epochs, result.num_train, result.num_val, f"{result.top1:.4f}", top5,
+                         result.model_path]], right=(0, 1, 2, 3, 4)))
     print(f"TensorBoard: tensorboard --logdir {os.path.join(out, 'logs')}")
     return 0
 

@@ -6,7 +6,7 @@ import argparse
 import json
 import os
 
-from edgetpu_models.cli.args import add_model_args, classes_arg
+from edgetpu_models.cli.args import add_model_args, classes_arg, print_json
 from edgetpu_models.errors import EdgeTPUModelsError
 from edgetpu_models.tables import fmt_int, format_table
 from edgetpu_models.zoo import ZOO
@@ -38,7 +38,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
     g = profile(args.model, args.variant, resolution=args.resolution, classes=args.classes)
     rows = profile_rows(g)
     if args.json:
-        print(json.dumps({"model": g.name, "input_shape": list(g.input_shape), "params": g.params, "macs": g.macs,
+        print_json(json.dumps({"model": g.name, "input_shape": list(g.input_shape), "params": g.params, "macs": g.macs,
                           "layers": rows}, indent=1))
         return 0
     table = [(r["name"], r["op"], f"{r['kernel']}x{r['kernel']}/{r['stride']}" if r["op"].endswith("conv2d") else "",

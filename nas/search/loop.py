@@ -77,6 +77,9 @@ class SearchConfig:
     """ProxyConfig fields (steps, resolution, width, batch_size, learning_rate, data_dir, ...)."""
     controller_options: dict[str, Any] = field(default_factory=dict)
     latency_server: str | None = None
+    latency_auth: dict[str, str] = field(default_factory=dict)
+    """Credential files for the latency server (`client_credentials` names: token_file, tls_ca, tls_cert, tls_key);
+    paths only, never the token itself."""
     workers: int = 2
     address: str | None = None
     retries: int = 3
@@ -85,10 +88,14 @@ class SearchConfig:
     target_sha256: str | None = None
     """Digest of the latency target file when the search started (set by run_search)."""
 
-    RUNTIME_FIELDS = ("workers", "address", "latency_server", "retries", "cpus_per_trial")
+    RUNTIME_FIELDS = ("workers", "address", "latency_server", "latency_auth", "retries", "cpus_per_trial")
     """Settings a resumed search may change: where and how it runs, not what it searches."""
 
     def validate(self) -> None:
+        if not isinstance(self.latency_auth, dict) or not set(self.latency_auth) <= {
+                "token_file", "tls_ca", "tls_cert", "tls_key"} or not all(
+                isinstance(v, str) for v in self.latency_auth.values()):
+            raise SearchError("latency_auth: expected file paths under token_file, tls_ca, tls_cert, tls_key")
         if self.controller not in CONTROLLERS:
             raise SearchError(f"controller: expected one of {', '.join(CONTROLLERS)}, got {self.controller!r}")
         if not isinstance(self.trials, int) or self.trials < 1:
@@ -138,14 +145,14 @@ class LatencySource:
     search runs does not change the latencies halfway through it.
     """
 
-    def __init__(self, target: str, server: str | None = None):
+    def __init__(self, target: str, server: str | None = None, auth: Mapping[str, str] | None = None):
         self.target = target
         self.server = server
         self._client = None
         if server:
-            from edgetpu_models.nas.service.client import LatencyClient
+            from edgetpu_models.nas.service.client import LatencyClient, client_credentials
 
-            self._client = LatencyClient(server)
+            self._client = LatencyClient(server, **client_credentials(**dict(auth or {})))
             self.name = f"server {server}"
         else:
             from edgetpu_models.nas.latency.estimator import load_target
@@ -260,6 +267,8 @@ def _init_ray(cfg: SearchConfig):
     os.environ.setdefault("RAY_worker_niceness", "0")
     import ray
 
+    from edgetpu_models.nas.search.ray_watchdog import bind_to_driver
+
     common = dict(include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR,
                   ignore_reinit_error=False)
     if ray.is_initialized():
@@ -274,6 +283,7 @@ def _init_ray(cfg: SearchConfig):
         # address="local": always a fresh Ray of our own, never a cluster some `ray start` left on this machine
         ray.init(address="local", num_cpus=max(1, math.ceil(cfg.workers * cfg.cpus_per_trial)), num_gpus=0,
                  object_store_memory=96 * 1024 * 1024, **common)
+        bind_to_driver(ray)  # after kill -9 of this process, Ray's head processes end too
     return ray, True
 
 
@@ -294,7 +304,7 @@ class SearchRun:
         self.reward = Reward.make(cfg.reward, cfg.latency_target_ms, cfg.alpha, cfg.beta)
         self.evaluator = evaluator if evaluator is not None else _default_evaluator(cfg)
         measured = _is_measured(cfg.target) if cfg.latency_server is None else False
-        self.latency = None if measured else LatencySource(cfg.target, cfg.latency_server)
+        self.latency = None if measured else LatencySource(cfg.target, cfg.latency_server, cfg.latency_auth)
         self.proxy_name = _evaluator_name(self.evaluator)
         self.latency_name = (f"{cfg.target} (int8 TFLite timed on the worker CPU)" if self.latency is None
                              else self.latency.name)
@@ -595,7 +605,7 @@ def reference_point(spec: Spec, cfg: SearchConfig, evaluator: Evaluator | None =
         raise SearchError(f"{spec.name}: evaluation failed: {out['error']}")
     lat = out.get("latency_ms")
     if lat is None:
-        src = LatencySource(cfg.target, cfg.latency_server)
+        src = LatencySource(cfg.target, cfg.latency_server, cfg.latency_auth)
         try:
             lat = src(spec)
         finally:

@@ -23,8 +23,9 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from edgetpu_models import errors
+from edgetpu_models.counts import parse_host_port
 from edgetpu_models.errors import EdgeTPUModelsError, ModelFileError, SpecError
-from edgetpu_models.io_utils import read_small_file
+from edgetpu_models.io_utils import read_small_file, read_token_file
 from edgetpu_models.model_ref import resolve_model
 from edgetpu_models.nas.service import latency_pb2, latency_pb2_grpc
 from edgetpu_models.spec import Spec
@@ -117,6 +118,39 @@ def _tls_credentials(ca: str, cert: str | None, key: str | None) -> grpc.Channel
                                         certificate_chain=_read_pem(cert, "client certificate"))
 
 
+def _check_pem_files(ca: str, cert: str | None, key: str | None) -> None:
+    """Parses the PEM files as TLS will (gRPC only fails at the first call, with a vague UNAVAILABLE)."""
+    import ssl
+
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    for path, flag, load in ((ca, "--tls-ca", lambda: ctx.load_verify_locations(cafile=ca)),
+                             (key, "--tls-key/--tls-cert", lambda: ctx.load_cert_chain(cert, key, password=b""))):
+        if path is None:
+            continue
+        try:
+            load()
+        except (ssl.SSLError, OSError, ValueError) as e:
+            reason = getattr(e, "reason", None) or getattr(e, "strerror", None) or str(e)[:100]
+            raise LatencyServerError(f"{path}: not a usable PEM file ({flag}): {reason}") from None
+
+
+def client_credentials(token_file: str | None = None, tls_ca: str | None = None, tls_cert: str | None = None,
+                       tls_key: str | None = None) -> dict[str, Any]:
+    """`LatencyClient` keyword arguments from what a user names on a command line (the same options the server
+    takes): the token read from `token_file` (its first line, as the server reads its own), and the TLS files, checked
+    now so a bad one is one line before any work rather than a failed call later."""
+    if (tls_cert is None) != (tls_key is None):
+        raise LatencyServerError("--tls-cert and --tls-key go together (this client's certificate and its key)")
+    if tls_cert is not None and tls_ca is None:
+        raise LatencyServerError("--tls-cert needs --tls-ca (client certificates go with TLS)")
+    kwargs: dict[str, Any] = {"tls_ca": tls_ca, "tls_cert": tls_cert, "tls_key": tls_key}
+    if tls_ca is not None:
+        _check_pem_files(tls_ca, tls_cert, tls_key)
+    if token_file is not None:
+        kwargs["token"] = read_token_file(token_file, LatencyServerError)
+    return kwargs
+
+
 class LatencyClient:
     """Client of one latency server.
 
@@ -129,9 +163,10 @@ class LatencyClient:
     def __init__(self, address: str, *, timeout_s: float = 10.0, retries: int = 5, token: str | None = None,
                  tls_ca: str | None = None, backoff_s: float = 0.2, max_backoff_s: float = 5.0,
                  tls_cert: str | None = None, tls_key: str | None = None) -> None:
-        host, sep, port = address.rpartition(":")
-        if not sep or not host or not port.isdigit():
-            raise LatencyServerError(f"{address}: expected a server address HOST:PORT")
+        try:
+            parse_host_port(address, "latency server address")
+        except ValueError as e:
+            raise LatencyServerError(str(e)) from None
         if timeout_s <= 0 or retries < 0:
             raise ValueError("timeout_s must be > 0 and retries >= 0")
         self.address = address

@@ -40,7 +40,7 @@ import time
 from collections import OrderedDict
 from concurrent import futures
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import grpc
 from google.protobuf import message_factory
@@ -49,8 +49,10 @@ from grpc_health.v1 import health, health_pb2
 from grpc_reflection.v1alpha import reflection, reflection_pb2
 
 from edgetpu_models import spec as _spec
+from edgetpu_models.counts import INT32_MAX
 from edgetpu_models.errors import EdgeTPUModelsError, TargetError, UnknownModelError
 from edgetpu_models.io_utils import load_yaml_text
+from edgetpu_models.io_utils import read_token_file as _read_token_file
 from edgetpu_models.nas.latency import estimator as _latency
 from edgetpu_models.nas.service import latency_pb2
 from edgetpu_models.spec import Spec, spec_from_dict
@@ -101,6 +103,8 @@ def one_line(text: str, limit: int = MAX_ERROR_CHARS) -> str:
 
 _PARSED: "OrderedDict[tuple[str, str], Spec]" = OrderedDict()
 _PARSED_MAX = 4096
+_PARSED_TEXT_MAX = 64 * 1024
+"""Only spec texts up to this size are kept parsed, so the cache holds at most _PARSED_MAX x this many bytes."""
 _PARSED_LOCK = threading.Lock()
 
 
@@ -117,10 +121,11 @@ def parse_spec_text(text: str, where: str = "request spec") -> Spec:
     except (ValueError, RecursionError):
         data = load_yaml_text(text, where, RequestError)
     spec = spec_from_dict(data, source=where)
-    with _PARSED_LOCK:
-        _PARSED[(where, text)] = spec
-        if len(_PARSED) > _PARSED_MAX:
-            _PARSED.popitem(last=False)
+    if len(text) <= _PARSED_TEXT_MAX:
+        with _PARSED_LOCK:
+            _PARSED[(where, text)] = spec
+            if len(_PARSED) > _PARSED_MAX:
+                _PARSED.popitem(last=False)
     return spec
 
 
@@ -168,6 +173,22 @@ def served_target(target: str, measured: bool = False) -> tuple[Any, str]:
         version = ""
     _TARGETS[(target, measured)] = (now, t, version)
     return t, version
+
+
+SPEC_BYTES_PER_COST = 32
+"""Admission from sizes alone: a spec's text counts one block per this many bytes, so its parsing is paid for too (a
+spec padded with 8 MB of comments costs as much as 250 000 blocks: an expensive call before it is read at all)."""
+
+
+def size_cost(request: latency_pb2.EstimateRequest) -> int:
+    """What a request costs, in blocks, from sizes known before any parsing: a .tflite one per 10 bytes, a spec text
+    one per SPEC_BYTES_PER_COST bytes, a zoo model about 50."""
+    kind = request.WhichOneof("model")
+    if kind == "tflite":
+        return len(request.tflite) // 10
+    if kind == "spec":
+        return len(request.spec) // SPEC_BYTES_PER_COST
+    return 50
 
 
 def request_cost(request: latency_pb2.EstimateRequest, where: str = "request") -> int:
@@ -413,10 +434,16 @@ class LatencyService:
             context.abort(grpc.StatusCode.UNAVAILABLE, f"server busy: {what} waits behind {self.expensive.slots} "
                                                        f"expensive calls (big batches, .tflite files); retry later")
 
-    def _gated(self, cost: int, context: grpc.ServicerContext, what: str, work: Callable[[], Any]) -> Any:
-        """`work()`, after waiting for a turn among the expensive calls if `cost` says it is one."""
-        if cost <= EXPENSIVE_COST:
-            return work()
+    def _gated(self, requests: Sequence[latency_pb2.EstimateRequest], context: grpc.ServicerContext, what: str,
+               work: Callable[[], Any]) -> Any:
+        """`work()`, after a turn among the expensive calls when the call is one. Admission is decided before any
+        parsing from sizes (`size_cost`): a large text waits for its turn unread. Only a call that is small by size is
+        parsed (bounded work) to count its blocks (`request_cost`: depth scaling can make a short spec deep); each
+        spec text is parsed once for both admission and estimation (`parse_spec_text` keeps recent texts parsed)."""
+        if sum(size_cost(r) for r in requests) <= EXPENSIVE_COST:
+            names = ["request"] if len(requests) == 1 else [f"requests[{i}]" for i in range(len(requests))]
+            if sum(request_cost(r, w) for r, w in zip(requests, names)) <= EXPENSIVE_COST:
+                return work()
         self._expensive_turn(context, what)
         try:
             return work()
@@ -426,8 +453,7 @@ class LatencyService:
     @_rpc
     def Estimate(self, request: latency_pb2.EstimateRequest,
                  context: grpc.ServicerContext) -> latency_pb2.EstimateResponse:
-        return self._gated(request_cost(request, "request"), context, "Estimate",
-                           lambda: self._estimate_cached(request, "request")[0])
+        return self._gated([request], context, "Estimate", lambda: self._estimate_cached(request, "request")[0])
 
     @_rpc
     def EstimateBatch(self, request: latency_pb2.EstimateBatchRequest,
@@ -436,8 +462,8 @@ class LatencyService:
         if count > self.max_batch:
             raise RequestError(f"requests: {count} models in one EstimateBatch; this server takes at most "
                                f"{self.max_batch} per call")
-        cost = sum(request_cost(r, f"requests[{i}]") for i, r in enumerate(request.requests))
-        return self._gated(cost, context, f"EstimateBatch of {count}", lambda: self._estimate_batch(request, context))
+        return self._gated(request.requests, context, f"EstimateBatch of {count}",
+                           lambda: self._estimate_batch(request, context))
 
     def _estimate_batch(self, request: latency_pb2.EstimateBatchRequest,
                         context: grpc.ServicerContext) -> latency_pb2.EstimateBatchResponse:
@@ -548,15 +574,9 @@ class TokenAuthInterceptor(grpc.ServerInterceptor):
 
 
 def read_token_file(path: str) -> str:
-    """The token: the file's first line, stripped. Raises ServerError if missing, unreadable or empty."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            token = f.readline().strip()
-    except (OSError, UnicodeDecodeError) as e:
-        raise ServerError(f"{path}: cannot read token file ({e.strerror if isinstance(e, OSError) else e})") from None
-    if not token:
-        raise ServerError(f"{path}: token file is empty (expected the token on its first line)")
-    return token
+    """The token: the file's first line, stripped (`io_utils.read_token_file`). Raises ServerError if missing,
+    unreadable or empty."""
+    return _read_token_file(path, ServerError)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -608,10 +628,10 @@ def check_config(config: ServerConfig) -> None:
     """ServerError for a configuration that must not start, before anything binds."""
     if config.threads < 1:
         raise ServerError(f"threads: expected an integer >= 1, got {config.threads}")
-    if config.max_message_bytes < 1024:
-        raise ServerError(f"max message bytes: expected at least 1024, got {config.max_message_bytes}")
-    if config.max_response_bytes < 1024:
-        raise ServerError(f"max response bytes: expected at least 1024, got {config.max_response_bytes}")
+    for what, value in (("max message bytes", config.max_message_bytes),
+                        ("max response bytes", config.max_response_bytes)):
+        if not 1024 <= value <= INT32_MAX:  # gRPC holds these limits in a C int
+            raise ServerError(f"{what}: expected 1024 to {INT32_MAX}, got {value}")
     if not 0 <= config.grace_s <= 3600:
         raise ServerError(f"grace: expected 0 to 3600 seconds, got {config.grace_s}")
     if (config.tls_cert is None) != (config.tls_key is None):
