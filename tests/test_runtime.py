@@ -117,7 +117,7 @@ def test_tensor_details_and_batches(digits_model):
     assert one.output.shape == (1, 3) and one.output.scale > 0 and one.size == (32, 32)
     assert one.labels == ["0", "1", "7"] and one.backend == "litert"
     files = digits_model["data"].val_files[:7]
-    (x,) = list(decoded_batches(files, one.preprocessing, 7, 1, [0.0]))
+    ((x, _indices),) = list(decoded_batches(files, one.preprocessing, 7, 1, [0.0]))
     four = Runner(digits_model["path"], batch=4)
     assert four.batch == 4 and four.input.shape == (4, 32, 32, 3)
     batched = four.predict(x)  # two invokes, the second padded
