@@ -126,10 +126,11 @@ def _resize(keras: Any, layer: Layer, x: Any, ctx: dict[str, Any]) -> Any:
 
 
 def _argmax(keras: Any, layer: Layer, x: Any, ctx: dict[str, Any]) -> Any:
-    """Class index per pixel as int32 (TFLite ARG_MAX; a finaliser, applied after training)."""
+    """Class index per pixel as uint8 (TFLite ARG_MAX + CAST; a finaliser, applied after training): the class map an
+    int8 model hands back, <= 255 classes (segmentation models allow no more)."""
     import tensorflow as tf
 
-    return tf.math.argmax(x, axis=-1, output_type=tf.int32, name=layer.name)
+    return tf.cast(tf.math.argmax(x, axis=-1, output_type=tf.int32, name=layer.name), tf.uint8)
 
 
 def _avg_pool(keras: Any, layer: Layer, x: Any, ctx: dict[str, Any]) -> Any:

@@ -25,6 +25,7 @@ import numpy as np
 
 from edgetpu_models.errors import SpecError
 from edgetpu_models.seg_graph import backbone_graph, seg_model, seg_zoo, segmentation_graph, split_ref
+from edgetpu_models.spec import Normalization
 
 SEG_MODEL_NAMES = tuple(seg_zoo())
 
@@ -62,13 +63,18 @@ def build_segmentation_model(ref: str, *, classes: int | None = None, input_shap
 
 def preprocess_input(images: Any, model: str = "autoseg_edgetpu_s") -> np.ndarray:
     """uint8 / float images in [0, 255] -> the model's normalised input ((x - mean) / std of its backbone spec)."""
+    norm = preprocess_normalization(model)
+    x = np.asarray(images, dtype=np.float32)
+    return (x - np.asarray(norm.mean, np.float32)) / np.asarray(norm.std, np.float32)
+
+
+def preprocess_normalization(ref: str) -> Normalization:
+    """The input normalisation of a segmentation model: its backbone spec's (variant applied)."""
     from edgetpu_models.spec import resolve
     from edgetpu_models.zoo import _load_shipped
 
-    m = seg_model(split_ref(model)[0])
-    norm = resolve(_load_shipped(m.backbone), m.variant).normalization
-    x = np.asarray(images, dtype=np.float32)
-    return (x - np.asarray(norm.mean, np.float32)) / np.asarray(norm.std, np.float32)
+    m = seg_model(split_ref(ref)[0])
+    return resolve(_load_shipped(m.backbone), m.variant).normalization
 
 
 def output_stride(ref: str) -> int:
