@@ -176,13 +176,14 @@ class _Graph:
 
 
 def level_endpoints(backbone: LayerGraph) -> dict[int, str]:
-    """Feature level -> the last backbone layer at stride 2**level (tensorflow/models' backbone levels)."""
+    """Feature level -> the output of the last block at stride 2**level (tensorflow/models' backbone levels: the
+    stem, then the output of each stack before a stride-2 stack, and the last). Only block outputs count: the
+    expansion inside a strided block is still at the previous stride."""
     h = backbone.input_shape[0]
-    out: dict[int, str] = {}
+    last = {}  # block (None: the stem) -> its output layer
     for layer in backbone:
-        stride = h // layer.output_shape[0]
-        out[stride.bit_length() - 1] = layer.name
-    return out
+        last[layer.block] = layer
+    return {(h // layer.output_shape[0]).bit_length() - 1: layer.name for layer in last.values()}
 
 
 def _trim(backbone: LayerGraph, last: str) -> tuple[Layer, ...]:
