@@ -68,6 +68,29 @@ def preprocess_input(images: Any, model: str = "autoseg_edgetpu_s") -> np.ndarra
     return (x - np.asarray(norm.mean, np.float32)) / np.asarray(norm.std, np.float32)
 
 
+def apply_finaliser(model: Any, finaliser: str) -> Any:
+    """A logits model (plain, fine-tuned or QAT-wrapped) with a finaliser appended (`seg_graph.parse_finaliser`):
+    the deployment head is chosen at export time, after training, without rebuilding the network."""
+    import tf_keras as keras
+
+    from edgetpu_models.builder import _BUILDERS
+    from edgetpu_models.layer_graph import Layer, Op
+    from edgetpu_models.seg_graph import parse_finaliser
+
+    x, shape = model.output, tuple(int(d) for d in model.output_shape[1:])
+    argmaxed = False
+    for i, (step, size) in enumerate(parse_finaliser(finaliser)):
+        if step == "argmax":
+            layer = Layer("argmax", Op.ARGMAX, ("x",), shape, shape[:2])
+            argmaxed = True
+        else:
+            op = Op.RESIZE_NEAREST if argmaxed else Op.RESIZE_BILINEAR
+            layer = Layer(f"final_resize{i}", op, ("x",), shape, (size, size, *shape[2:]))
+        x, shape = _BUILDERS[layer.op](keras, layer, x, {}), layer.output_shape
+    name = re.sub(r"[^A-Za-z0-9_]", "_", f"{model.name}_{finaliser}") if finaliser != "logits" else model.name
+    return keras.Model(model.inputs, x, name=name)
+
+
 def preprocess_normalization(ref: str) -> Normalization:
     """The input normalisation of a segmentation model: its backbone spec's (variant applied)."""
     from edgetpu_models.spec import resolve
@@ -105,4 +128,4 @@ AutosegEdgeTPUS = _factory("autoseg_edgetpu_s")
 
 __all__ = ["DeepLabV3PlusMobilenetEdgeTPUV2XS", "DeepLabV3PlusMobilenetEdgeTPUV2S", "DeepLabV3PlusMobilenetEdgeTPUV2M",
            "AutosegEdgeTPUXS", "AutosegEdgeTPUS", "build_segmentation_model", "preprocess_input", "output_stride",
-           "backbone_graph", "SEG_MODEL_NAMES"]
+           "backbone_graph", "SEG_MODEL_NAMES", "apply_finaliser", "preprocess_normalization"]
