@@ -107,3 +107,52 @@ def _overlay_picture(seg: Any, val: Any, path: str, overlay_fn: Callable) -> Non
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with atomic_path(path) as tmp:
         Image.fromarray(np.concatenate(rows, axis=0)).save(tmp, format="PNG")
+
+
+@dataclass(frozen=True)
+class SegTrainConfig:
+    model: str
+    data_dir: str
+    out: str
+    """Weights file (.h5) of the float model; the QAT model's beside it (<stem>_qat.h5)."""
+    size: int = 512
+    classes: int = 32
+    epochs: int = 10
+    qat_epochs: int = 0
+    batch_size: int = 8
+    learning_rate: float = 1e-3
+    limit: int | None = None
+    export: str | None = None
+    """Also export int8 here (representative data: the training images; QAT model when qat_epochs > 0)."""
+    finaliser: str = "logits"
+
+
+def run_seg_train(cfg: SegTrainConfig, say: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
+    """Trains (and optionally QAT fine-tunes and exports) a zoo segmentation model on a segmentation folder."""
+    from edgetpu_models.deploy.export import export_tflite
+    from edgetpu_models.io_utils import atomic_path
+    from edgetpu_models.quantize.qat import quantize_model
+    from edgetpu_models.seg_data import list_segmentation_folder, load_segmentation
+    from edgetpu_models.seg_train import fit_segmentation
+    from edgetpu_models.segmentation import apply_finaliser, build_segmentation_model, preprocess_normalization
+
+    folder = list_segmentation_folder(cfg.data_dir, limit=cfg.limit)
+    say(f"{len(folder)} image + mask pairs ({len(folder.skipped)} skipped), layout {folder.layout}")
+    norm = preprocess_normalization(cfg.model)
+    x, y = load_segmentation(folder, cfg.size, norm, cfg.classes)
+    model = build_segmentation_model(cfg.model, classes=cfg.classes, input_shape=(cfg.size, cfg.size, 3))
+    stats = fit_segmentation(model, x, y, epochs=cfg.epochs, batch_size=cfg.batch_size,
+                             learning_rate=cfg.learning_rate)
+    with atomic_path(cfg.out) as tmp:
+        model.save_weights(tmp)
+    final = model
+    if cfg.qat_epochs:
+        final = quantize_model(model)
+        stats["qat"] = fit_segmentation(final, x, y, epochs=cfg.qat_epochs, batch_size=cfg.batch_size,
+                                        learning_rate=cfg.learning_rate / 4)
+    if cfg.export:
+        rep = [x[i:i + 1] for i in range(min(len(x), 200))]
+        res = export_tflite(apply_finaliser(final, cfg.finaliser), cfg.export, representative=rep,
+                            model_name=cfg.model, normalization=norm)
+        stats["export"] = res.path
+    return {"images": len(folder), "skipped": len(folder.skipped), **stats}
