@@ -20,7 +20,8 @@ class SegDemoConfig:
     work_dir: str
     model: str = "autoseg_edgetpu_xs"
     size: int = 128
-    images: int = 96
+    images: int = 128
+    """Synthetic pairs; the first images - val_images train and calibrate (the exporter wants >= 100)."""
     val_images: int = 16
     epochs: int = 15
     qat_epochs: int = 3
@@ -31,16 +32,31 @@ class SegDemoConfig:
 
 
 def _train(cfg: SegDemoConfig, x: np.ndarray, y: np.ndarray, say: Callable[[str], None]) -> tuple[Any, Any]:
+    from edgetpu_models.io_utils import atomic_path
     from edgetpu_models.quantize.qat import quantize_model
     from edgetpu_models.seg_train import fit_segmentation
     from edgetpu_models.segmentation import build_segmentation_model
 
     model = build_segmentation_model(cfg.model, classes=4, input_shape=(cfg.size, cfg.size, 3))
-    say(f"training {cfg.model} (float) for {cfg.epochs} epochs on {len(x)} images")
-    fit_segmentation(model, x, y, epochs=cfg.epochs, batch_size=cfg.batch_size, learning_rate=cfg.learning_rate)
-    say(f"QAT fine-tuning for {cfg.qat_epochs} epochs")
+    float_path, qat_path = os.path.join(cfg.work_dir, "float.h5"), os.path.join(cfg.work_dir, "qat.h5")
+    if os.path.isfile(float_path):  # resumable: a finished stage is loaded, not redone
+        say(f"float model: {float_path} (already trained)")
+        model.load_weights(float_path)
+    else:
+        say(f"training {cfg.model} (float) for {cfg.epochs} epochs on {len(x)} images")
+        fit_segmentation(model, x, y, epochs=cfg.epochs, batch_size=cfg.batch_size, learning_rate=cfg.learning_rate)
+        with atomic_path(float_path) as tmp:
+            model.save_weights(tmp)
     qat = quantize_model(model)
-    fit_segmentation(qat, x, y, epochs=cfg.qat_epochs, batch_size=cfg.batch_size, learning_rate=cfg.learning_rate / 4)
+    if os.path.isfile(qat_path):
+        say(f"QAT model: {qat_path} (already fine-tuned)")
+        qat.load_weights(qat_path)
+    else:
+        say(f"QAT fine-tuning for {cfg.qat_epochs} epochs")
+        fit_segmentation(qat, x, y, epochs=cfg.qat_epochs, batch_size=cfg.batch_size,
+                         learning_rate=cfg.learning_rate / 4)
+        with atomic_path(qat_path) as tmp:
+            qat.save_weights(tmp)
     return model, qat
 
 
