@@ -128,7 +128,7 @@ def _draw_scene(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.nda
             dist = np.hypot(xx - cx, yy - cy) - r
         elif cls == 2:
             dist = np.maximum(abs(xx - cx), abs(yy - cy)) - r
-        else:  # upward triangle: inside all three half-planes
+        else:  # a triangle: inside all three half-planes
             dist = np.maximum.reduce([cy - r - yy, (yy - cy - r) * 0.5 + (xx - cx) * 0.87 - r * 0.3,
                                       (yy - cy - r) * 0.5 - (xx - cx) * 0.87 - r * 0.3])
         inside = dist < 0
