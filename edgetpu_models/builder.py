@@ -111,15 +111,18 @@ def _dense(keras: Any, layer: Layer, x: Any, ctx: dict[str, Any]) -> Any:
 
 
 def _resize(keras: Any, layer: Layer, x: Any, ctx: dict[str, Any]) -> Any:
-    """Bilinear: UpSampling2D for whole factors (a layer QAT knows), else Resizing. Nearest (a finaliser on the class
-    map): tf.image.resize, which the converter lowers to RESIZE_NEAREST_NEIGHBOR."""
+    """Bilinear: UpSampling2D for whole factors (a layer QAT knows), else Resizing. Nearest on a class map (a
+    finaliser after argmax): each index repeated by reshape + tile, because the TFLite converter has no integer
+    RESIZE_NEAREST_NEIGHBOR (TF 2.21: "tf.ResizeNearestNeighbor op is neither a custom op nor a flex op" for int32
+    and uint8); whole factors only (`seg_graph` checks)."""
     import tensorflow as tf
 
     (h, w), (oh, ow) = layer.input_shape[:2], layer.output_shape[:2]
     if layer.op == Op.RESIZE_NEAREST:
-        x = x[..., None] if len(layer.input_shape) == 2 else x
-        x = tf.image.resize(x, (oh, ow), method="nearest", name=layer.name)
-        return x[..., 0] if len(layer.input_shape) == 2 else x
+        sy, sx = oh // h, ow // w
+        x = tf.reshape(tf.cast(x, tf.int32), (-1, h, 1, w, 1))
+        x = tf.reshape(tf.tile(x, (1, 1, sy, 1, sx)), (-1, oh, ow))
+        return tf.cast(x, tf.uint8, name=layer.name)
     if oh % h == 0 and ow % w == 0:
         return keras.layers.UpSampling2D((oh // h, ow // w), interpolation="bilinear", name=layer.name)(x)
     return keras.layers.Resizing(oh, ow, interpolation="bilinear", name=layer.name)(x)

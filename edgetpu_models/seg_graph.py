@@ -297,6 +297,10 @@ def _finalise(g: _Graph, x: str, finaliser: str) -> str:
             x = g.add("argmax", Op.ARGMAX, (x,), (h, w))
             argmaxed = True
         else:
+            h = g.shapes[x][0]
+            if argmaxed and size % h:
+                raise SpecError(f"finaliser {finaliser!r}: resize{size} after argmax must be a whole multiple of the "
+                                f"{h} x {h} class map")
             x = g.resize(f"final_resize{i}", x, (size, size), nearest=argmaxed)
     return x
 
