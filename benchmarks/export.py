@@ -178,7 +178,8 @@ def _print_tables(args: argparse.Namespace, rows: list[dict]) -> None:
               f"{r['size_bytes'] / 2**20:.2f}", _mapped(r["edgetpu_ops"], r["total_ops"], r["fully_mapped"]),
               f"{r['cpu_ms']:.1f}", f"{r['load_avg']:.1f}") for r in rows]
     print()
-    print(f"int8 export, calibration on {args.calibration_images} real images (bundled dataset); LiteRT CPU latency "
+    source = "synthetic segmentation set" if args.segmentation else "bundled dataset"
+    print(f"int8 export, calibration on {args.calibration_images} real images ({source}); LiteRT CPU latency "
           f"median of {args.runs} at {args.threads} threads")
     print(format_table(headers, table, right=(1, 2, 3, 4, 5, 6, 8, 9)))
     for r in rows:
