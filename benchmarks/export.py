@@ -3,6 +3,7 @@
     python benchmarks/export.py                               # S, M, L, MobilenetEdgeTPU (+ 0.75), V2 Tiny..L
     python benchmarks/export.py --models efficientnet_edgetpu_s
     python benchmarks/export.py --qat --qat-steps 2           # also: QAT wrap + train + export + check, every model
+    python benchmarks/export.py --segmentation                # the segmentation zoo at 512, fused resize512,argmax
 
 Each model runs in its own child process, so the peak memory (max RSS: TensorFlow, the model, the converter and the
 calibration images) is that model's alone. Calibration: real images from the bundled dataset (default 100). Export
@@ -51,6 +52,17 @@ def _latency_ms(path: str, runs: int, threads: int) -> float:
     return statistics.median(times)
 
 
+def _segmentation_calibration(name: str, size: int, count: int, out_dir: str) -> tuple:
+    """A segmentation model's normalisation and calibration batches: images of the offline synthetic set."""
+    from edgetpu_models.seg_data import load_segmentation, make_synthetic_segmentation
+    from edgetpu_models.segmentation import preprocess_normalization
+
+    norm = preprocess_normalization(name)
+    folder = make_synthetic_segmentation(os.path.join(out_dir, "synthetic"), count, size)
+    x, _ = load_segmentation(folder, size, norm, classes=4)
+    return norm, [x[i:i + 1] for i in range(len(x))]
+
+
 def child(name: str, out_dir: str, calibration_images: int, runs: int, threads: int, qat_steps: int | None) -> dict:
     """One model: build, export (timed), check, size, latency. Printed as one JSON line."""
     load = os.getloadavg()[0]
@@ -61,14 +73,20 @@ def child(name: str, out_dir: str, calibration_images: int, runs: int, threads: 
     from edgetpu_models.deploy.export import export_tflite
     from edgetpu_models.preprocessing import normalization_of
     from edgetpu_models.quantize.ptq import calibration_set
+    from edgetpu_models.seg_graph import is_segmentation
+    from edgetpu_models.segmentation import build_segmentation_model
 
     t_import = time.perf_counter() - t0
     t = time.perf_counter()
-    model = build_model(name)
+    segmentation = is_segmentation(name)
+    model = build_segmentation_model(name) if segmentation else build_model(name)
     t_build = time.perf_counter() - t
     size = int(model.input_shape[1])
-    norm = normalization_of(name)
-    cal = calibration_set(default_dataset_dir(), size, norm, count=calibration_images)
+    if segmentation:
+        norm, cal = _segmentation_calibration(name, size, calibration_images, out_dir)
+    else:
+        norm = normalization_of(name)
+        cal = calibration_set(default_dataset_dir(), size, norm, count=calibration_images)
     t, c = time.perf_counter(), time.process_time()
     result = export_tflite(model, os.path.join(out_dir, f"{name}.tflite"), representative=cal, model_name=name,
                            normalization=norm)
@@ -79,6 +97,7 @@ def child(name: str, out_dir: str, calibration_images: int, runs: int, threads: 
            "export_s": t_export, "export_cpu_s": cpu_export, "peak_gib": peak_gib, "size_bytes": result.size_bytes,
            "calibration_images": result.calibration_images, "edgetpu_ops": report.on_edgetpu,
            "total_ops": report.total, "fully_mapped": report.fully_mapped,
+           "cpu_ops": [f"{o.operator} ({o.reason or o.status})" for o in report.ops if not o.on_edgetpu],
            "cpu_ms": _latency_ms(result.path, runs, threads)}
     if qat_steps is not None:
         import tensorflow as tf
@@ -108,8 +127,15 @@ def _parse_args() -> argparse.Namespace:
     ap.add_argument("--qat-steps", type=int, default=2)
     ap.add_argument("--out-dir", help="keep the .tflite files here (default: a temporary folder)")
     ap.add_argument("--json", help="also write the rows to this JSON file")
+    ap.add_argument("--segmentation", action="store_true",
+                    help="the segmentation zoo at 512 with the fused resize512,argmax finaliser instead")
     ap.add_argument("--child", help=argparse.SUPPRESS)
-    return ap.parse_args()
+    args = ap.parse_args()
+    if args.segmentation:
+        from edgetpu_models.seg_graph import seg_zoo
+
+        args.models = [f"{name}@resize512,argmax" for name in seg_zoo()]
+    return args
 
 
 def _child_command(args: argparse.Namespace, name: str, out_dir: str) -> list[str]:
@@ -152,9 +178,13 @@ def _print_tables(args: argparse.Namespace, rows: list[dict]) -> None:
               f"{r['size_bytes'] / 2**20:.2f}", _mapped(r["edgetpu_ops"], r["total_ops"], r["fully_mapped"]),
               f"{r['cpu_ms']:.1f}", f"{r['load_avg']:.1f}") for r in rows]
     print()
-    print(f"int8 export, calibration on {args.calibration_images} real images (bundled dataset); LiteRT CPU latency "
+    source = "synthetic segmentation set" if args.segmentation else "bundled dataset"
+    print(f"int8 export, calibration on {args.calibration_images} real images ({source}); LiteRT CPU latency "
           f"median of {args.runs} at {args.threads} threads")
     print(format_table(headers, table, right=(1, 2, 3, 4, 5, 6, 8, 9)))
+    for r in rows:
+        if r.get("cpu_ops"):
+            print(f"{r['model']}: on the CPU: {'; '.join(r['cpu_ops'])}")
     if args.qat:
         print()
         print(format_table(["model", "QAT wrap+train+export s", "QAT loss", "Edge TPU ops (QAT export)"],

@@ -311,6 +311,46 @@ def bench_pixel6_held_out() -> None:
     print()
 
 
+SEG_FINALISERS = ("logits", "resize512,argmax", "resize256,argmax,resize512", "argmax,resize512")
+
+
+def bench_segmentation() -> None:
+    """Segmentation models: pixel6 predictions beside tensorflow/models' published Pixel 6 latencies (README;
+    "default argmax" tflite = resize512,argmax; "fused argmax" = a resize-argmax-resize form). Held out: no target
+    is fitted to these numbers. Then every finaliser on coral-usb and pixel6, and where the head's time goes."""
+    from edgetpu_models.seg_graph import seg_zoo
+
+    rows = []
+    for name, m in seg_zoo().items():
+        default = estimate(f"{name}@resize512,argmax", "pixel6").latency_ms
+        fused = estimate(f"{name}@resize256,argmax,resize512", "pixel6").latency_ms
+        pub, pub_fused = m.reference["pixel6_ms"], m.reference["pixel6_fused_ms"]
+        rows.append((name, f"{pub:.1f}", f"{default:.2f}", f"{(default / pub - 1) * 100:+.0f}%",
+                     f"{pub_fused:.1f}", f"{fused:.2f}", f"{(fused / pub_fused - 1) * 100:+.0f}%"))
+    print("== segmentation: pixel6 predicted vs published Pixel 6 Edge TPU latency (held out, never fitted)")
+    print(format_table(("model", "published default", "predicted", "error", "published fused", "predicted fused",
+                        "error"), rows, right=tuple(range(1, 7))))
+    print()
+    rows = []
+    for name in seg_zoo():
+        for fin in SEG_FINALISERS:
+            usb, p6 = estimate(f"{name}@{fin}", "coral-usb"), estimate(f"{name}@{fin}", "pixel6")
+            rows.append((name, fin, f"{usb.latency_ms:.2f}", f"{p6.latency_ms:.2f}", _head_share(name, fin, usb)))
+    print("== segmentation: every finaliser (ms) and the head's share on coral-usb (head = layers after the backbone)")
+    print(format_table(("model", "finaliser", "coral-usb", "pixel6", "head / finaliser ms (usb)"), rows,
+                       right=(2, 3)))
+    print()
+
+
+def _head_share(name: str, finaliser: str, est) -> str:
+    from edgetpu_models.seg_graph import backbone_graph, seg_zoo
+
+    backbone = {layer.name for layer in backbone_graph(seg_zoo()[name])}
+    head = sum(r.ms for r in est.layers if r.name not in backbone and not r.name.startswith(("final_", "argmax")))
+    final = sum(r.ms for r in est.layers if r.name.startswith(("final_", "argmax")))
+    return f"{head:.2f} / {final:.2f}"
+
+
 def bench_zoo() -> None:
     targets = ("coral-usb", "coral-usb-std", "coral-devboard", "pixel4", "pixel6", "cpu")
     rows = []
@@ -357,7 +397,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--held-out", type=int, default=32, help="held-out architectures for the CPU check (0: skip)")
     p.add_argument("--cached-only", action="store_true", help="CPU check from cached timings only")
     p.add_argument("--speed-only", action="store_true", help="only the estimates-per-second figures")
+    p.add_argument("--segmentation-only", action="store_true", help="only the segmentation tables (seconds)")
     args = p.parse_args(argv)
+    if args.segmentation_only:
+        bench_segmentation()
+        return 0
     bench_spec_path()
     bench_one_block()
     if args.speed_only:
@@ -370,6 +414,7 @@ def main(argv: list[str] | None = None) -> int:
     bench_heldout()
     bench_pixel6_held_out()
     bench_zoo()
+    bench_segmentation()
     bench_cpu(args.held_out, args.cached_only)
     return 0
 

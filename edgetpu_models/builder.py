@@ -64,14 +64,17 @@ def _conv_bn_act(keras: Any, x: Any, layer: Layer, padding: str, bn_args: dict, 
                  suffix: str = "") -> Any:
     if layer.op == Op.CONV2D:
         filters = layer.out_channels // layer.groups
-        x = keras.layers.Conv2D(filters, layer.kernel, strides=layer.stride, padding=padding, use_bias=False,
-                                kernel_initializer=CONV_KERNEL_INITIALIZER, name=layer.name + suffix)(x)
+        x = keras.layers.Conv2D(filters, layer.kernel, strides=layer.stride, padding=padding, use_bias=layer.use_bias,
+                                dilation_rate=layer.dilation, kernel_initializer=CONV_KERNEL_INITIALIZER,
+                                name=layer.name + suffix)(x)
     else:
-        x = keras.layers.DepthwiseConv2D(layer.kernel, strides=layer.stride, padding=padding, use_bias=False,
+        x = keras.layers.DepthwiseConv2D(layer.kernel, strides=layer.stride, padding=padding,
+                                         use_bias=layer.use_bias, dilation_rate=layer.dilation,
                                          depthwise_initializer=CONV_KERNEL_INITIALIZER, name=layer.name + suffix)(x)
     if layer.batch_norm:
         x = keras.layers.BatchNormalization(name=layer.batch_norm + suffix, **bn_args)(x)
     if layer.activation:
+        relu_max = 6.0 if layer.activation == "relu6" else relu_max  # a head may use ReLU6 on a ReLU backbone
         x = keras.layers.ReLU(max_value=relu_max, name=f"{layer.name}{suffix}_{layer.activation}")(x)
     return x
 
@@ -107,6 +110,38 @@ def _dense(keras: Any, layer: Layer, x: Any, ctx: dict[str, Any]) -> Any:
                               kernel_initializer=DENSE_KERNEL_INITIALIZER, name=layer.name)(x)
 
 
+def _resize(keras: Any, layer: Layer, x: Any, ctx: dict[str, Any]) -> Any:
+    """Bilinear: UpSampling2D for whole factors (a layer QAT knows), else Resizing. Nearest on a class map (a
+    finaliser after argmax): each index repeated by reshape + tile, because the TFLite converter has no integer
+    RESIZE_NEAREST_NEIGHBOR (TF 2.21: "tf.ResizeNearestNeighbor op is neither a custom op nor a flex op" for int32
+    and uint8); whole factors only (`seg_graph` checks)."""
+    import tensorflow as tf
+
+    (h, w), (oh, ow) = layer.input_shape[:2], layer.output_shape[:2]
+    if layer.op == Op.RESIZE_NEAREST:
+        sy, sx = oh // h, ow // w
+        x = tf.reshape(tf.cast(x, tf.int32), (-1, h, 1, w, 1))
+        x = tf.reshape(tf.tile(x, (1, 1, sy, 1, sx)), (-1, oh, ow))
+        return tf.cast(x, tf.uint8, name=layer.name)
+    if oh % h == 0 and ow % w == 0:
+        return keras.layers.UpSampling2D((oh // h, ow // w), interpolation="bilinear", name=layer.name)(x)
+    return keras.layers.Resizing(oh, ow, interpolation="bilinear", name=layer.name)(x)
+
+
+def _argmax(keras: Any, layer: Layer, x: Any, ctx: dict[str, Any]) -> Any:
+    """Class index per pixel as uint8 (TFLite ARG_MAX + CAST; a finaliser, applied after training): the class map an
+    int8 model hands back, <= 255 classes (segmentation models allow no more)."""
+    import tensorflow as tf
+
+    return tf.cast(tf.math.argmax(x, axis=-1, output_type=tf.int32, name=layer.name), tf.uint8)
+
+
+def _avg_pool(keras: Any, layer: Layer, x: Any, ctx: dict[str, Any]) -> Any:
+    """ASPP's image pooling (VALID, window = stride) or BiFPN's downsampling (SAME, window = stride + 1)."""
+    padding = "valid" if layer.kernel == layer.stride else "same"
+    return keras.layers.AveragePooling2D(layer.kernel, layer.stride, padding=padding, name=layer.name)(x)
+
+
 _BUILDERS: dict[Op, Callable[[Any, Layer, Any, dict[str, Any]], Any]] = {
     Op.CONV2D: _conv,
     Op.DEPTHWISE_CONV2D: _conv,
@@ -115,6 +150,12 @@ _BUILDERS: dict[Op, Callable[[Any, Layer, Any, dict[str, Any]], Any]] = {
     Op.GLOBAL_MAX_POOL: lambda keras, layer, x, ctx: keras.layers.GlobalMaxPooling2D(name=layer.name)(x),
     Op.DROPOUT: lambda keras, layer, x, ctx: keras.layers.Dropout(layer.rate, name=layer.name)(x),
     Op.DENSE: _dense,
+    Op.AVG_POOL2D: _avg_pool,
+    Op.CONCAT: lambda keras, layer, x, ctx: keras.layers.Concatenate(name=layer.name)(
+        [ctx["tensors"][n] for n in layer.inputs]),
+    Op.RESIZE_BILINEAR: _resize,
+    Op.RESIZE_NEAREST: _resize,
+    Op.ARGMAX: _argmax,
 }
 """The ops of a spec's graph (`layer_graph.SPEC_OPS`) and how each becomes Keras layers. Graphs imported from Keras
 or .tflite files may hold other ops; `build_graph_model` refuses those by name."""

@@ -11,6 +11,7 @@ from edgetpu_models.errors import ModelFileError
 from edgetpu_models.keras_io import load_keras
 from edgetpu_models.model_ref import resolve_model
 from edgetpu_models.preprocessing import normalization_of
+from edgetpu_models.seg_graph import is_segmentation
 from edgetpu_models.sidecar import Sidecar, read_sidecar
 from edgetpu_models.spec import Normalization
 from edgetpu_models.zoo import ZOO
@@ -56,6 +57,12 @@ def _loaded_file(path: str, resolution: int | None, trust_code: bool | None) -> 
 def load_model_ref(ref: Any, variant: str | None = None, resolution: int | None = None,
                    classes: int | None = None, *, trust_code: bool | None = None) -> LoadedModel:
     """Builds (zoo name / spec, random weights) or loads (.keras/.h5/.hdf5) a tf_keras model."""
+    if is_segmentation(ref):  # zoo segmentation model, "name" or "name@finaliser"
+        from edgetpu_models.segmentation import build_segmentation_model, preprocess_normalization
+
+        model = build_segmentation_model(ref, classes=classes, resolution=resolution)
+        return LoadedModel(model, ref.replace("@", "_").replace(",", "_"), preprocess_normalization(ref), None,
+                           normalization_source=f"segmentation spec {ref}")
     resolved = resolve_model(ref, variant)
     if resolved.kind == "keras" and resolved.path is not None:
         return _loaded_file(resolved.path, resolution, trust_code)

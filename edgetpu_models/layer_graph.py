@@ -37,8 +37,14 @@ class Op(StrEnum):
     QUANTIZE = "quantize"
     SPLIT = "split"
     """The channel split of a grouped convolution as the builder lowers it (`lowered`)."""
+    RESIZE_BILINEAR = "resize_bilinear"
+    """Bilinear resize to `output_shape` (segmentation heads and finalisers; TFLite RESIZE_BILINEAR)."""
+    RESIZE_NEAREST = "resize_nearest"
+    """Nearest-neighbour resize to `output_shape` (a class map's final upsampling; RESIZE_NEAREST_NEIGHBOR)."""
+    ARGMAX = "argmax"
+    """Index of the largest channel per pixel, (H, W, C) -> (H, W) (a segmentation finaliser; TFLite ARG_MAX)."""
     OTHER = "other"
-    """A .tflite op none of the above describes (e.g. RESIZE_BILINEAR): costed as element-wise work."""
+    """A .tflite op none of the above describes: costed as element-wise work."""
 
 
 OPS = tuple(Op)
@@ -46,8 +52,8 @@ OPS = tuple(Op)
 constants (a standalone BatchNormalization is one per-channel affine `mul`); `reshape` (flatten, squeeze) moves no
 data."""
 SPEC_OPS = frozenset({Op.CONV2D, Op.DEPTHWISE_CONV2D, Op.ADD, Op.GLOBAL_AVG_POOL, Op.GLOBAL_MAX_POOL, Op.DROPOUT,
-                      Op.DENSE})
-"""The ops a spec's graph is made of: what the Keras builder can build."""
+                      Op.DENSE, Op.AVG_POOL2D, Op.CONCAT, Op.RESIZE_BILINEAR, Op.RESIZE_NEAREST, Op.ARGMAX})
+"""The ops a spec's graph is made of: what the Keras builder can build (the last five for segmentation heads)."""
 WEIGHTED_OPS = frozenset({Op.CONV2D, Op.DEPTHWISE_CONV2D, Op.DENSE})
 GLOBAL_POOL_OPS = frozenset({Op.GLOBAL_AVG_POOL, Op.GLOBAL_MAX_POOL})
 WINDOW_POOL_OPS = frozenset({Op.MAX_POOL2D, Op.AVG_POOL2D})
@@ -79,6 +85,10 @@ class Layer:
     """"same" (TensorFlow) or "symmetric" ((kernel - 1) // 2 on every side, PyTorch); set only where they differ."""
     source_op: int = field(default=-1, compare=False)
     """The operator index in the .tflite this layer was read from (-1: not from a .tflite)."""
+    dilation: int = 1
+    """conv2d / depthwise_conv2d: atrous rate (ASPP); the kernel's taps and MACs are unchanged."""
+    use_bias: bool = False
+    """conv2d / depthwise_conv2d: a trained bias (a head's final conv); counted in `params`."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.op, Op):
@@ -104,6 +114,8 @@ class Layer:
     def params(self) -> int:
         """Trainable parameters: kernels, BN gamma and beta, dense weights and bias (BN moving statistics excluded)."""
         bn = 2 * self.out_channels if self.batch_norm else 0
+        if self.use_bias:
+            bn += self.out_channels
         if self.op == Op.CONV2D:
             return self.kernel_area * self.in_channels // self.groups * self.out_channels + bn
         if self.op == Op.DEPTHWISE_CONV2D:
@@ -250,15 +262,17 @@ def piece_layers(input_shape: tuple[int, ...], padding: str,
 
 
 def arch_to_graph(arch: Arch, include_top: bool = True, classes: int = 1000, pooling: str | None = None,
-                  input_shape: tuple[int, int, int] | None = None) -> LayerGraph:
-    """Expands a resolved architecture into its layer graph (keras.applications semantics for the head arguments)."""
+                  input_shape: tuple[int, int, int] | None = None, backbone_only: bool = False) -> LayerGraph:
+    """Expands a resolved architecture into its layer graph (keras.applications semantics for the head arguments).
+    `backbone_only`: stem and blocks only, no head conv (a feature extractor, as segmentation models use)."""
     if input_shape is None:
         input_shape = (arch.resolution, arch.resolution, 3)
     wk = _Walker(tuple(input_shape), arch.padding)
     add_stem(wk, arch)
     for b in arch.blocks:
         add_block(wk, b, arch.activation)
-    add_head(wk, arch, include_top, classes, pooling)
+    if not backbone_only:
+        add_head(wk, arch, include_top, classes, pooling)
     return LayerGraph(name=arch.name if arch.variant is None else f"{arch.name}_{arch.variant}",
                       input_shape=tuple(input_shape), layers=tuple(wk.layers))
 

@@ -127,6 +127,9 @@ class Spec:
     resolution: int = 224
     variants: Mapping[str, Variant] = field(default_factory=dict)
     default_variant: str | None = None
+    expansion_divisor: int = 8
+    """Expansion widths are rounded to a multiple of this (EfficientNet's rule). 1: the exact input x expansion, as
+    tensorflow/models builds its searched Autoseg-EdgeTPU backbones (36 x 3 = 108 stays 108)."""
     source: str | None = field(default=None, compare=False)
     """Path the spec was read from (for messages); not part of the architecture."""
 
@@ -145,6 +148,8 @@ class Spec:
             out["padding"] = self.padding
         if self.default_variant is not None:
             out["default_variant"] = self.default_variant
+        if self.expansion_divisor != 8:
+            out["expansion_divisor"] = self.expansion_divisor
         if self.variants:
             out["variants"] = {k: _variant_dict(v) for k, v in self.variants.items()}
         return out
@@ -226,6 +231,7 @@ _SCHEMAS: dict[str, dict[str, Field]] = {
         "resolution": _RESOLUTION,
         "variants": (False, None, "a mapping"),
         "default_variant": (False, lambda v: isinstance(v, str), "a variant name"),
+        "expansion_divisor": (False, lambda v: _is_int(v) and 1 <= v <= 64, "an integer from 1 to 64"),
     },
     "batch_norm": {"momentum": (False, lambda v: _is_num(v) and 0 < v < 1, "a number in (0, 1)"),
                    "epsilon": (False, lambda v: _is_num(v) and v > 0, "a number > 0")},
@@ -362,7 +368,7 @@ def spec_from_dict(data: Any, source: str | None = None) -> Spec:
                 normalization=norm,
                 dropout=float(d.get("dropout", 0.2)), drop_connect=float(d.get("drop_connect", 0.2)),
                 resolution=int(d.get("resolution", 224)), variants=variants, default_variant=default_variant,
-                source=source)
+                expansion_divisor=d.get("expansion_divisor", 8), source=source)
 
 
 def load_spec(path: str | os.PathLike[str]) -> Spec:
@@ -513,7 +519,8 @@ def resolve(spec: Spec, variant: str | None = None, resolution: int | None = Non
             base_in = (round_filters(st.expansion_input, v.width)
                        if first and st.expansion_input is not None else in_filters)
             # A block has an expansion layer only when it widens: expansion 1 (and 'conv') means none.
-            expand = in_filters if st.block == "conv" or st.expansion == 1 else make_divisible(base_in * st.expansion)
+            expand = in_filters if st.block == "conv" or st.expansion == 1 else make_divisible(base_in * st.expansion,
+                                                                                       spec.expansion_divisor)
             residual = st.block != "conv" and st.skip and stride == 1 and in_filters == out_filters
             blocks.append(BlockArgs(name=f"blocks_{stage_index}_{block_index}", block=st.block, kernel=st.kernel,
                                     stride=stride, input_filters=in_filters, expand_filters=expand,

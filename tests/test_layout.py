@@ -19,9 +19,9 @@ MAX_FUNCTION_LINES = 60
 
 # Rooms, lowest first: a module may import its own room and rooms below it, never one above.
 CORE = {"errors", "spec", "layer_graph", "profiler", "zoo", "model_ref", "sidecar", "io_utils", "keras_io",
-        "tflite_reader", "preprocessing", "imagenet", "tables", "counts", "metrics"}
-MODELS = {"builder", "weights", "keras_models"}
-TRAINING = {"data", "train"}
+        "tflite_reader", "preprocessing", "imagenet", "tables", "counts", "metrics", "seg_graph"}
+MODELS = {"builder", "weights", "keras_models", "segmentation"}
+TRAINING = {"data", "train", "seg_data", "seg_train"}
 ROOMS = ["core", "models", "training", "quantize", "latency", "deploy", "service", "search", "api", "cli"]
 """`api` is the package's own `__init__`: the public facade, which may reach any room but the CLI."""
 

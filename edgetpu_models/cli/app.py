@@ -28,6 +28,7 @@ COMMAND_MODULES = (
     "edgetpu_models.cli.quantize",     # quantize, quant-report
     "edgetpu_models.cli.deploy",       # export, check, compile
     "edgetpu_models.cli.run",   # classify, benchmark
+    "edgetpu_models.cli.segment",  # segment, seg-data, seg-train, seg-eval, seg-demo
 )
 
 EXIT_USAGE = 2

@@ -10,12 +10,31 @@ import sys
 
 from edgetpu_models.cli.args import add_force_arg, add_model_args, bounded_int, classes_arg, print_json
 from edgetpu_models.errors import EdgeTPUModelsError
+from edgetpu_models.seg_graph import is_segmentation
 
 
 def _summary_line(report) -> str:
     pct = 100.0 * report.fraction_on_edgetpu
     return (f"Edge TPU: {report.on_edgetpu} of {report.total} ops mapped ({pct:.1f}%)"
             + ("" if report.fully_mapped else f"; {report.on_cpu} on the CPU"))
+
+
+def _calibration(args: argparse.Namespace, loaded, size: int, labels):
+    """(representative data, labels) from --data: a class-folder dataset, or for a segmentation model the images of
+    a segmentation folder (images/ + masks/, or ADE20K's layout)."""
+    if is_segmentation(args.model):
+        from edgetpu_models.seg_data import list_segmentation_folder, load_segmentation
+
+        x, _ = load_segmentation(list_segmentation_folder(args.data, limit=args.calibration_images), size,
+                                 loaded.normalization)
+        return [x[i:i + 1] for i in range(len(x))], labels
+    from edgetpu_models.quantize.ptq import calibration_set
+
+    representative = calibration_set(args.data, size, loaded.normalization, count=args.calibration_images)
+    outputs = int(loaded.model.output_shape[-1])
+    if labels is None and len(representative.class_names) == outputs:
+        labels = representative.class_names
+    return representative, labels
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -44,12 +63,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         except OSError as e:
             raise EdgeTPUModelsError(f"--labels {args.labels}: cannot read ({e.strerror or e})") from None
     if args.int8 and args.data:
-        from edgetpu_models.quantize.ptq import calibration_set
-
-        representative = calibration_set(args.data, size, loaded.normalization, count=args.calibration_images)
-        outputs = int(loaded.model.output_shape[-1])
-        if labels is None and len(representative.class_names) == outputs:
-            labels = representative.class_names
+        representative, labels = _calibration(args, loaded, size, labels)
     result = export_tflite(loaded.model, args.out, int8=args.int8, io_dtype=args.io, representative=representative,
                            random_calibration=args.random_calibration, model_name=loaded.name,
                            normalization=loaded.normalization, labels=labels, force=getattr(args, "force", False))

@@ -12,6 +12,24 @@ from edgetpu_models.tables import fmt_int, format_table
 from edgetpu_models.zoo import ZOO
 
 
+def _segmentation_rows(build: bool) -> list[list]:
+    """The segmentation zoo's rows of `list` (logits graphs; `name@finaliser` selects an output head elsewhere)."""
+    from edgetpu_models.profiler import profile
+    from edgetpu_models.seg_graph import seg_zoo
+
+    rows = []
+    for name, m in seg_zoo().items():
+        g = profile(name)
+        row = [name, m.display_name, g.input_shape[0], fmt_int(g.params), fmt_int(g.macs)]
+        if build:
+            from edgetpu_models.segmentation import build_segmentation_model
+
+            model = build_segmentation_model(name)
+            row.append(fmt_int(sum(int(w.shape.num_elements()) for w in model.trainable_weights)))
+        rows.append(row)
+    return rows
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     from edgetpu_models.profiler import profile  # inside: the runtime commands' import path keeps to Python 3.9
 
@@ -28,6 +46,7 @@ def cmd_list(args: argparse.Namespace) -> int:
             model = build_model(name)
             row.append(fmt_int(sum(int(w.shape.num_elements()) for w in model.trainable_weights)))
         rows.append(row)
+    rows += _segmentation_rows(args.build)
     print(format_table(headers, rows, right=(2, 3, 4, 5)))
     return 0
 

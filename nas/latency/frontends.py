@@ -20,6 +20,7 @@ from edgetpu_models.errors import ModelFileError
 from edgetpu_models.keras_io import load_keras
 from edgetpu_models.layer_graph import Layer, LayerGraph, Op, arch_to_graph
 from edgetpu_models.model_ref import resolve_model, resolve_spec
+from edgetpu_models.seg_graph import is_segmentation, segmentation_graph
 from edgetpu_models.spec import Arch, Spec, resolve
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -423,6 +424,8 @@ def model_source(model: Any, *, resolution: int | None = None, variant: str | No
     Edge TPU estimator costs piece by piece, memoised) or the LayerGraph of anything else."""
     if isinstance(model, LayerGraph):
         return model
+    if is_segmentation(model):  # a zoo segmentation model, optionally "name@finaliser"
+        return segmentation_graph(model, resolution)
     ref = resolve_model(model, variant)
     ref.no_overrides(resolution, variant)
     if ref.kind == "tflite":
