@@ -16,6 +16,7 @@ demo: venv
 
 test: venv
 	$(BIN)/ruff check .
+	$(BIN)/python tools/lint_imports.py
 	$(BIN)/python -m pytest -q tests
 
 clean:

@@ -61,6 +61,6 @@ setup(
         "protobuf==7.36.2",
         "ray[default]==2.60.0",
     ],
-    extras_require={"test": ["pytest==9.2.0", "grpcio-tools==1.85.1", "ruff==0.17.6"]},
+    extras_require={"test": ["pytest==9.2.0", "grpcio-tools==1.85.1", "ruff==0.17.6", "import-linter==2.16"]},
     entry_points={"console_scripts": ["edgetpu-models=edgetpu_models.cli:main"]},
 )
