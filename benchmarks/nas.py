@@ -115,12 +115,12 @@ def main(argv: list[str] | None = None) -> int:
     args = _parse_args(argv)
 
     from edgetpu_models.model_ref import resolve_spec
-    from edgetpu_models.nas.latency.estimator import estimate_spec
+    from edgetpu_models.nas.latency.estimator import estimate
     from edgetpu_models.nas.search.loop import load_search, run_search
     from edgetpu_models.nas.search.results import PLOT, Reference, plot_trials
 
     s_spec, s_variant = resolve_spec("efficientnet_edgetpu_s")
-    target_ms = args.latency_target_ms or round(estimate_spec(s_spec, args.target, variant=s_variant).latency_ms, 3)
+    target_ms = args.latency_target_ms or round(estimate(s_spec, args.target, variant=s_variant).latency_ms, 3)
     out = args.out or tempfile.mkdtemp(prefix="nas_benchmark_")
     cfg = _search_config(args, target_ms)
     print(f"search: {args.trials} trials, {args.workers} workers, controller {args.controller}, target "

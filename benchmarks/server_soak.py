@@ -123,7 +123,7 @@ class Soak:
         for m in VALID_MODELS:
             spec, variant = zoo_spec(m)
             for r in (160, 192, 224):
-                self.expected[(m, r)] = latency.estimate_spec(spec, resolution=r, variant=variant).to_dict()
+                self.expected[(m, r)] = latency.estimate(spec, resolution=r, variant=variant).to_dict()
 
     def run_thread(self, seed: int) -> None:
         rng = random.Random(seed)

@@ -14,7 +14,7 @@ import subprocess
 from dataclasses import dataclass
 
 from edgetpu_models.deploy.edgetpu_check import CompatibilityReport, OpRow, check_tflite
-from edgetpu_models.errors import EdgeTPUModelsError, ModelFileError
+from edgetpu_models.errors import CompilerError, ModelFileError
 
 COMPILER = "edgetpu_compiler"
 INSTALL_URL = "https://coral.ai/docs/edgetpu/compiler/#system-requirements"
@@ -32,10 +32,6 @@ _KEYS = {
     "Number of operations that will run on CPU": "ops_on_cpu",
 }
 _ROW = re.compile(r"^(?P<op>[A-Za-z0-9_\-]+)\s+(?P<count>\d+)\s+(?P<status>\S.*?)\s*$")
-
-
-class CompilerError(EdgeTPUModelsError, RuntimeError):
-    """edgetpu_compiler ran but failed, timed out, or printed something we cannot read."""
 
 
 @dataclass(frozen=True)

@@ -49,8 +49,6 @@ SPEC_OPS = frozenset({Op.CONV2D, Op.DEPTHWISE_CONV2D, Op.ADD, Op.GLOBAL_AVG_POOL
                       Op.DENSE})
 """The ops a spec's graph is made of: what the Keras builder can build."""
 WEIGHTED_OPS = frozenset({Op.CONV2D, Op.DEPTHWISE_CONV2D, Op.DENSE})
-GLOBAL_POOL_OPS = frozenset({Op.GLOBAL_AVG_POOL, Op.GLOBAL_MAX_POOL})
-WINDOW_POOL_OPS = frozenset({Op.MAX_POOL2D, Op.AVG_POOL2D})
 
 
 @dataclass(frozen=True)

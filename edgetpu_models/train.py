@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, field, fields
 from functools import lru_cache
 from typing import Any, Callable
 
-from edgetpu_models.errors import EdgeTPUModelsError, ModelFileError
+from edgetpu_models.errors import ModelFileError, TrainError
 from edgetpu_models.io_utils import write_text_atomic
 from edgetpu_models.keras_io import load_keras
 from edgetpu_models.sidecar import Sidecar, write_sidecar
@@ -33,10 +33,6 @@ from edgetpu_models.sidecar import Sidecar, write_sidecar
 OPTIMIZERS = ("rmsprop", "sgd")
 DECAYS = ("cosine", "exponential")
 STRATEGIES = ("default", "mirrored", "multi-worker", "tpu")
-
-
-class TrainError(EdgeTPUModelsError, ValueError):
-    """A training run that cannot start: bad settings, or a resume that does not match the run folder."""
 
 
 @dataclass(frozen=True)

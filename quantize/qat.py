@@ -19,14 +19,10 @@ from typing import Any
 
 import numpy as np
 
-from edgetpu_models.errors import EdgeTPUModelsError
+from edgetpu_models.errors import QATError
 from edgetpu_models.keras_io import is_qat_model
 
 _FOLDABLE = ("Conv2D", "DepthwiseConv2D")
-
-
-class QATError(EdgeTPUModelsError, ValueError):
-    """A model tfmot cannot wrap for quantization-aware training (a layer with no quantize config)."""
 
 
 def _inbounds(layer_cfg: dict) -> list[list]:

@@ -122,7 +122,7 @@ def test_cli_check_exit_codes_json_and_tf_free(models, tmp_path):
     assert bad.returncode == 1 and json.loads(bad.stdout)["fully_mapped"] is False
     (tmp_path / "junk.tflite").write_text("not a model")
     junk = _cli("check", str(tmp_path / "junk.tflite"))
-    assert junk.returncode == 2 and len(junk.stderr.strip().splitlines()) == 1 and "junk.tflite" in junk.stderr
+    assert junk.returncode == 1 and len(junk.stderr.strip().splitlines()) == 1 and "junk.tflite" in junk.stderr
     code = ("import sys; from edgetpu_models.deploy.edgetpu_check import check_tflite; "
             f"assert check_tflite({models['int8']!r}).fully_mapped; assert 'tensorflow' not in sys.modules")
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0

@@ -174,7 +174,7 @@ def test_bad_inputs_are_one_line_errors(heads, tmp_path, capsys, args, expect):
     ids.write_text("490\n361\n")
     names = {"GT": str(gt), "MISSING": str(tmp_path / "nope.txt"), "IDS": str(ids)}
     args = [names.get(a, a) for a in args]
-    assert cli.main(["evaluate", heads[1000].path, "--data", val, *args]) == 2
+    assert cli.main(["evaluate", heads[1000].path, "--data", val, *args]) == 1
     err = capsys.readouterr().err.strip()
     assert expect in err and len(err.splitlines()) == 1
 
@@ -183,7 +183,7 @@ def test_classes_a_model_does_not_have(heads, tmp_path, capsys):
     for c in ("cat", "dog"):
         os.makedirs(tmp_path / c)
         solid(tmp_path / c / "x.png", 5)
-    assert cli.main(["evaluate", heads[1000].path, "--data", str(tmp_path)]) == 2
+    assert cli.main(["evaluate", heads[1000].path, "--data", str(tmp_path)]) == 1
     assert "class 'cat' is not one of the classes of" in capsys.readouterr().err
 
 

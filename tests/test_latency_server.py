@@ -81,7 +81,7 @@ def test_round_trip_equals_in_process_for_every_zoo_model(client):
     # batch, another target and a resolution override: still the in-process numbers, in order
     for target in ("coral-usb", "coral-devboard"):
         got = client.estimate_batch(specs, target, resolution=160)
-        want = [latency.estimate_spec(s, target, resolution=160).to_dict() for s in specs]
+        want = [latency.estimate(s, target, resolution=160).to_dict() for s in specs]
         assert got == want
 
 
@@ -237,7 +237,7 @@ def test_non_loopback_needs_a_token_or_tls(tmp_path, capsys):
     assert len(err) == 1 and "0.0.0.0" in err[0] and "--token-file" in err[0]
     empty = tmp_path / "token"
     empty.write_text("\n")
-    assert cli_main(["latency-server", "--host", "0.0.0.0", "--token-file", str(empty)]) == 2
+    assert cli_main(["latency-server", "--host", "0.0.0.0", "--token-file", str(empty)]) == 1
     assert "token file is empty" in capsys.readouterr().err
 
 
@@ -270,7 +270,7 @@ def test_drain_finishes_calls_in_flight_and_refuses_new_ones():
     t.join(60)
     drainer.join(60)
     assert len(result["batch"]) == 250
-    assert result["batch"][0] == latency.estimate_spec(spec, resolution=224).to_dict()
+    assert result["batch"][0] == latency.estimate(spec, resolution=224).to_dict()
     assert srv.wait_stopped(0)
 
 
@@ -285,7 +285,7 @@ def test_server_killed_and_restarted_loses_no_request():
     address = f"127.0.0.1:{port}"
     spec, variant = zoo_spec("efficientnet_edgetpu_s")
     resolutions = [96 + 2 * i for i in range(240)]
-    expected = [latency.estimate_spec(spec, resolution=r, variant=variant).to_dict() for r in resolutions]
+    expected = [latency.estimate(spec, resolution=r, variant=variant).to_dict() for r in resolutions]
     got: list = []
     failures: list = []
     stats: dict = {}

@@ -182,4 +182,4 @@ def test_cli_quantize_then_export_then_report(tmp_path, capsys):
     report = json.loads(r.stdout)
     assert report["images"] == 8 and len(report["worst"]) == 5
     bad = _cli("quantize", TINY_SPEC, "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "x.keras"))
-    assert bad.returncode == 2 and "missing" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+    assert bad.returncode == 1 and "missing" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1

@@ -64,7 +64,7 @@ def test_kill_during_epoch_2_then_resume_gives_the_uninterrupted_result(tmp_path
     # without --resume the run folder is protected
     out = subprocess.run(_cli("train", spec, "--data", data, "--out", killed, *TRAIN_ARGS), env=env,
                          capture_output=True, text=True)
-    assert out.returncode == 2 and "pass --resume" in out.stderr and "Traceback" not in out.stderr
+    assert out.returncode == 1 and "pass --resume" in out.stderr and "Traceback" not in out.stderr
 
     resumed = subprocess.run(_cli("train", spec, "--data", data, "--out", killed, "--resume", *TRAIN_ARGS), env=env,
                              capture_output=True, text=True)
@@ -137,7 +137,7 @@ def test_bad_input_is_one_line(tmp_path, capsys, case):
         code = cli.main(args)
     except SystemExit as e:  # argparse refuses a flag's value before the command runs
         code = e.code
-    assert code == 2
+    assert code == (2 if case == "bad_epochs" else 1)  # usage (argparse) or the job failed on bad input
     err = capsys.readouterr().err
     assert want in err, err
     lines = [ln for ln in err.splitlines() if ln.startswith("edgetpu-models")]

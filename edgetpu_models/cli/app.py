@@ -2,7 +2,8 @@
 
 Each area registers its own subcommands (a module with `register(subparsers)`, listed in COMMAND_MODULES); those
 modules import TensorFlow and other heavy libraries only inside the command functions, so `--help` is instant.
-Every library error (EdgeTPUModelsError) becomes one line on stderr and exit status 2; nothing prints a traceback.
+Every library error (EdgeTPUModelsError) becomes one line on stderr and its class's exit code (errors.py: 2 usage, 1
+the job failed, 130 interrupted; `check` keeps its own 1 for "not fully mapped"); nothing prints a traceback.
 """
 
 from __future__ import annotations
@@ -15,21 +16,19 @@ import threading
 from importlib import import_module
 from typing import Sequence
 
-from edgetpu_models.errors import EdgeTPUModelsError
+from edgetpu_models.errors import EXIT_INTERRUPTED, EXIT_USAGE, EdgeTPUModelsError
 from edgetpu_models.keras_io import trusting_model_code
 
 COMMAND_MODULES = (
-    "edgetpu_models.cli.zoo",          # list, build, profile
-    "edgetpu_models.cli.train",        # train, finetune, demo
-    "edgetpu_models.cli.latency",          # estimate, calibrate
-    "edgetpu_models.cli.service",   # latency-server
-    "edgetpu_models.cli.search",   # nas search, nas show
-    "edgetpu_models.cli.quantize",     # quantize, quant-report
-    "edgetpu_models.cli.deploy",       # export, check, compile
-    "edgetpu_models.cli.run",   # classify, benchmark
+    "edgetpu_models.cli.zoo",
+    "edgetpu_models.cli.train",
+    "edgetpu_models.cli.latency",
+    "edgetpu_models.cli.service",
+    "edgetpu_models.cli.search",
+    "edgetpu_models.cli.quantize",
+    "edgetpu_models.cli.deploy",
+    "edgetpu_models.cli.run",
 )
-
-EXIT_USAGE = 2
 
 
 class _Parser(argparse.ArgumentParser):
@@ -92,10 +91,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             result = args.func(args)
     except EdgeTPUModelsError as e:
         print(f"edgetpu-models {args.command}: error: {e}", file=sys.stderr)
-        return EXIT_USAGE
+        return e.exit_code
     except KeyboardInterrupt:
         print(f"edgetpu-models {args.command}: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     except BrokenPipeError:  # `edgetpu-models list | head`
         return 0
     return int(result or 0)

@@ -7,11 +7,11 @@ import argparse
 import math
 from typing import Callable
 
+from edgetpu_models.spec import MAX_RESOLUTION, MIN_RESOLUTION
 from edgetpu_models.zoo import ZOO
 
 MAX_THREADS = 256
 """More threads than any CPU this runs on has; LiteRT crashes on absurd counts instead of refusing them."""
-MAX_RESOLUTION = 4096
 
 
 def bounded_int(lo: int, hi: int) -> Callable[[str], int]:
@@ -47,7 +47,7 @@ def bounded_float(lo: float, hi: float, *, low_open: bool = False) -> Callable[[
 
 
 threads_arg = bounded_int(1, MAX_THREADS)
-resolution_arg = bounded_int(8, MAX_RESOLUTION)
+resolution_arg = bounded_int(MIN_RESOLUTION, MAX_RESOLUTION)
 port_arg = bounded_int(0, 65535)
 seed_arg = bounded_int(0, 2**32 - 1)
 classes_arg = bounded_int(1, 100_000)

@@ -28,7 +28,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from edgetpu_models.errors import EdgeTPUModelsError
+from edgetpu_models.errors import EdgeTPUModelsError, UsageError
 from edgetpu_models.io_utils import write_text_atomic
 from edgetpu_models.tables import format_table
 
@@ -362,9 +362,9 @@ class _DemoRun:
 
 def _check_counts(epochs: int, qat_epochs: int) -> None:
     if not isinstance(epochs, int) or epochs < 1:
-        raise EdgeTPUModelsError(f"epochs: expected an integer >= 1, got {epochs!r}")
+        raise UsageError(f"epochs: expected an integer >= 1, got {epochs!r}")
     if not isinstance(qat_epochs, int) or qat_epochs < 0:
-        raise EdgeTPUModelsError(f"qat_epochs: expected an integer >= 0, got {qat_epochs!r}")
+        raise UsageError(f"qat_epochs: expected an integer >= 0, got {qat_epochs!r}")
 
 
 def _new_run_folder(out: str | None) -> tuple[str, bool]:

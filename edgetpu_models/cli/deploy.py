@@ -8,7 +8,7 @@ import json
 import os
 
 from edgetpu_models.cli.args import add_model_args, bounded_int, classes_arg
-from edgetpu_models.errors import EdgeTPUModelsError
+from edgetpu_models.errors import EdgeTPUModelsError, UsageError
 
 
 def _summary_line(report) -> str:
@@ -23,12 +23,12 @@ def cmd_export(args: argparse.Namespace) -> int:
     from edgetpu_models.keras_models import load_model_ref
 
     if not args.out.endswith(".tflite"):
-        raise EdgeTPUModelsError(f"--out {args.out}: expected a .tflite file name")
+        raise UsageError(f"--out {args.out}: expected a .tflite file name")
     if args.int8 and not args.data and not args.random_calibration:
-        raise EdgeTPUModelsError("int8 export needs calibration images: --data DIR (>= 100 real images), or "
+        raise UsageError("int8 export needs calibration images: --data DIR (>= 100 real images), or "
                                  "--random-calibration to calibrate on random pixels (less accurate)")
     if args.data and args.random_calibration:
-        raise EdgeTPUModelsError("--data and --random-calibration exclude each other")
+        raise UsageError("--data and --random-calibration exclude each other")
     loaded = load_model_ref(args.model, args.variant, args.resolution, args.classes)
     size = int(loaded.model.input_shape[1])
     representative, labels = None, loaded.labels

@@ -7,7 +7,7 @@ import json
 import os
 
 from edgetpu_models.cli.args import add_model_args, bounded_int, threads_arg
-from edgetpu_models.errors import EdgeTPUModelsError
+from edgetpu_models.errors import UsageError
 from edgetpu_models.tables import fmt_int, format_table
 
 
@@ -41,7 +41,7 @@ def _estimate_cocompiled(args: argparse.Namespace) -> int:
     from edgetpu_models.nas.latency.cocompile import estimate_cocompiled
 
     if args.server:
-        raise EdgeTPUModelsError("--server: co-compiled estimates are made here; drop --server or give one model")
+        raise UsageError("--server: co-compiled estimates are made here; drop --server or give one model")
     models = [args.model] + list(args.more)
     results = estimate_cocompiled(models, args.target, resolution=args.resolution, variant=args.variant)
     if args.json:
@@ -75,7 +75,7 @@ def _estimate_remote(args: argparse.Namespace) -> dict:
     from edgetpu_models.nas.service.client import LatencyClient
 
     if args.threads is not None:
-        raise EdgeTPUModelsError("--threads applies to estimates made here, not with --server")
+        raise UsageError("--threads applies to estimates made here, not with --server")
     with LatencyClient(args.server) as client:
         return client.estimate(args.model, target=args.target, resolution=args.resolution, variant=args.variant)
 
@@ -89,7 +89,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     if t.kind == "cpu":
         return _calibrate_cpu(args, t)
     if t.kind != "edgetpu":
-        raise EdgeTPUModelsError(f"{args.target}: a measured target has nothing to calibrate")
+        raise UsageError(f"{args.target}: a measured target has nothing to calibrate")
     from edgetpu_models.nas.latency.calibrate import rows_graphs, run_calibration, target_rows, write_calibration
 
     rows = target_rows(args.target)

@@ -8,7 +8,7 @@ import os
 import shutil
 
 from edgetpu_models.cli.args import add_model_args, batch_arg, bounded_int, lr_arg, seed_arg
-from edgetpu_models.errors import EdgeTPUModelsError
+from edgetpu_models.errors import UsageError
 
 
 def cmd_quantize(args: argparse.Namespace) -> int:
@@ -19,7 +19,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     from edgetpu_models.sidecar import Sidecar, write_sidecar
 
     if not args.out.endswith(".keras"):
-        raise EdgeTPUModelsError(f"--out {args.out}: expected a .keras file name")
+        raise UsageError(f"--out {args.out}: expected a .keras file name")
     loaded = load_model_ref(args.model, args.variant, args.resolution)
     model = loaded.model
     size = int(model.input_shape[1])

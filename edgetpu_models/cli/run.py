@@ -7,7 +7,7 @@ import json
 import os
 
 from edgetpu_models.cli.args import add_trust_arg, bounded_float, bounded_int, fraction_arg, seed_arg, threads_arg
-from edgetpu_models.errors import EdgeTPUModelsError
+from edgetpu_models.errors import UsageError
 from edgetpu_models.tables import format_table
 
 
@@ -19,7 +19,7 @@ def cmd_classify(args: argparse.Namespace) -> int:
     while args.images and args.images[0].lower().endswith(".tflite"):  # segment files, in pipeline order
         models.append(args.images.pop(0))
     if not args.images:
-        raise EdgeTPUModelsError("classify: expected image files after the model (or segment) files")
+        raise UsageError("classify: expected image files after the model (or segment) files")
     clf = Classifier(models if len(models) > 1 else args.model, labels=args.labels, threads=args.threads)
     # read every image before printing anything: a bad argument is one error line, not a half-printed table
     inputs = [(path, load_image(path, clf.size[0], clf.normalization)) for path in args.images]

@@ -7,6 +7,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from edgetpu_models.cli.args import bounded_float, bounded_int, port_arg, threads_arg
+from edgetpu_models.errors import UsageError
 
 if TYPE_CHECKING:
     from edgetpu_models.nas.service.server import ServerConfig
@@ -61,15 +62,15 @@ def _check_tls_files(cert: str, key: str, client_ca: str | None) -> None:
 
 def _config(args: argparse.Namespace) -> "ServerConfig":
     """The server configuration from the command line; ServerError (one line) for anything that must not start."""
-    from edgetpu_models.nas.service.server import ServerConfig, ServerError, check_config, is_loopback, read_token_file
+    from edgetpu_models.nas.service.server import ServerConfig, check_config, is_loopback, read_token_file
 
     if (args.tls_cert is None) != (args.tls_key is None):
-        raise ServerError("--tls-cert and --tls-key go together")
+        raise UsageError("--tls-cert and --tls-key go together")
     if args.tls_client_ca is not None and args.tls_cert is None:
-        raise ServerError("--tls-client-ca (client certificates) needs --tls-cert and --tls-key")
+        raise UsageError("--tls-client-ca (client certificates) needs --tls-cert and --tls-key")
     if not is_loopback(args.host) and args.token_file is None and args.tls_client_ca is None:
         plain = "TLS alone lets anyone call it" if args.tls_cert else "plaintext"
-        raise ServerError(f"--host {args.host}: not a loopback address; binding it needs --token-file F (token "
+        raise UsageError(f"--host {args.host}: not a loopback address; binding it needs --token-file F (token "
                           f"checked on every call) or --tls-cert/--tls-key with --tls-client-ca (client certificates); "
                           f"{plain}")
     token = read_token_file(args.token_file) if args.token_file else None

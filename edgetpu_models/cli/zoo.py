@@ -7,7 +7,7 @@ import json
 import os
 
 from edgetpu_models.cli.args import add_model_args, classes_arg
-from edgetpu_models.errors import EdgeTPUModelsError
+from edgetpu_models.errors import UsageError
 from edgetpu_models.profiler import profile, profile_rows
 from edgetpu_models.tables import fmt_int, format_table
 from edgetpu_models.zoo import ZOO
@@ -52,7 +52,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     from edgetpu_models.keras_io import save_keras
 
     if args.out and not args.out.endswith((".keras", ".h5")):
-        raise EdgeTPUModelsError(f"--out {args.out}: expected a .keras or .h5 file name")
+        raise UsageError(f"--out {args.out}: expected a .keras or .h5 file name")
     if args.out:
         check_destination(args.out)
     model = build_model(args.model, args.variant, resolution=args.resolution, classes=args.classes,

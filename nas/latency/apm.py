@@ -44,7 +44,6 @@ FREE_OPS = frozenset({Op.RESHAPE, Op.DROPOUT})
 """Ops the compiler folds away: no data moves, no instruction is issued."""
 
 
-
 @dataclass(frozen=True)
 class EdgeTPUConstants:
     clock_mhz: float
@@ -110,13 +109,6 @@ def _prod(shape: tuple[int, ...]) -> int:
     for d in shape:
         out *= d
     return out
-
-
-def _fill(n: int, unit: int) -> float:
-    """Fraction of `unit`-wide slots that `n` items fill when padded to a multiple of `unit`."""
-    if n <= 0:
-        return 1.0
-    return n / (unit * -(-n // unit))
 
 
 def _weighted_terms(layer: Layer, c: EdgeTPUConstants, in_elems: int, out_elems: int) -> tuple[int, float, int, int]:

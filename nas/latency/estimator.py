@@ -2,7 +2,7 @@
 
     estimate("efficientnet_edgetpu_s", "coral-usb")          # any model reference (see edgetpu_models.model_ref)
     estimate("model.tflite", "cpu")                           # .tflite path or bytes
-    estimate_spec(spec, "coral-usb")                          # the NAS / server fast path (TF-free)
+    estimate(spec, "coral-usb")                               # the NAS / server fast path (TF-free)
 
 Targets are YAML files (`edgetpu_models.nas.latency.targets`); an unknown name raises TargetError.
 """
@@ -16,9 +16,8 @@ from edgetpu_models.layer_graph import LayerGraph
 from edgetpu_models.nas.latency.apm import cost_graph
 from edgetpu_models.nas.latency.targets import list_targets, load_target
 from edgetpu_models.nas.latency.types import LatencyEstimate, LayerLatency, Target
-from edgetpu_models.spec import Spec
 
-__all__ = ["LatencyEstimate", "LayerLatency", "Target", "estimate", "estimate_spec", "estimate_graph", "list_targets",
+__all__ = ["LatencyEstimate", "LayerLatency", "Target", "estimate", "estimate_graph", "list_targets",
            "load_target"]
 
 
@@ -35,12 +34,6 @@ def estimate_graph(graph: LayerGraph, target: "str | Target" = "coral-usb") -> L
         return predict_graph(graph, t)
     raise TargetError(f"{t.name}: a measured target times a real model; give it a zoo name, spec, Keras model or "
                       f".tflite, not a layer graph")
-
-
-def estimate_spec(spec: Spec, target: str = "coral-usb", resolution: int | None = None,
-                  variant: str | None = None, *, threads: int | None = None) -> LatencyEstimate:
-    """The fast path (NAS, latency server): spec -> graph -> estimate, without TensorFlow for model targets."""
-    return estimate(spec, target, resolution=resolution, variant=variant, threads=threads)
 
 
 def estimate(model: Any, target: str = "coral-usb", *, resolution: int | None = None,

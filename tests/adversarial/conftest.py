@@ -34,10 +34,10 @@ def run_cli(*args: str, timeout: float = 60, env: dict | None = None) -> subproc
                           timeout=timeout, env=full_env)
 
 
-def assert_one_line_error(result: subprocess.CompletedProcess, *needles: str) -> None:
-    """Exit 2, one line on stderr naming what was wrong, no traceback."""
+def assert_one_line_error(result: subprocess.CompletedProcess, *needles: str, code: int = 1) -> None:
+    """Exit `code` (1: the job failed; 2: usage), one line on stderr naming what was wrong, no traceback."""
     err = result.stderr.strip()
-    assert result.returncode == 2, (result.returncode, err[-2000:])
+    assert result.returncode == code, (result.returncode, err[-2000:])
     assert "Traceback" not in err, err[-2000:]
     assert len(err.splitlines()) == 1, err[-2000:]
     for needle in needles:

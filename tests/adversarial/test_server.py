@@ -164,7 +164,7 @@ def test_tls_off_loopback_without_token_or_client_certificates_is_refused(tmp_pa
     cert, key = str(tmp_path / "cert.pem"), str(tmp_path / "key.pem")  # never read: the refusal comes first
     for host in ("0.0.0.0", "192.0.2.7"):
         result = run_cli("latency-server", "--host", host, "--port", "0", "--tls-cert", cert, "--tls-key", key)
-        assert_one_line_error(result, host, "--tls-client-ca", "--token-file")
+        assert_one_line_error(result, host, "--tls-client-ca", "--token-file", code=2)
     with pytest.raises(ServerError, match="mutual TLS"):
         LatencyServer(ServerConfig(host="0.0.0.0", port=0, tls_cert=b"c", tls_key=b"k"))
     LatencyServer(ServerConfig(host="0.0.0.0", port=0, tls_cert=b"c", tls_key=b"k", tls_client_ca=b"ca"))  # no bind
@@ -228,7 +228,7 @@ def test_batch_length_and_response_bytes_are_bounded(small_server):
     with LatencyClient(small_server.address) as client:  # the client splits a chunk the server finds too large
         got = client.estimate_batch(specs)
     from edgetpu_models.spec import spec_from_dict
-    assert got == [latency.estimate_spec(spec_from_dict(s)).to_dict() for s in specs]
+    assert got == [latency.estimate(spec_from_dict(s)).to_dict() for s in specs]
     info_ = small_server.cache_info()
     assert 0 < info_["bytes"] <= 300_000 and info_["size"] < 4, info_
 
