@@ -1,7 +1,6 @@
 """Shared test settings: quiet TensorFlow, deterministic seeds, and the path to the read-only shared test data."""
 
 import os
-import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -21,6 +20,3 @@ def shared_dir() -> str:
 # A user's own calibrated targets (~/.config/edgetpu_models/targets) must not change what the tests see.
 os.environ["EDGETPU_MODELS_CONFIG"] = os.path.join(
     os.environ.get("PYTEST_TMPDIR", "/tmp"), f"edgetpu_models_test_config_{os.getpid()}")
-
-# tests/adversarial imports the shared test helpers (tflite_testmodels, ...) by module name.
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))

@@ -7,9 +7,9 @@ import json
 
 import numpy as np
 import pytest
-from train_helpers import digits_subset, tiny_spec
 
 from edgetpu_models import cli
+from tests.helpers.train import digits_subset, tiny_spec
 
 
 def test_demo_runs_every_step_into_one_folder(tmp_path, capsys):

@@ -8,7 +8,6 @@ import subprocess
 import sys
 
 import pytest
-from tflite_testmodels import convert, tiny_keras, transpose_block
 
 from edgetpu_models.deploy.edgetpu_check import (
     MAPPED,
@@ -20,6 +19,7 @@ from edgetpu_models.deploy.edgetpu_check import (
     check_tflite,
 )
 from edgetpu_models.errors import ModelFileError
+from tests.helpers.tflite_models import convert, tiny_keras, transpose_block
 
 
 @pytest.fixture(scope="module")

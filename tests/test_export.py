@@ -8,13 +8,13 @@ import os
 
 import numpy as np
 import pytest
-from tflite_testmodels import tiny_keras
 
 from edgetpu_models.deploy.edgetpu_check import check_tflite
 from edgetpu_models.deploy.export import ExportError, export_tflite
 from edgetpu_models.sidecar import require_sidecar
 from edgetpu_models.spec import Normalization
 from edgetpu_models.tflite_reader import read_tflite
+from tests.helpers.tflite_models import tiny_keras
 
 NORM = Normalization(mean=(127.0, 127.0, 127.0), std=(128.0, 128.0, 128.0))
 LABELS = ["cat", "dog", "bird", "fish"]

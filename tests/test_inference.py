@@ -9,10 +9,10 @@ import types
 
 import numpy as np
 import pytest
-from train_helpers import digits_subset, tiny_spec
 
 from edgetpu_models import cli
 from edgetpu_models.errors import ModelFileError
+from tests.helpers.train import digits_subset, tiny_spec
 
 
 @pytest.fixture(scope="module")

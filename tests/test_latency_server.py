@@ -15,7 +15,6 @@ import time
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from tflite_testmodels import convert, tiny_keras
 
 from edgetpu_models.cli import main as cli_main
 from edgetpu_models.errors import ModelFileError, SpecError, TargetError, UnknownModelError
@@ -24,6 +23,7 @@ from edgetpu_models.nas.service import latency_pb2, latency_pb2_grpc
 from edgetpu_models.nas.service.client import LatencyClient, LatencyServerError, build_request
 from edgetpu_models.nas.service.server import SERVICE_NAME, LatencyServer, ServerConfig, ServerError
 from edgetpu_models.zoo import ZOO, zoo_spec
+from tests.helpers.tflite_models import convert, tiny_keras
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MAX_MESSAGE = 256 * 1024

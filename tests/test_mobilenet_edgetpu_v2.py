@@ -7,12 +7,12 @@ import os
 import numpy as np
 import pytest
 import yaml
-from test_zoo import keras_counts
 
 from edgetpu_models import SpecError, build_model, mobilenet_edgetpu_v2, profile, spec_from_dict
 from edgetpu_models.builder import GROUPED_CONV_LOWERING
 from edgetpu_models.layer_graph import lowered
 from edgetpu_models.zoo import searched_archs_dir
+from tests.test_zoo import keras_counts
 
 DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
 V2 = os.path.join(searched_archs_dir(), "mobilenet_edgetpu_v2.yaml")

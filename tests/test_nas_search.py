@@ -12,15 +12,15 @@ import sys
 import time
 
 import pytest
-from nas_helpers import TESTS_DIR
 
 from edgetpu_models import cli
 from edgetpu_models.spec import load_spec
+from tests.helpers.nas import REPO_DIR
 
 TRIALS = 12
 SCRIPT = f"""
 import sys
-from nas_helpers import CapacityEvaluator
+from tests.helpers.nas import CapacityEvaluator
 from edgetpu_models.nas.search.loop import SearchConfig, run_search
 out, mode = sys.argv[1], sys.argv[2]
 cfg = SearchConfig(target="coral-usb", latency_target_ms=6.0, controller="reinforce", trials={TRIALS}, workers=2)
@@ -64,7 +64,7 @@ def _events(path: str) -> list[dict]:
 @pytest.fixture(scope="module")
 def killed_and_resumed(tmp_path_factory):
     out = str(tmp_path_factory.mktemp("nas_kill"))
-    env = dict(os.environ, PYTHONPATH=TESTS_DIR + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env = dict(os.environ, PYTHONPATH=REPO_DIR + os.pathsep + os.environ.get("PYTHONPATH", ""))
     proc = subprocess.Popen([sys.executable, "-c", SCRIPT, out, "new"], env=env, start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     log = os.path.join(out, "search", "trials.jsonl")
@@ -140,9 +140,8 @@ def test_outputs_csv_front_plot_and_show(killed_and_resumed, capsys):
 
 
 def test_resume_refuses_another_accuracy_proxy(killed_and_resumed):
-    from nas_helpers import CapacityEvaluator
-
     from edgetpu_models.nas.search.loop import SearchConfig, SearchError, run_search
+    from tests.helpers.nas import CapacityEvaluator
 
     out, _, _ = killed_and_resumed
     with pytest.raises(SearchError, match="would mix two objectives"):
@@ -251,11 +250,11 @@ def test_resume_refuses_a_recalibrated_latency_target(killed_and_resumed, tmp_pa
 
 def test_parallel_search_is_reproducible_whatever_the_completion_order(tmp_path, monkeypatch):
     import ray
-    from nas_helpers import CapacityEvaluator
 
     from edgetpu_models.nas.search.loop import SearchConfig, run_search
+    from tests.helpers.nas import CapacityEvaluator
 
-    monkeypatch.setenv("PYTHONPATH", TESTS_DIR + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    monkeypatch.setenv("PYTHONPATH", REPO_DIR + os.pathsep + os.environ.get("PYTHONPATH", ""))
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         asks, orders = [], []

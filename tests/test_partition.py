@@ -10,10 +10,10 @@ import sys
 
 import numpy as np
 import pytest
-from tflite_testmodels import convert
 
 from edgetpu_models.deploy.partition import PartitionError, cut_points, plan_partition, write_segments
 from edgetpu_models.tflite_reader import read_tflite
+from tests.helpers.tflite_models import convert
 
 
 def _residual_net():
@@ -115,9 +115,8 @@ def test_cli_partition_then_benchmark_the_pipeline(net, tmp_path):
 
 
 def test_partition_compares_cut_points_with_the_compiler(net, tmp_path, monkeypatch, capsys):
-    from test_compiler import _fake_multi_compiler
-
     from edgetpu_models import cli
+    from tests.test_compiler import _fake_multi_compiler
 
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()

@@ -9,9 +9,9 @@ import shutil
 import subprocess
 
 import pytest
-from tflite_testmodels import convert, tiny_keras, transpose_block
 
 from edgetpu_models import cli
+from tests.helpers.tflite_models import convert, tiny_keras, transpose_block
 
 CHROMIUM = next((b for b in ("chromium", "chromium-browser", "google-chrome") if shutil.which(b)), None)
 

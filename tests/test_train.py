@@ -11,10 +11,10 @@ import time
 
 import numpy as np
 import pytest
-from train_helpers import digits_subset, tiny_spec
 
 from edgetpu_models import cli
 from edgetpu_models.train import TrainConfig, TrainError, train, warmup_decay_schedule
+from tests.helpers.train import digits_subset, tiny_spec
 
 TRAIN_ARGS = ["--epochs", "2", "--batch-size", "8", "--resolution", "32", "--no-flip", "--quiet", "--lr", "0.05",
               "--bn-momentum", "0.9"]

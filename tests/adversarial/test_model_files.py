@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import json
 import os
-import time
 
 import pytest
 
-from adversarial.conftest import assert_one_line_error, run_cli
-from adversarial.crafted import reused_table_tflite
+from tests.helpers.cli import assert_one_line_error, run_cli
+from tests.helpers.crafted import reused_table_tflite
 
 
 @pytest.fixture(scope="module")
@@ -68,16 +67,13 @@ def test_flatbuffer_reusing_one_table_is_bounded_work(tmp_path):
     path = tmp_path / "reused.tflite"
     path.write_bytes(reused_table_tflite(2000))
     assert path.stat().st_size < 32_000
-    t0 = time.perf_counter()
-    result = run_cli("check", str(path))
+    result = run_cli("check", str(path))  # unbounded work would hit the suite's hang guard (time_bound)
     assert_one_line_error(result, "reused.tflite", "repeat far more data than the file holds")
-    assert time.perf_counter() - t0 < 30
 
 
 def test_reused_table_reader_budget_leaves_real_models_alone():
-    from tflite_testmodels import convert, tiny_keras
-
     from edgetpu_models.tflite_reader import read_tflite
+    from tests.helpers.tflite_models import convert, tiny_keras
 
     m = read_tflite(convert(tiny_keras()))
     assert m.operators and m.tensors
@@ -104,10 +100,9 @@ def test_sidecar_cannot_name_a_file_outside_the_models_folder(tmp_path):
 
 
 def test_export_writes_model_and_sidecars_as_one_unit(tmp_path):
-    from tflite_testmodels import tiny_keras
-
     from edgetpu_models.deploy.export import export_tflite
     from edgetpu_models.errors import EdgeTPUModelsError
+    from tests.helpers.tflite_models import tiny_keras
 
     out = tmp_path / "X.tflite"
     out.mkdir()  # the model file's name is taken by a folder: the last write must fail
