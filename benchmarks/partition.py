@@ -28,9 +28,9 @@ CACHE = os.path.join(os.path.expanduser("~"), ".cache", "edgetpu_models", "parti
 def efficientnet_l(path: str) -> str:
     if not os.path.exists(path):
         from edgetpu_models.deploy.export import export_tflite
-        from edgetpu_models.keras_models import load_model_ref
+        from edgetpu_models.model_io import open_model
 
-        loaded = load_model_ref("efficientnet_edgetpu_l")
+        loaded = open_model("efficientnet_edgetpu_l")
         export_tflite(loaded.model, path, random_calibration=True, model_name=loaded.name,
                       normalization=loaded.normalization)
     return path
@@ -52,10 +52,10 @@ def check_exact(model: str, segments: list[str], inputs: int) -> tuple[bool, flo
     """(every output equal, ms per result of the whole model, ms per result of the overlapped CPU pipeline)."""
     import numpy as np
 
-    from edgetpu_models.deploy.pipeline import open_model
+    from edgetpu_models.deploy.pipeline import open_interpreter
 
-    whole, _ = open_model(model)
-    pipe, _ = open_model(segments)
+    whole, _ = open_interpreter(model)
+    pipe, _ = open_interpreter(segments)
     d_in, d_out = whole.get_input_details()[0], whole.get_output_details()[0]
     rng = np.random.default_rng(0)
     xs = [rng.integers(0, 256, size=d_in["shape"], dtype=d_in["dtype"]) for _ in range(inputs)]

@@ -50,9 +50,9 @@ def benchmark(path: "str | os.PathLike[str] | Sequence[str | os.PathLike[str]]",
         raise EdgeTPUModelsError(f"runs: expected an integer >= 1, got {runs!r}")
     if not isinstance(warmup, int) or warmup < 0:
         raise EdgeTPUModelsError(f"warmup: expected an integer >= 0, got {warmup!r}")
-    from .pipeline import PipelineInterpreter, open_model
+    from .pipeline import PipelineInterpreter, open_interpreter
 
-    interp, backend = open_model(path, threads, prefer=prefer)
+    interp, backend = open_interpreter(path, threads, prefer=prefer)
     rng = np.random.default_rng(0)
     for detail in interp.get_input_details():
         interp.set_tensor(detail["index"], _random_input(detail, rng))

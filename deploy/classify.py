@@ -1,4 +1,4 @@
-"""Image classification with an exported .tflite: preprocessing and labels from the exporter's X.json.
+"""Image classification with an exported .tflite: preprocessing and labels from the exporter's X.tflite.json.
 
     clf = Classifier("run/model_int8.tflite")
     for p in clf.classify("cat.jpg", top_k=3).predictions: ...
@@ -66,7 +66,7 @@ class Classifier:
                  labels: "str | Sequence[str] | None" = None, threads: int | None = None,
                  prefer: str | None = None) -> None:
         """`model_path`: one .tflite, or segment files in pipeline order (`deploy.pipeline`)."""
-        from edgetpu_models.deploy.pipeline import open_model
+        from edgetpu_models.deploy.pipeline import open_interpreter
 
         paths = [os.fspath(model_path)] if isinstance(model_path, (str, os.PathLike)) else \
             [os.fspath(p) for p in model_path]
@@ -74,7 +74,7 @@ class Classifier:
         for path in paths:
             if not os.path.isfile(path):
                 raise ModelFileError(f"{path}: no such model file")
-        self.interpreter, self.backend = open_model(paths, threads, prefer=prefer)
+        self.interpreter, self.backend = open_interpreter(paths, threads, prefer=prefer)
         self.meta = require_sidecar(self.model_path)
         inp = self.interpreter.get_input_details()[0]
         out = self.interpreter.get_output_details()[0]

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from edgetpu_models.deploy.edgetpu_check import CompatibilityReport, OpRow, check_tflite
 from edgetpu_models.errors import CompilerError, ModelFileError
+from edgetpu_models.sidecar import derived_sidecar, write_sidecar
 
 COMPILER = "edgetpu_compiler"
 INSTALL_URL = "https://coral.ai/docs/edgetpu/compiler/#system-requirements"
@@ -217,11 +218,22 @@ def _results(stdout: str, paths: list[str], out_dir: str, segments: int | None) 
         report = parse_compiler_output(version + "\n" + chunk, log_text, model=model)
         if len(chunks) > 1:
             report.stats["models"] = parse_compiler_summaries(stdout)
+        if os.path.exists(output_path):
+            _give_sidecar(model, output_path, stem)
         results.append(CompileResult(report=report, compiled=True,
                                      output_path=output_path if os.path.exists(output_path) else None,
                                      log_path=log_path, message=f"compiled with {COMPILER} "
                                      f"{report.stats.get('compiler_version', '')}".strip()))
     return results
+
+
+def _give_sidecar(model: str, output_path: str, stem: str) -> None:
+    """The compiled file gets its own sidecar (its source's, naming the source), so it is used like any model file."""
+    segment = re.fullmatch(r".*_segment_(\d+)_of_(\d+)", stem)
+    extra = {"segment": [int(segment.group(1)), int(segment.group(2))]} if segment else {}
+    meta = derived_sidecar(model, compiled=True, **extra)
+    if meta is not None:
+        write_sidecar(output_path, meta)
 
 
 def _run(cmd: list[str], exe: str, path: str, timeout_s: int) -> "subprocess.CompletedProcess[str]":

@@ -1,8 +1,9 @@
 """Full-integer TFLite export for the Edge TPU: int8 ops, uint8 (or int8) input/output, batch 1, static shape.
 
-Beside `X.tflite` it writes `X.json` (model name, input size, normalisation, input/output quantization, labels file,
-calibration source) and `X.labels.txt` when labels are given, so inference needs nothing else. Every file is written
-atomically. The TFLite converter does the work; this module picks its settings, feeds calibration images, and reads
+Beside `X.tflite` it writes its sidecar `X.tflite.json` (model name, input size, normalisation, input/output
+quantization, labels file, calibration source) and `X.tflite.labels.txt` when labels are given, so inference needs
+nothing else. Every file is written atomically. The TFLite converter does the work; this module picks its settings,
+feeds calibration images, and reads
 the result back (with our flatbuffer reader) to verify it is what the Edge TPU needs before anything is written.
 """
 
@@ -108,9 +109,9 @@ def export_tflite(model: Any, out_path: "str | os.PathLike[str]", *, int8: bool 
     which gives working but less accurate ranges; the JSON then says "calibration": "random".
     """
     if isinstance(model, (str, os.PathLike)):
-        from edgetpu_models.keras_models import load_model_ref
+        from edgetpu_models.model_io import open_model
 
-        loaded = load_model_ref(model)
+        loaded = open_model(model)
         model, model_name = loaded.model, model_name or loaded.name
         normalization = normalization or loaded.normalization
         labels = labels if labels is not None else loaded.labels

@@ -258,6 +258,7 @@ def write_segments(plan: PartitionPlan, out_dir: "str | os.PathLike[str] | None"
     from ai_edge_litert.tools import flatbuffer_utils
 
     from edgetpu_models.io_utils import write_bytes_atomic
+    from edgetpu_models.sidecar import derived_sidecar, write_sidecar
 
     out_dir = os.fspath(out_dir) if out_dir is not None else (os.path.dirname(os.path.abspath(plan.model)) or ".")
     os.makedirs(out_dir, exist_ok=True)
@@ -265,12 +266,16 @@ def write_segments(plan: PartitionPlan, out_dir: "str | os.PathLike[str] | None"
     m = read_tflite(plan.model)
     cuts = cut_points(m)
     paths = segment_paths(plan.model, out_dir, len(plan.segments))
-    for seg, path in zip(plan.segments, paths):
+    for i, (seg, path) in enumerate(zip(plan.segments, paths)):
         in_t = cuts[seg.first_op] if seg.first_op > 0 else None
         out_t = cuts[seg.end_op] if seg.end_op < len(m.operators) else None
         segment = _segment_model(model, seg.first_op, seg.end_op, in_t, out_t)
-        data = flatbuffer_utils.convert_object_to_bytearray(segment)
-        write_bytes_atomic(path, bytes(data))
+        data = bytes(flatbuffer_utils.convert_object_to_bytearray(segment))
+        meta = derived_sidecar(plan.model, segment=[i, len(paths)])  # its own sidecar, written with it
+        if meta is None:
+            write_bytes_atomic(path, data)
+        else:
+            write_sidecar(path, meta, model_content=data)
     return paths
 
 

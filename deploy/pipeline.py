@@ -164,7 +164,7 @@ class PipelineInterpreter:
         t.join()
 
 
-def open_model(paths: "str | os.PathLike[str] | Sequence[str | os.PathLike[str]]", threads: int | None = None, *,
+def open_interpreter(paths: "str | os.PathLike[str] | Sequence[str | os.PathLike[str]]", threads: int | None = None, *,
                prefer: str | None = None) -> tuple[Any, str]:
     """(interpreter, backend) for one .tflite or, given several, for the pipeline of those segment files."""
     if isinstance(paths, (str, os.PathLike)):

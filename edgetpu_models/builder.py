@@ -14,9 +14,8 @@ from typing import Any, Callable
 
 from edgetpu_models.errors import SpecError
 from edgetpu_models.layer_graph import Layer, LayerGraph, Op, arch_to_graph
-from edgetpu_models.model_ref import resolve_spec
 from edgetpu_models.spec import Arch, Spec, resolve
-from edgetpu_models.zoo import ZOO
+from edgetpu_models.zoo import ZOO, resolve_spec
 
 GROUPED_CONV_LOWERING = "split"
 """How a grouped convolution (MobilenetEdgeTPU-V2's fused block) is built: "split" = tf.split along channels, one

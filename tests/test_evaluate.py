@@ -204,7 +204,7 @@ def test_keras_model_beside_its_int8_file(heads, tmp_path):
     report = evaluate([path, int8.path], val, ground_truth=gt, batch=2)
     keras_eval, int8_eval = report.models
     assert keras_eval.kind == "keras float" and (keras_eval.top1, keras_eval.top5) == pytest.approx((1 / 3, 2 / 3))
-    assert keras_eval.preprocessing["normalization_from"].endswith("head.json")
+    assert keras_eval.preprocessing["normalization_from"].endswith("head.keras.json")
     (c,) = report.comparisons
     assert c.reference == path and c.quantized == int8.path and int8_eval.quantized
     assert 0.0 <= c.agreement <= 1.0 and c.max_abs_score_diff >= c.mean_abs_score_diff >= 0.0

@@ -124,9 +124,9 @@ def test_preprocess_input_per_variant():
     np.testing.assert_allclose(s, [[(1 - 0.485) / 0.229, (1 - 0.456) / 0.224, (1 - 0.406) / 0.225]], rtol=1e-5)
     with pytest.raises(SpecError, match="variant: expected one of tiny, xs, s, m, l"):
         mobilenet_edgetpu_v2.preprocess_input(x, variant="xl")
-    from edgetpu_models.keras_models import load_model_ref
+    from edgetpu_models.model_io import open_model
 
-    assert load_model_ref("mobilenet_edgetpu_v2_m", resolution=32).normalization.mean == (127.5, 127.5, 127.5)
+    assert open_model("mobilenet_edgetpu_v2_m", resolution=32).normalization.mean == (127.5, 127.5, 127.5)
 
 
 def test_only_m_has_imagenet_weights():

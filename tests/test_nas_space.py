@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import yaml
 
-from edgetpu_models.model_ref import resolve_spec
 from edgetpu_models.nas.search.space import SearchSpace, SearchSpaceError, load_space
 from edgetpu_models.spec import load_spec, resolve, spec_from_dict
+from edgetpu_models.zoo import resolve_spec
 
 
 @pytest.fixture(scope="module")

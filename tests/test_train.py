@@ -25,7 +25,7 @@ def _cli(*argv: str) -> list[str]:
 
 
 def _weights(path: str) -> list[np.ndarray]:
-    from edgetpu_models.keras_io import load_keras as load_keras_model
+    from edgetpu_models.model_io import load_keras as load_keras_model
 
     return load_keras_model(path).get_weights()
 
@@ -98,7 +98,7 @@ def test_finetune_puts_a_new_head_on_loaded_weights(tmp_path, shared_dir):
     stem = load_file(weights)["conv_stem.weight"].transpose(2, 3, 1, 0)
     got = result.model.get_layer("stem_conv").get_weights()[0]
     assert np.allclose(got, stem, atol=1e-3)  # backbone kept (a tiny learning rate moved it only slightly)
-    labels = (tmp_path / "ft" / "model.labels.txt").read_text().split()
+    labels = (tmp_path / "ft" / "model.keras.labels.txt").read_text().split()
     assert os.path.exists(result.model_path) and labels == ["0", "1", "7"]
     assert any(f.startswith("events") for _, _, fs in os.walk(tmp_path / "ft" / "logs") for f in fs)
 

@@ -17,7 +17,7 @@ from importlib import import_module
 from typing import Sequence
 
 from edgetpu_models.errors import EXIT_INTERRUPTED, EXIT_USAGE, EdgeTPUModelsError
-from edgetpu_models.keras_io import trusting_model_code
+from edgetpu_models.model_io import trusting_model_code
 
 COMMAND_MODULES = (
     "edgetpu_models.cli.zoo",

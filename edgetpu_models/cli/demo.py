@@ -6,7 +6,7 @@ Steps, each announced as "[i/N] ..." with progress bars where they take a while,
  2. train       EfficientNet-EdgeTPU-S (or --model) for a few epochs: fine-tuned from ImageNet weights when they are
                 in the local Keras cache, else from scratch (this machine has no network for them)
  3. QAT         quantization-aware fine-tuning (tfmot, batch norm folded as the converter folds it)
- 4. export      full-integer int8 TFLite (uint8 in/out) with X.json/X.labels.txt, and a float TFLite to compare
+ 4. export      full-integer int8 TFLite (uint8 in/out) with its sidecar, and a float TFLite to compare
  5. check       Edge TPU compatibility of every op (our rules, the compiler's layout)
  6. latency     predicted coral-usb latency of the int8 file
  7. compile     edgetpu_compiler, when it is installed
@@ -169,7 +169,7 @@ class _DemoRun:
     # 1. data
     def load_data(self) -> None:
         from edgetpu_models.data import default_dataset_dir, load_image_folder
-        from edgetpu_models.preprocessing import normalization_of
+        from edgetpu_models.zoo import normalization_of
 
         config, res = self.config, self.resolution
         self.data_dir = config.data or default_dataset_dir()
@@ -202,15 +202,19 @@ class _DemoRun:
 
     # 3. QAT
     def fine_tune_qat(self) -> None:
-        from edgetpu_models.keras_io import save_keras
+        from edgetpu_models.model_io import save_model
         from edgetpu_models.quantize.qat import qat_finetune, quantize_model
+        from edgetpu_models.sidecar import Sidecar
 
         qat_steps = self.qat_epochs * self.data.steps_per_epoch()
         self.step("QAT", f"quantization-aware fine-tuning, {qat_steps} steps ({self.qat_epochs} epoch(s))")
         self.qat_model = quantize_model(self.trained.model)
         self.qat_scores = qat_finetune(self.qat_model, self.data.train, qat_steps, learning_rate=1e-4,
                                        val=self.data.val)
-        save_keras(self.qat_model, self.file("model_qat.keras"))
+        res = self.resolution
+        save_model(self.qat_model, self.file("model_qat.keras"),
+                   Sidecar(model=self.config.model, normalization=self.norm, labels=tuple(self.data.class_names),
+                           input_size=(res, res)))
         self.say(f"      QAT model (fake-quantized, Keras) top-1 "
                  f"{self.qat_scores.get('val_accuracy', float('nan')):.4f}")
 

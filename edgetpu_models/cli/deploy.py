@@ -8,7 +8,12 @@ import json
 import os
 
 from edgetpu_models.cli.args import add_model_args, bounded_int, classes_arg
-from edgetpu_models.errors import EdgeTPUModelsError, UsageError
+from edgetpu_models.deploy.edgetpu_check import check_tflite
+from edgetpu_models.deploy.export import export_tflite
+from edgetpu_models.errors import UsageError
+from edgetpu_models.model_io import open_model
+from edgetpu_models.quantize.ptq import calibration_set
+from edgetpu_models.sidecar import read_labels
 
 
 def _summary_line(report) -> str:
@@ -18,10 +23,6 @@ def _summary_line(report) -> str:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from edgetpu_models.deploy.edgetpu_check import check_tflite
-    from edgetpu_models.deploy.export import export_tflite
-    from edgetpu_models.keras_models import load_model_ref
-
     if not args.out.endswith(".tflite"):
         raise UsageError(f"--out {args.out}: expected a .tflite file name")
     if args.int8 and not args.data and not args.random_calibration:
@@ -29,18 +30,12 @@ def cmd_export(args: argparse.Namespace) -> int:
                                  "--random-calibration to calibrate on random pixels (less accurate)")
     if args.data and args.random_calibration:
         raise UsageError("--data and --random-calibration exclude each other")
-    loaded = load_model_ref(args.model, args.variant, args.resolution, args.classes)
+    loaded = open_model(args.model, args.variant, args.resolution, args.classes)
     size = int(loaded.model.input_shape[1])
     representative, labels = None, loaded.labels
     if args.labels:
-        try:
-            with open(args.labels, encoding="utf-8") as f:
-                labels = [ln.strip() for ln in f if ln.strip()]
-        except OSError as e:
-            raise EdgeTPUModelsError(f"--labels {args.labels}: cannot read ({e.strerror or e})") from None
+        labels = list(read_labels(args.labels))
     if args.int8 and args.data:
-        from edgetpu_models.quantize.ptq import calibration_set
-
         representative = calibration_set(args.data, size, loaded.normalization, count=args.calibration_images)
         outputs = int(loaded.model.output_shape[-1])
         if labels is None and len(representative.class_names) == outputs:
@@ -152,7 +147,7 @@ def _compiler_cuts(args: argparse.Namespace, plan) -> list | None:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("export", help="int8 TFLite for the Edge TPU (+ X.json metadata and X.labels.txt)")
+    p = sub.add_parser("export", help="int8 TFLite for the Edge TPU (+ X.tflite.json metadata and X.tflite.labels.txt)")
     add_model_args(p)
     p.add_argument("--int8", action=argparse.BooleanOptionalAction, default=True,
                    help="full-integer quantization (default); --no-int8 writes a float32 model")

@@ -86,7 +86,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def _register_evaluate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="top-1/top-5 of models on a labelled image folder; float against int8")
-    p.add_argument("models", metavar="MODEL", nargs="+", help=".tflite (with its X.json), .keras or .h5")
+    p.add_argument("models", metavar="MODEL", nargs="+", help=".tflite (with its X.tflite.json), .keras or .h5")
     p.add_argument("--data", required=True, metavar="DIR", help="class folders (as `train` reads them, or ImageNet "
                    "WordNet-id folders), or a flat ImageNet validation folder with --ground-truth")
     p.add_argument("--ground-truth", dest="ground_truth", metavar="FILE",
@@ -127,12 +127,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, metavar="FILE.html")
     p.set_defaults(func=cmd_report)
 
-    p = sub.add_parser("classify", help="classify images with an exported .tflite (labels/normalisation from X.json); "
+    p = sub.add_parser("classify", help="classify images with an exported .tflite (labels/normalisation from its "
+                                        "sidecar X.tflite.json); "
                                         "segment files in order run as a pipeline")
     p.add_argument("model", metavar="MODEL.tflite [SEGMENT.tflite ...]")
     p.add_argument("images", metavar="IMAGE", nargs="+")
     p.add_argument("--top-k", type=bounded_int(1, 100_000), default=3, help="classes to show per image (default 3)")
-    p.add_argument("--labels", metavar="FILE", help="class names, one a line (default: the one X.json names)")
+    p.add_argument("--labels", metavar="FILE", help="class names, one a line (default: the one X.tflite.json names)")
     p.add_argument("--threads", type=threads_arg, help="CPU interpreter threads")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_classify)

@@ -49,7 +49,9 @@ def cmd_profile(args: argparse.Namespace) -> int:
 def cmd_build(args: argparse.Namespace) -> int:
     from edgetpu_models.builder import build_model
     from edgetpu_models.io_utils import check_destination
-    from edgetpu_models.keras_io import save_keras
+    from edgetpu_models.model_io import save_model
+    from edgetpu_models.sidecar import Sidecar
+    from edgetpu_models.zoo import normalization_of
 
     if args.out and not args.out.endswith((".keras", ".h5")):
         raise UsageError(f"--out {args.out}: expected a .keras or .h5 file name")
@@ -62,7 +64,9 @@ def cmd_build(args: argparse.Namespace) -> int:
     trainable = sum(int(w.shape.num_elements()) for w in model.trainable_weights)
     print(f"{model.name}: input {tuple(model.input_shape[1:])}, {fmt_int(trainable)} trainable parameters")
     if args.out:
-        save_keras(model, args.out)
+        size = (int(model.input_shape[1]), int(model.input_shape[2]))
+        save_model(model, args.out, Sidecar(model=args.model, input_size=size,
+                                            normalization=normalization_of(args.model, args.variant)))
         print(f"wrote {os.path.abspath(args.out)}")
     return 0
 

@@ -38,7 +38,7 @@ def estimate_graph(graph: LayerGraph, target: "str | Target" = "coral-usb") -> L
 
 def estimate(model: Any, target: str = "coral-usb", *, resolution: int | None = None,
              variant: str | None = None, threads: int | None = None) -> LatencyEstimate:
-    """Latency of `model` (any model reference, see `edgetpu_models.model_ref`, or a LayerGraph) on `target`.
+    """Latency of `model` (any model reference, see `edgetpu_models.model_io`, or a LayerGraph) on `target`.
 
     `threads` applies to the measured CPU target (default: the target file's). Raises TargetError for an unknown
     target, ModelFileError for a bad or float .tflite."""

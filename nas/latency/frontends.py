@@ -17,10 +17,10 @@ import re
 from typing import Any, Iterable
 
 from edgetpu_models.errors import ModelFileError
-from edgetpu_models.keras_io import load_keras
 from edgetpu_models.layer_graph import Layer, LayerGraph, Op, arch_to_graph
-from edgetpu_models.model_ref import resolve_model, resolve_spec
+from edgetpu_models.model_io import load_keras, resolve_model
 from edgetpu_models.spec import Spec, resolve
+from edgetpu_models.zoo import resolve_spec
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Spec (the fast path)
@@ -406,7 +406,7 @@ def graph_from_dict(data: dict[str, Any]) -> LayerGraph:
 # Dispatch
 
 def model_graph(model: Any, *, resolution: int | None = None, variant: str | None = None) -> LayerGraph:
-    """Any model reference (see `edgetpu_models.model_ref`) or a LayerGraph -> LayerGraph."""
+    """Any model reference (see `edgetpu_models.model_io`) or a LayerGraph -> LayerGraph."""
     if isinstance(model, LayerGraph):
         return model
     ref = resolve_model(model, variant)

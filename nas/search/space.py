@@ -22,8 +22,8 @@ from typing import Any, Iterator, Mapping, Sequence
 
 from edgetpu_models.errors import EdgeTPUModelsError, SearchSpaceError
 from edgetpu_models.io_utils import read_yaml
-from edgetpu_models.model_ref import resolve_spec
 from edgetpu_models.spec import Field, Spec, Stage, check_fields, make_divisible
+from edgetpu_models.zoo import resolve_spec
 
 SEARCH_BLOCKS = ("ibn", "fused_ibn")
 SEARCH_ACTIVATIONS = ("relu",)

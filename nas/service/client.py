@@ -25,7 +25,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from edgetpu_models import errors
 from edgetpu_models.errors import EdgeTPUModelsError, LatencyServerError, ModelFileError, SpecError
 from edgetpu_models.io_utils import read_small_file
-from edgetpu_models.model_ref import resolve_model
+from edgetpu_models.model_io import resolve_model
 from edgetpu_models.nas.service import latency_pb2, latency_pb2_grpc
 from edgetpu_models.spec import Spec
 from edgetpu_models.zoo import ZOO

@@ -1,6 +1,7 @@
 """Regenerates the committed gRPC stubs `latency_pb2.py` and `latency_pb2_grpc.py` from `latency.proto`.
 
-Run from anywhere: `python -m edgetpu_models.nas.service.gen_latency_proto` (needs grpcio-tools, a test extra).
+Run from anywhere: `python -m edgetpu_models.nas.service.gen_latency_proto [OUT_DIR]` (needs grpcio-tools, a test
+extra; OUT_DIR defaults to this folder, where the committed stubs live).
 
 protoc names generated imports after the .proto's path below its include root, so the .proto is copied into a
 temporary folder laid out as the installed package (`edgetpu_models/nas/service/latency.proto`). The stubs then
@@ -46,6 +47,6 @@ def generate(out_dir: str = HERE) -> list[str]:
 
 
 if __name__ == "__main__":
-    for path in generate():
+    for path in generate(*sys.argv[1:2]):
         print(path)
     sys.exit(0)

@@ -44,7 +44,7 @@ def test_unknown_custom_object_is_refused(tmp_path):
     import h5py
 
     from edgetpu_models.errors import ModelFileError
-    from edgetpu_models.keras_io import load_keras
+    from edgetpu_models.model_io import load_keras
 
     path = tmp_path / "custom.h5"
     config = {"class_name": "Functional", "config": {"layers": [{"class_name": "EvilLayer", "config": {}}]}}
@@ -55,7 +55,7 @@ def test_unknown_custom_object_is_refused(tmp_path):
 
 
 def test_trusting_the_file_loads_it(evil_h5):
-    from edgetpu_models.keras_io import load_keras, trusting_model_code
+    from edgetpu_models.model_io import load_keras, trusting_model_code
 
     path, marker = evil_h5
     with trusting_model_code():
@@ -89,12 +89,12 @@ def test_sidecar_cannot_name_a_file_outside_the_models_folder(tmp_path):
     folder.mkdir()
     (folder / "m.tflite").write_bytes(b"x")
     for name in (str(secret), "../secret.txt", "sub/../../secret.txt"):
-        (folder / "m.json").write_text(json.dumps({"model": "m", "normalization": {"mean": [0, 0, 0],
+        (folder / "m.tflite.json").write_text(json.dumps({"model": "m", "normalization": {"mean": [0, 0, 0],
                                                                                    "std": [1, 1, 1]},
                                                    "labels": name}))
         with pytest.raises(ModelFileError, match="'labels' must name a file in the model's folder"):
             read_sidecar(folder / "m.tflite")
-    (folder / "m.json").write_text(json.dumps({"model": 5, "normalization": {}}))
+    (folder / "m.tflite.json").write_text(json.dumps({"model": 5, "normalization": {}}))
     with pytest.raises(ModelFileError, match="'model' must be a string"):
         read_sidecar(folder / "m.tflite")
 
@@ -108,4 +108,4 @@ def test_export_writes_model_and_sidecars_as_one_unit(tmp_path):
     out.mkdir()  # the model file's name is taken by a folder: the last write must fail
     with pytest.raises(EdgeTPUModelsError, match="X.tflite"):
         export_tflite(tiny_keras(), out, random_calibration=True, labels=["a", "b", "c", "d"])
-    assert sorted(os.listdir(tmp_path)) == ["X.tflite"]  # no X.json / X.labels.txt beside it
+    assert sorted(os.listdir(tmp_path)) == ["X.tflite"]  # no X.tflite.json / X.tflite.labels.txt beside it
