@@ -165,7 +165,7 @@ class PipelineInterpreter:
 
 
 def open_interpreter(paths: "str | os.PathLike[str] | Sequence[str | os.PathLike[str]]", threads: int | None = None, *,
-               prefer: str | None = None) -> tuple[Any, str]:
+                     prefer: str | None = None) -> tuple[Any, str]:
     """(interpreter, backend) for one .tflite or, given several, for the pipeline of those segment files."""
     if isinstance(paths, (str, os.PathLike)):
         return make_interpreter(paths, threads, prefer=prefer)

@@ -77,7 +77,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from edgetpu_models.cli.demo import DemoConfig, run_demo
+    from edgetpu_models.deploy.demo import DemoConfig, run_demo
 
     config = DemoConfig(model=args.model, data=args.data, out=args.out, epochs=args.epochs, qat_epochs=args.qat_epochs,
                         resolution=args.resolution, weights=args.weights, seed=args.seed)

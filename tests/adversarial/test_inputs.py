@@ -208,7 +208,7 @@ def test_tf_pipeline_and_pillow_give_the_same_pixels(tmp_path):
 # -- demo and training --------------------------------------------------------------------------------------------
 
 def test_failed_demo_removes_the_run_folder_it_created(tmp_path):
-    from edgetpu_models.cli.demo import DemoConfig, run_demo
+    from edgetpu_models.deploy.demo import DemoConfig, run_demo
 
     out = tmp_path / "run"
     result = run_cli("demo", "--data", str(tmp_path / "missing"), "--out", str(out))
