@@ -1,7 +1,10 @@
 """`edgetpu-models` command line: a thin layer over the library.
 
-Each area registers its own subcommands (a module with `register(subparsers)`, listed in COMMAND_MODULES); those
-modules import TensorFlow and other heavy libraries only inside the command functions, so `--help` is instant.
+Each area registers its own commands (a module with `register(subparsers)`); a command is argparse -> the library's
+config -> one library workflow -> print, and its module's header imports what it uses. `--help` stays fast through
+the lazy command table `commands.COMMANDS` (command -> module, one-line help): the top-level parser is built from the
+table alone, and only the module of the command being run is imported and registers its full parser; every other
+command is a placeholder that only carries its help line. `edgetpu-models --help` imports no command module.
 Every library error (EdgeTPUModelsError) becomes one line on stderr and its class's exit code (errors.py: 2 usage, 1
 the job failed, 130 interrupted; `check` keeps its own 1 for "not fully mapped"); nothing prints a traceback.
 """
@@ -16,19 +19,9 @@ import threading
 from importlib import import_module
 from typing import Sequence
 
+from edgetpu_models.cli.commands import COMMANDS
 from edgetpu_models.errors import EXIT_INTERRUPTED, EXIT_USAGE, EdgeTPUModelsError
 from edgetpu_models.model_io import trusting_model_code
-
-COMMAND_MODULES = (
-    "edgetpu_models.cli.zoo",
-    "edgetpu_models.cli.train",
-    "edgetpu_models.cli.latency",
-    "edgetpu_models.cli.service",
-    "edgetpu_models.cli.search",
-    "edgetpu_models.cli.quantize",
-    "edgetpu_models.cli.deploy",
-    "edgetpu_models.cli.run",
-)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -38,13 +31,24 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The parser. Every command's module registers its full parser when `argv` is None; otherwise only the module of
+    the command named in `argv` does, and the other commands are help-line placeholders (see the module docstring)."""
     parser = _Parser(prog="edgetpu-models",
                      description="Accelerator-aware networks for the Edge TPU: zoo, latency, NAS, quantize, deploy.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
-    for name in COMMAND_MODULES:
-        import_module(name).register(sub)
+    wanted = None if argv is None else next((a for a in argv if not a.startswith("-")), "")
+    own = COMMANDS[wanted].module if wanted in COMMANDS else None
+    registered: set[str] = set()
+    for name, command in COMMANDS.items():
+        if command.module in registered:
+            continue
+        if wanted is None or command.module == own:
+            import_module(command.module).register(sub)
+            registered.add(command.module)
+        else:
+            sub.add_parser(name, help=command.help, add_help=False)
     return parser
 
 
@@ -84,7 +88,8 @@ def _quiet_tensorflow() -> threading.Thread | None:
 def main(argv: Sequence[str] | None = None) -> int:
     if argv is None:  # only as the real console script: tests calling main() keep their own stderr
         _quiet_tensorflow()
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     try:
         with trusting_model_code(getattr(args, "trust_model_code", False)):

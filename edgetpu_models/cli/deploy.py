@@ -6,14 +6,19 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import tempfile
 
 from edgetpu_models.cli.args import add_model_args, bounded_int, classes_arg
+from edgetpu_models.cli.commands import command_help
+from edgetpu_models.deploy.compiler import compile_models, find_compiler, runtime_version_flag
 from edgetpu_models.deploy.edgetpu_check import check_tflite
 from edgetpu_models.deploy.export import export_tflite
+from edgetpu_models.deploy.partition import format_plan, plan_partition, write_segments
 from edgetpu_models.errors import UsageError
 from edgetpu_models.model_io import open_model
 from edgetpu_models.quantize.ptq import calibration_set
 from edgetpu_models.sidecar import read_labels
+from edgetpu_models.tflite_reader import read_tflite
 
 
 def _summary_line(report) -> str:
@@ -63,16 +68,12 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from edgetpu_models.deploy.edgetpu_check import check_tflite
-
     report = check_tflite(args.file)
     print(json.dumps(report.to_dict(), indent=1) if args.json else report.format())
     return 0 if report.fully_mapped else 1
 
 
 def cmd_compile(args: argparse.Namespace) -> int:
-    from edgetpu_models.deploy.compiler import compile_models, runtime_version_flag
-
     files = [args.file] + list(args.more)
     runtime, source = runtime_version_flag(args.min_runtime)
     results = compile_models(files, args.out_dir, timeout_s=args.timeout, segments=args.segments,
@@ -99,8 +100,6 @@ def cmd_compile(args: argparse.Namespace) -> int:
 
 
 def cmd_partition(args: argparse.Namespace) -> int:
-    from edgetpu_models.deploy.partition import format_plan, plan_partition, write_segments
-
     plan = plan_partition(args.file, args.segments, args.target)
     paths = write_segments(plan, args.out) if args.segments > 1 else []
     compiled = _compiler_cuts(args, plan) if args.segments > 1 else None
@@ -128,10 +127,7 @@ def cmd_partition(args: argparse.Namespace) -> int:
 def _compiler_cuts(args: argparse.Namespace, plan) -> list | None:
     """What edgetpu_compiler --num_segments makes of the same model (None when it is not installed): per segment,
     its input tensor (the compiler's cut), ours, and the compiler's cached/streamed bytes."""
-    import tempfile
 
-    from edgetpu_models.deploy.compiler import compile_models, find_compiler
-    from edgetpu_models.tflite_reader import read_tflite
 
     if find_compiler() is None:
         return None
@@ -147,7 +143,7 @@ def _compiler_cuts(args: argparse.Namespace, plan) -> list | None:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("export", help="int8 TFLite for the Edge TPU (+ X.tflite.json metadata and X.tflite.labels.txt)")
+    p = sub.add_parser("export", help=command_help("export"))
     add_model_args(p)
     p.add_argument("--int8", action=argparse.BooleanOptionalAction, default=True,
                    help="full-integer quantization (default); --no-int8 writes a float32 model")
@@ -163,13 +159,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, metavar="FILE.tflite")
     p.set_defaults(func=cmd_export)
 
-    p = sub.add_parser("check", help="Edge TPU compatibility of a .tflite without the compiler (exit 1 if not "
-                                     "fully mapped)")
+    p = sub.add_parser("check", help=command_help("check"))
     p.add_argument("file", metavar="FILE.tflite")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_check)
 
-    p = sub.add_parser("compile", help="run edgetpu_compiler (or, without it, the compatibility check)")
+    p = sub.add_parser("compile", help=command_help("compile"))
     p.add_argument("file", metavar="FILE.tflite")
     p.add_argument("more", nargs="*", metavar="FILE.tflite",
                    help="more models to co-compile with the first (they share the parameter cache in this order)")
@@ -183,8 +178,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_compile)
 
-    p = sub.add_parser("partition", help="cut an int8 .tflite into N segments for a pipeline of N Edge TPUs "
-                                         "(cut points from the latency model)")
+    p = sub.add_parser("partition", help=command_help("partition"))
     p.add_argument("file", metavar="MODEL.tflite")
     p.add_argument("--segments", type=bounded_int(1, 64), required=True, help="number of Edge TPUs")
     p.add_argument("--target", default="coral-usb", help="Edge TPU target of each segment (default coral-usb)")

@@ -6,8 +6,20 @@ import argparse
 import json
 import os
 
+import yaml
+from tqdm import tqdm
+
 from edgetpu_models.cli.args import add_model_args, bounded_int, threads_arg
+from edgetpu_models.cli.commands import command_help
 from edgetpu_models.errors import UsageError
+from edgetpu_models.io_utils import write_group_atomic
+from edgetpu_models.nas.latency.calibrate import rows_graphs, run_calibration, target_rows, write_calibration
+from edgetpu_models.nas.latency.cocompile import estimate_cocompiled
+from edgetpu_models.nas.latency.cpu.fit import fit_predictor
+from edgetpu_models.nas.latency.cpu.timing import target_threads
+from edgetpu_models.nas.latency.estimator import estimate
+from edgetpu_models.nas.latency.targets import is_user_target, load_target, user_targets_dir
+from edgetpu_models.nas.service.client import LatencyClient
 from edgetpu_models.tables import fmt_int, format_table
 
 
@@ -17,7 +29,6 @@ def cmd_estimate(args: argparse.Namespace) -> int:
     if args.server:
         result = _estimate_remote(args)
     else:
-        from edgetpu_models.nas.latency.estimator import estimate
 
         result = estimate(args.model, args.target, resolution=args.resolution, variant=args.variant,
                           threads=args.threads).to_dict()
@@ -38,8 +49,6 @@ def cmd_estimate(args: argparse.Namespace) -> int:
 
 def _estimate_cocompiled(args: argparse.Namespace) -> int:
     """Several models co-compiled for one Edge TPU, in the order given."""
-    from edgetpu_models.nas.latency.cocompile import estimate_cocompiled
-
     if args.server:
         raise UsageError("--server: co-compiled estimates are made here; drop --server or give one model")
     models = [args.model] + list(args.more)
@@ -63,8 +72,6 @@ def _estimate_cocompiled(args: argparse.Namespace) -> int:
 
 def _say_user_target(name: str) -> None:
     """A target the user calibrated overrides the shipped one: say so, and which file it is."""
-    from edgetpu_models.nas.latency.targets import is_user_target, load_target
-
     path = load_target(name).path
     if is_user_target(path):
         print(f"target {name} from {path} (your calibration; overrides the shipped one)")
@@ -72,8 +79,6 @@ def _say_user_target(name: str) -> None:
 
 def _estimate_remote(args: argparse.Namespace) -> dict:
     """Asks a running latency server (helper module `client`, gRPC; imported only when asked for)."""
-    from edgetpu_models.nas.service.client import LatencyClient
-
     if args.threads is not None:
         raise UsageError("--threads applies to estimates made here, not with --server")
     with LatencyClient(args.server) as client:
@@ -81,16 +86,11 @@ def _estimate_remote(args: argparse.Namespace) -> dict:
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
-    from edgetpu_models.nas.latency.estimator import load_target
-
     t = load_target(args.target)
     if t.kind == "cpu":
         return _calibrate_cpu(args, t)
     if t.kind != "edgetpu":
         raise UsageError(f"{args.target}: a measured target has nothing to calibrate")
-    from edgetpu_models.nas.latency.calibrate import rows_graphs, run_calibration, target_rows, write_calibration
 
     rows = target_rows(args.target)
     graphs = rows_graphs(rows, rebuild=not args.reuse_graphs, work_dir=args.work_dir,
@@ -110,13 +110,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 def _calibrate_cpu(args: argparse.Namespace, target) -> int:
     """`calibrate --target cpu`: times kernels here, fits the predictor, and writes it with a copy of the target file
     to the user's targets folder (or beside --out)."""
-    import yaml
-    from tqdm import tqdm
 
-    from edgetpu_models.io_utils import write_group_atomic
-    from edgetpu_models.nas.latency.cpu.fit import fit_predictor
-    from edgetpu_models.nas.latency.cpu.timing import target_threads
-    from edgetpu_models.nas.latency.targets import user_targets_dir
 
     threads = target_threads(target, args.threads)
     data = fit_predictor(samples=args.samples or int(target.data.get("train_samples", 300)), threads=threads,
@@ -134,7 +128,7 @@ def _calibrate_cpu(args: argparse.Namespace, target) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("estimate", help="latency of a model on a target (Edge TPU model, CPU predictor or measured)")
+    p = sub.add_parser("estimate", help=command_help("estimate"))
     add_model_args(p, help="zoo name, spec file (.yaml), Keras model (.keras/.h5) or int8 .tflite")
     p.add_argument("more", nargs="*", metavar="MODEL",
                    help="further models co-compiled after the first: each gets the parameter cache the ones before "
@@ -147,8 +141,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--server", metavar="HOST:PORT", help="ask a running latency server instead of estimating here")
     p.set_defaults(func=cmd_estimate)
 
-    p = sub.add_parser("calibrate",
-                       help="fit a target's free constants to measurements (written to your config folder)")
+    p = sub.add_parser("calibrate", help=command_help("calibrate"))
     p.add_argument("--target", required=True, help="coral-usb, coral-devboard, pixel4, pixel6 or cpu")
     p.add_argument("--reuse-graphs", action="store_true",
                    help="fit from the stored calibration graphs instead of rebuilding and converting the models")

@@ -6,6 +6,7 @@ import argparse
 import json
 
 from edgetpu_models.cli.args import add_model_args, batch_arg, bounded_int, lr_arg, seed_arg
+from edgetpu_models.cli.commands import command_help
 from edgetpu_models.errors import UsageError
 from edgetpu_models.model_io import open_model
 from edgetpu_models.quantize.ptq import calibration_set
@@ -41,7 +42,7 @@ def cmd_quant_report(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("quantize", help="quantization-aware fine-tuning (tfmot, batch norm folded) to a .keras model")
+    p = sub.add_parser("quantize", help=command_help("quantize"))
     add_model_args(p)
     p.add_argument("--data", required=True, help="dataset folder (one sub-folder of images per class)")
     p.add_argument("--qat-steps", type=bounded_int(0, MAX_QAT_STEPS), default=_QAT.steps,
@@ -54,7 +55,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, metavar="FILE.keras")
     p.set_defaults(func=cmd_quantize)
 
-    p = sub.add_parser("quant-report", help="per-layer int8 vs float error: which layers lose accuracy")
+    p = sub.add_parser("quant-report", help=command_help("quant-report"))
     add_model_args(p)
     p.add_argument("--data", required=True, help="dataset folder: calibration and debug images")
     p.add_argument("--images", type=bounded_int(1, 10_000), default=32, help="debug images compared layer by layer")

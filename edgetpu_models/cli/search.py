@@ -6,6 +6,7 @@ import argparse
 import os
 
 from edgetpu_models.cli.args import bounded_float, bounded_int, resolution_arg, seed_arg
+from edgetpu_models.cli.commands import command_help
 from edgetpu_models.errors import SearchError, UsageError
 from edgetpu_models.nas.search.loop import SearchConfig, load_search, run_search
 from edgetpu_models.nas.search.results import BEST_SPEC, PLOT, best_result, pareto_front, plot_trials
@@ -13,7 +14,7 @@ from edgetpu_models.tables import format_table
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    nas = subparsers.add_parser("nas", help="accelerator-aware architecture search (search, show)",
+    nas = subparsers.add_parser("nas", help=command_help("nas"),
                                 description="Accelerator-aware NAS over the Edge TPU search space.")
     sub = nas.add_subparsers(dest="nas_command", metavar="SUBCOMMAND", parser_class=type(nas))
     sub.required = True

@@ -6,17 +6,21 @@ import argparse
 import json
 import os
 
+from edgetpu_models.builder import build_model
 from edgetpu_models.cli.args import add_model_args, classes_arg
+from edgetpu_models.cli.commands import command_help
 from edgetpu_models.errors import UsageError
+from edgetpu_models.io_utils import check_destination
+from edgetpu_models.model_io import save_model
 from edgetpu_models.profiler import profile, profile_rows
+from edgetpu_models.sidecar import Sidecar
 from edgetpu_models.tables import fmt_int, format_table
-from edgetpu_models.zoo import ZOO
+from edgetpu_models.zoo import ZOO, normalization_of
 
 
 def cmd_list(args: argparse.Namespace) -> int:
     headers = ["model", "architecture", "resolution", "params", "MACs"]
     if args.build:
-        from edgetpu_models.builder import build_model
 
         headers.append("built (Keras params)")
     rows = []
@@ -47,12 +51,6 @@ def cmd_profile(args: argparse.Namespace) -> int:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    from edgetpu_models.builder import build_model
-    from edgetpu_models.io_utils import check_destination
-    from edgetpu_models.model_io import save_model
-    from edgetpu_models.sidecar import Sidecar
-    from edgetpu_models.zoo import normalization_of
-
     if args.out and not args.out.endswith((".keras", ".h5")):
         raise UsageError(f"--out {args.out}: expected a .keras or .h5 file name")
     if args.out:
@@ -72,17 +70,17 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("list", help="every zoo model with resolution, params and MACs")
+    p = sub.add_parser("list", help=command_help("list"))
     p.add_argument("--build", action="store_true", help="also build each model in Keras and count its parameters")
     p.set_defaults(func=cmd_list)
 
-    p = sub.add_parser("profile", help="per-layer shapes, params and MACs of a spec (no TensorFlow)")
+    p = sub.add_parser("profile", help=command_help("profile"))
     add_model_args(p)
     p.add_argument("--classes", type=classes_arg, default=1000)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_profile)
 
-    p = sub.add_parser("build", help="build a zoo model or spec as a tf_keras model")
+    p = sub.add_parser("build", help=command_help("build"))
     add_model_args(p)
     p.add_argument("--classes", type=classes_arg, default=1000)
     p.add_argument("--weights", help="'imagenet', or a .safetensors (timm naming) / .h5 file")
