@@ -11,6 +11,8 @@ import pytest
 from edgetpu_models import cli
 from tests.helpers.train import digits_subset, tiny_spec
 
+pytestmark = pytest.mark.slow  # builds, converts, trains or serves real models: not in the fast subset
+
 
 def test_demo_runs_every_step_into_one_folder(tmp_path, capsys):
     spec = tiny_spec(tmp_path)

@@ -14,6 +14,8 @@ from PIL import Image
 from edgetpu_models import cli, imagenet
 from edgetpu_models.spec import Normalization
 
+pytestmark = pytest.mark.slow  # builds, converts, trains or serves real models: not in the fast subset
+
 TABBY = 281  # "n02123045", "tabby, tabby cat"
 PIXEL_NORM = Normalization((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
 

@@ -16,6 +16,8 @@ from edgetpu_models.spec import Normalization
 from edgetpu_models.tflite_reader import read_tflite
 from tests.helpers.tflite_models import tiny_keras
 
+pytestmark = pytest.mark.slow  # builds, converts, trains or serves real models: not in the fast subset
+
 NORM = Normalization(mean=(127.0, 127.0, 127.0), std=(128.0, 128.0, 128.0))
 LABELS = ["cat", "dog", "bird", "fish"]
 

@@ -14,6 +14,8 @@ from edgetpu_models import cli
 from edgetpu_models.errors import ModelFileError
 from tests.helpers.train import digits_subset, tiny_spec
 
+pytestmark = pytest.mark.slow  # builds, converts, trains or serves real models: not in the fast subset
+
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):

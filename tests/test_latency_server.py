@@ -25,6 +25,8 @@ from edgetpu_models.nas.service.server import SERVICE_NAME, LatencyServer, Serve
 from edgetpu_models.zoo import ZOO, zoo_spec
 from tests.helpers.tflite_models import convert, tiny_keras
 
+pytestmark = pytest.mark.slow  # builds, converts, trains or serves real models: not in the fast subset
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MAX_MESSAGE = 256 * 1024
 

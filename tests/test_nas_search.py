@@ -17,6 +17,8 @@ from edgetpu_models import cli
 from edgetpu_models.spec import load_spec
 from tests.helpers.nas import REPO_DIR
 
+pytestmark = pytest.mark.slow  # builds, converts, trains or serves real models: not in the fast subset
+
 TRIALS = 12
 SCRIPT = f"""
 import sys

@@ -15,6 +15,8 @@ from edgetpu_models.deploy.partition import PartitionError, cut_points, plan_par
 from edgetpu_models.tflite_reader import read_tflite
 from tests.helpers.tflite_models import convert
 
+pytestmark = pytest.mark.slow  # builds, converts, trains or serves real models: not in the fast subset
+
 
 def _residual_net():
     """conv -> [conv, conv + skip] -> conv stride 2 -> [conv + skip] -> pool -> dense(10): cuts only between blocks."""

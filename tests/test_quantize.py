@@ -11,6 +11,8 @@ import pytest
 
 from edgetpu_models.errors import DatasetError
 
+pytestmark = pytest.mark.slow  # builds, converts, trains or serves real models: not in the fast subset
+
 TINY_SPEC = os.path.join(os.path.dirname(__file__), "data", "tiny_edgetpu_spec.yaml")
 
 

@@ -13,6 +13,8 @@ import pytest
 from edgetpu_models import cli
 from tests.helpers.tflite_models import convert, tiny_keras, transpose_block
 
+pytestmark = pytest.mark.slow  # builds, converts, trains or serves real models: not in the fast subset
+
 CHROMIUM = next((b for b in ("chromium", "chromium-browser", "google-chrome") if shutil.which(b)), None)
 
 

@@ -16,6 +16,8 @@ from edgetpu_models import cli
 from edgetpu_models.train import TrainConfig, TrainError, train, warmup_decay_schedule
 from tests.helpers.train import digits_subset, tiny_spec
 
+pytestmark = pytest.mark.slow  # builds, converts, trains or serves real models: not in the fast subset
+
 TRAIN_ARGS = ["--epochs", "2", "--batch-size", "8", "--resolution", "32", "--no-flip", "--quiet", "--lr", "0.05",
               "--bn-momentum", "0.9"]
 

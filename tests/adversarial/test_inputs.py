@@ -19,6 +19,8 @@ from edgetpu_models.errors import DatasetError, EdgeTPUModelsError
 from edgetpu_models.spec import Normalization
 from tests.helpers.cli import assert_one_line_error, run_cli
 
+pytestmark = pytest.mark.slow  # builds, converts, trains or serves real models: not in the fast subset
+
 IDENTITY = Normalization((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
 
 

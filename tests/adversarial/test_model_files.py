@@ -11,6 +11,8 @@ import pytest
 from tests.helpers.cli import assert_one_line_error, run_cli
 from tests.helpers.crafted import reused_table_tflite
 
+pytestmark = pytest.mark.slow  # builds, converts, trains or serves real models: not in the fast subset
+
 
 @pytest.fixture(scope="module")
 def evil_h5(tmp_path_factory):

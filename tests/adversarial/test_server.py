@@ -29,6 +29,8 @@ from edgetpu_models.nas.service.server import (
 from edgetpu_models.zoo import zoo_spec
 from tests.helpers.cli import assert_one_line_error, run_cli
 
+pytestmark = pytest.mark.slow  # builds, converts, trains or serves real models: not in the fast subset
+
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SERVICE = "/edgetpu_models.latency.v1.LatencyEstimator/"
 REFLECTION = "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo"
