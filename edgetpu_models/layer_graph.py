@@ -7,9 +7,10 @@ produce the same `LayerGraph` so every consumer sees one structure.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
-from typing import Iterator
+from typing import Iterable, Iterator
 
 from edgetpu_models.spec import Arch, BlockArgs
 
@@ -49,6 +50,11 @@ SPEC_OPS = frozenset({Op.CONV2D, Op.DEPTHWISE_CONV2D, Op.ADD, Op.GLOBAL_AVG_POOL
                       Op.DENSE})
 """The ops a spec's graph is made of: what the Keras builder can build."""
 WEIGHTED_OPS = frozenset({Op.CONV2D, Op.DEPTHWISE_CONV2D, Op.DENSE})
+
+
+def numel(shape: Iterable[int]) -> int:
+    """Elements of a tensor of `shape` (1 for a scalar): the one product of a shape."""
+    return int(math.prod(shape))
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,7 @@ from dataclasses import dataclass, fields, replace
 from typing import TYPE_CHECKING, Any, Mapping, NamedTuple
 
 from edgetpu_models.errors import TargetError
-from edgetpu_models.layer_graph import WEIGHTED_OPS, Layer, LayerGraph, Op, lowered
+from edgetpu_models.layer_graph import WEIGHTED_OPS, Layer, LayerGraph, Op, lowered, numel
 from edgetpu_models.nas.latency.types import LayerLatency
 
 if TYPE_CHECKING:
@@ -102,15 +102,6 @@ def param_bytes(layer: Layer) -> int:
     return max(n, 0)
 
 
-def _prod(shape: tuple[int, ...]) -> int:
-    if len(shape) == 3:
-        return shape[0] * shape[1] * shape[2]
-    out = 1
-    for d in shape:
-        out *= d
-    return out
-
-
 def _weighted_terms(layer: Layer, c: EdgeTPUConstants, in_elems: int, out_elems: int) -> tuple[int, float, int, int]:
     """`layer_terms` of a convolution or dense layer: on the MAC array."""
     op, out_shape, in_shape = layer.op, layer.output_shape, layer.input_shape
@@ -142,8 +133,8 @@ def layer_terms(layer: Layer, c: EdgeTPUConstants) -> tuple[int, float, int, int
     array for convolutions and dense layers (MACs > 0), cycles on the cells' vector path for other ops. These
     depend only on the chip's structure, not on the calibrated constants. (Inlined arithmetic: NAS hot path.)"""
     op = layer.op
-    out_elems = _prod(layer.output_shape)
-    in_elems = _prod(layer.input_shape)
+    out_elems = numel(layer.output_shape)
+    in_elems = numel(layer.input_shape)
     if op in WEIGHTED_OPS:
         return _weighted_terms(layer, c, in_elems, out_elems)
     if op == Op.MAX_POOL2D or op == Op.AVG_POOL2D:
@@ -203,7 +194,7 @@ def cost_graph(graph: LayerGraph, c: EdgeTPUConstants,
     plan = plan or memory_plan(graph, c)
     on_chip, off_chip = plan.cached_bytes, plan.streamed_bytes
     rows = [LayerLatency("<input>", "transfer", tuple(graph.input_shape), 0,
-                         c.invoke_overhead_us * 1e-3 + _prod(graph.input_shape) / link_bytes_per_ms, "host_link")]
+                         c.invoke_overhead_us * 1e-3 + numel(graph.input_shape) / link_bytes_per_ms, "host_link")]
     append = rows.append
     for layer, cached, streamed in zip(graph.layers, plan.layer_cached, plan.layer_streamed):
         if layer.op in FREE_OPS:
@@ -225,7 +216,7 @@ def cost_graph(graph: LayerGraph, c: EdgeTPUConstants,
             bound = "overhead"
         append(LayerLatency(layer.name, layer.op, layer.output_shape, macs, top + t + overhead_ms, bound))
     append(LayerLatency("<output>", "transfer", graph.output_shape, 0,
-                        _prod(graph.output_shape) / link_bytes_per_ms, "host_link"))
+                        numel(graph.output_shape) / link_bytes_per_ms, "host_link"))
     return rows, on_chip, off_chip
 
 
@@ -262,7 +253,7 @@ def graph_terms(graph: LayerGraph, c: EdgeTPUConstants) -> GraphTerms:
         act.append(act_bytes)
         cached_l.append(cached * weight_passes(layer, c))
         stream.append(streamed)
-    io_bytes = _prod(graph.input_shape) + _prod(graph.output_shape)
+    io_bytes = numel(graph.input_shape) + numel(graph.output_shape)
     return GraphTerms(np.array(comp, float), np.array(vec, float), np.array(act, float), np.array(cached_l, float),
                       np.array(stream, float), io_bytes, int(sum(cached_l)), int(sum(stream)))
 
