@@ -24,10 +24,7 @@ def test_regenerated_stubs_equal_the_committed_ones(tmp_path):
 
 
 def test_stubs_import_inside_the_package():
-    code = ("from edgetpu_models.nas.service import latency_pb2, latency_pb2_grpc\n"
-            "assert latency_pb2_grpc.LatencyEstimatorStub\n"
-            "assert latency_pb2.EstimateRequest(target='cpu').target == 'cpu'\n"
-            "print(latency_pb2.DESCRIPTOR.name)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr[-2000:]
-    assert out.stdout.strip() == "edgetpu_models/nas/service/latency.proto"
+    from edgetpu_models.nas.service import latency_pb2, latency_pb2_grpc
+
+    assert latency_pb2_grpc.LatencyEstimatorStub and latency_pb2.EstimateRequest(target="cpu").target == "cpu"
+    assert latency_pb2.DESCRIPTOR.name == "edgetpu_models/nas/service/latency.proto"  # what server reflection reports
