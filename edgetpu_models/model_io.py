@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import Any, Iterator, Literal, Mapping
 
 from edgetpu_models.builder import build_model
-from edgetpu_models.errors import ModelFileError
+from edgetpu_models.errors import ModelFileError, UsageError
 from edgetpu_models.sidecar import Sidecar, read_sidecar, write_sidecar
 from edgetpu_models.spec import Normalization, Spec
 from edgetpu_models.zoo import (
@@ -261,8 +261,8 @@ class ModelRef:
     def no_overrides(self, resolution: int | None, variant: str | None) -> None:
         """A saved model has fixed shapes: --resolution/--variant apply to specs only."""
         if self.kind != "spec" and (resolution is not None or variant is not None):
-            raise ModelFileError(f"{self.path or self.name}: --resolution/--variant apply to specs only; a model file "
-                                 f"has fixed shapes")
+            raise UsageError(f"{self.path or self.name}: --resolution/--variant apply to specs only; a model file "
+                             f"has fixed shapes")
 
     def tflite_bytes(self) -> bytes:
         """The .tflite flatbuffer (read from the file for a path)."""

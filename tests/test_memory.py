@@ -67,5 +67,5 @@ def test_cli_estimate_cocompiled(capsys):
     first, second = d["models"]
     assert first["model"] == "efficientnet_edgetpu_m" and second["streamed_bytes"] > 0
     assert second["cache_budget_bytes"] == first["cache_budget_bytes"] - first["cached_bytes"]
-    assert cli.main(["estimate", "efficientnet_edgetpu_m", "efficientnet_edgetpu_s", "--target", "cpu"]) == 1
+    assert cli.main(["estimate", "efficientnet_edgetpu_m", "efficientnet_edgetpu_s", "--target", "cpu"]) == 2
     assert "Edge TPU target" in capsys.readouterr().err
