@@ -54,6 +54,17 @@ def candidate(rng: random.Random, bases: list[tuple[dict[str, Any], str]]) -> di
     return spec
 
 
+def _base(name: str) -> tuple[dict[str, Any], str] | None:
+    """A zoo spec to perturb, with its variant; None for one with grouped convolutions (MobilenetEdgeTPU-V2): random
+    widths would break the group divisibility its spec requires (the server rightly refuses those candidates)."""
+    from edgetpu_models.zoo import zoo_spec
+
+    spec, variant = zoo_spec(name)
+    if any(getattr(st, "group_size", None) for st in spec.stages):
+        return None
+    return spec.to_dict(), variant
+
+
 @dataclass(frozen=True)
 class _Load:
     """What every client thread of one phase sends, and when."""
@@ -120,10 +131,10 @@ def _client_proc(address: str, phase: str, n_threads: int, seed: int, start_at: 
                  batch_size: int, out: Any) -> None:
     import threading
 
-    from edgetpu_models.zoo import ZOO, zoo_spec
+    from edgetpu_models.zoo import ZOO
 
     load = _Load(address, phase, start_at, duration, batch_size,
-                 bases=[(zoo_spec(n)[0].to_dict(), zoo_spec(n)[1]) for n in ZOO],
+                 bases=[_base(n) for n in ZOO if _base(n) is not None],
                  repeated=[(n, r) for n in ZOO for r in (192, 224, 256)])
     results: list[tuple[list[float], int, int, list[str]]] = []
     lock = threading.Lock()
@@ -179,6 +190,9 @@ def _parse_args() -> tuple[argparse.Namespace, list[str]]:
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--phases", default=",".join(PHASES), help=f"comma-separated subset of {', '.join(PHASES)}")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--smoke", action="store_true",
+                    help="a smoke run (tiny settings, any machine): exit 0 on 0 errors and a clean drain, whatever the "
+                         "speed; the speed bar is still printed")
     args = ap.parse_args()
     phases = [p for p in args.phases.split(",") if p]
     bad = [p for p in phases if p not in PHASES]
@@ -220,8 +234,9 @@ def _stop_server(server: subprocess.Popen) -> int:
         return server.wait()
 
 
-def _report(rows: list[list[Any]], results: list[dict[str, Any]], rc: int) -> bool:
-    """Prints the table, the batch speed-up and whether the bar was met; returns whether it was."""
+def _report(rows: list[list[Any]], results: list[dict[str, Any]], rc: int, smoke: bool = False) -> bool:
+    """Prints the table, the batch speed-up and whether the bar was met; returns whether it was (with `smoke`: whether
+    there were no errors and the server drained cleanly)."""
     from edgetpu_models.tables import format_table
 
     print()
@@ -239,7 +254,7 @@ def _report(rows: list[list[Any]], results: list[dict[str, Any]], rc: int) -> bo
     ok = total_errors == 0 and worst >= 500 and rc == 0
     print(f"bar (0 errors, >= 500 single estimates/s, clean drain): {'met' if ok else 'NOT met'} "
           f"(errors {total_errors}, slowest single phase {worst:.0f} estimates/s)")
-    return ok
+    return total_errors == 0 and rc == 0 if smoke else ok
 
 
 def main() -> int:
@@ -253,7 +268,7 @@ def main() -> int:
         rows, results = _run_phases(args, phases, address, cmd)
     finally:
         rc = _stop_server(server)
-    return 0 if _report(rows, results, rc) else 1
+    return 0 if _report(rows, results, rc, args.smoke) else 1
 
 
 if __name__ == "__main__":

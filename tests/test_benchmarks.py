@@ -19,7 +19,7 @@ def _smallest(script: str, tmp: str, tiny_model: str) -> list[str]:
         "export.py": ["--models", "mobilenet_edgetpu_v2_tiny", "--runs", "1", "--out-dir", tmp],
         "latency.py": ["--held-out", "0"],
         "latency_server.py": ["--duration", "0.5", "--clients", "2", "--client-procs", "1", "--workers", "1",
-                              "--threads", "2", "--batch-size", "2"],
+                              "--threads", "2", "--batch-size", "2", "--smoke"],
         "nas.py": ["--trials", "2", "--workers", "1", "--steps", "1", "--resolution", "32", "--out",
                    os.path.join(tmp, "search")],
         "partition.py": ["--smoke"],
