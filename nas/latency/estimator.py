@@ -1,6 +1,6 @@
 """Latency estimates: one entry point over every target (Edge TPU APM, CPU predictor, CPU measured).
 
-    estimate("efficientnet_edgetpu_s", "coral-usb")          # any model reference (see edgetpu_models.model_ref)
+    estimate("efficientnet_edgetpu_s", "coral-usb")          # any model reference (see edgetpu_models.model_io)
     estimate("model.tflite", "cpu")                           # .tflite path or bytes
     estimate(spec, "coral-usb")                               # the NAS / server fast path (TF-free)
 
