@@ -32,6 +32,7 @@ def test_profile_json_totals(capsys):
                                  "output_shape": [120, 120, 32], "params": 928, "macs": 12_441_600}
 
 
+@pytest.mark.slow  # converts or builds full-size models
 def test_build_writes_keras_file(tmp_path, capsys):
     out = tmp_path / "tiny.keras"
     assert main(["build", "mobilenet_edgetpu", "--resolution", "64", "--classes", "4", "--out", str(out)]) == 0

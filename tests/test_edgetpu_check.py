@@ -44,6 +44,7 @@ def models(tmp_path_factory) -> dict[str, str]:
     return paths
 
 
+@pytest.mark.slow  # converts or builds full-size models
 def test_int8_model_fully_mapped_in_compiler_layout(models):
     r = check_tflite(models["int8"])
     assert r.fully_mapped and r.fraction_on_edgetpu == 1.0 and r.on_cpu == 0 and r.total == 7
@@ -128,6 +129,7 @@ def test_cli_check_exit_codes_json_and_tf_free(models, tmp_path):
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
 
 
+@pytest.mark.slow  # converts or builds full-size models
 @pytest.mark.parametrize("name", ["efficientnet_edgetpu_s", "mobilenet_edgetpu_075"])
 def test_zoo_models_export_fully_mapped(name, tmp_path):
     """One model of each family (M and L have S's block types), at a small resolution: the op types and wiring do

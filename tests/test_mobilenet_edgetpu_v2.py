@@ -183,6 +183,7 @@ def test_pixel6_is_fitted_to_v1_and_estimates_every_v2_variant():
         assert 0.5 < estimate(f"mobilenet_edgetpu_v2_{v}", "pixel6").latency_ms < 3.0
 
 
+@pytest.mark.slow  # converts or builds full-size models
 def test_qat_and_int8_export_of_a_grouped_model(tmp_path):
     """A small V2-style network (1x1 conv block, symmetric padding, a grouped fused block) at 32 x 32: QAT wraps the
     model around the split and trains; the int8 export maps every op (PAD, SPLIT, per-group CONV_2D, CONCATENATION),
