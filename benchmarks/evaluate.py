@@ -23,12 +23,12 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
-def make_model(folder: str) -> str:
+def make_model(folder: str, resolution: int = 224) -> str:
     from edgetpu_models.builder import build_model
     from edgetpu_models.deploy.export import export_tflite
     from edgetpu_models.zoo import normalization_of
 
-    model = build_model("efficientnet_edgetpu_s", resolution=224, classes=1000)
+    model = build_model("efficientnet_edgetpu_s", resolution=resolution, classes=1000)
     path = os.path.join(folder, "efficientnet_edgetpu_s_int8.tflite")
     export_tflite(model, path, random_calibration=True, model_name="efficientnet_edgetpu_s",
                   normalization=normalization_of("efficientnet_edgetpu_s"))
@@ -82,6 +82,7 @@ def plain_loop(model: str, files: list[str], threads: int) -> dict[str, float]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", help="an int8 .tflite with its sidecar (default: export S at 224 into a temp folder)")
+    p.add_argument("--resolution", type=int, default=224, help="input size of the exported S (without --model)")
     p.add_argument("--images", type=int, default=96)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--batch", type=int, default=8)
@@ -94,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
-        model = args.model or make_model(tmp)
+        model = args.model or make_model(tmp, args.resolution)
         print(f"model {os.path.basename(model)} ({os.path.getsize(model) / 2**20:.2f} MB)"
               + ("" if args.model else f", exported in {time.perf_counter() - t0:.0f} s"))
         root = make_images(tmp, args.images)

@@ -12,10 +12,10 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPTS = sorted(f for f in os.listdir(os.path.join(REPO, "benchmarks")) if f.endswith(".py"))
 
 
-def _smallest(script: str, tmp: str, tiny_model: str) -> list[str]:
+def _smallest(script: str, tmp: str) -> list[str]:
     """The arguments of each script's smallest run."""
     return {
-        "evaluate.py": ["--model", tiny_model, "--images", "4", "--repeats", "1", "--batch", "2", "--workers", "1"],
+        "evaluate.py": ["--resolution", "64", "--images", "4", "--repeats", "1", "--batch", "2", "--workers", "1"],
         "export.py": ["--models", "mobilenet_edgetpu_v2_tiny", "--runs", "1", "--out-dir", tmp],
         "latency.py": ["--held-out", "0"],
         "latency_server.py": ["--duration", "0.5", "--clients", "2", "--client-procs", "1", "--workers", "1",
@@ -31,23 +31,13 @@ def _smallest(script: str, tmp: str, tiny_model: str) -> list[str]:
 
 def test_every_script_has_a_smoke_run(tmp_path):
     for script in SCRIPTS:
-        _smallest(script, str(tmp_path), "m.tflite")  # KeyError: a new script without a smoke run
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory) -> str:
-    from edgetpu_models.deploy.export import export_tflite
-    from tests.helpers.tflite_models import tiny_keras
-
-    path = tmp_path_factory.mktemp("bench") / "tiny.tflite"
-    export_tflite(tiny_keras(), path, random_calibration=True, labels=["a", "b", "c", "d"])
-    return str(path)
+        _smallest(script, str(tmp_path))  # KeyError: a new script without a smoke run
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("script", SCRIPTS)
-def test_benchmark_smoke_run(script, tmp_path, tiny_model):
-    argv = [sys.executable, os.path.join(REPO, "benchmarks", script), *_smallest(script, str(tmp_path), tiny_model)]
+def test_benchmark_smoke_run(script, tmp_path):
+    argv = [sys.executable, os.path.join(REPO, "benchmarks", script), *_smallest(script, str(tmp_path))]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     result = subprocess.run(argv, capture_output=True, text=True, cwd=str(tmp_path), env=env,
                             timeout=1800)  # a hang guard, not a speed claim

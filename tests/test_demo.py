@@ -27,7 +27,8 @@ def test_demo_runs_every_step_into_one_folder(tmp_path, capsys):
         assert f"[{i}/10] {step}:" in printed
     assert "compile: skipped: edgetpu_compiler is not installed" in printed
     for name in ("train/model.keras", "train/checkpoints/checkpoint", "model_qat.keras", "model_int8.tflite",
-                 "model_int8.json", "model_int8.labels.txt", "model_float.tflite", "edgetpu_check.txt",
+                 "model_int8.tflite.json", "model_int8.tflite.labels.txt", "model_qat.keras.json", "model_float.tflite",
+                 "edgetpu_check.txt",
                  "latency_coral-usb.json", "classify.txt", "summary.txt", "summary.json"):
         assert (out / name).exists(), name
     summary = json.loads((out / "summary.json").read_text())
