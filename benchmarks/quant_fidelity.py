@@ -64,6 +64,9 @@ def _parse_args() -> argparse.Namespace:
     ap.add_argument("--calibration-images", type=int, default=200)
     ap.add_argument("--work-dir", default=os.path.join("runs", "quant_fidelity"))
     ap.add_argument("--json", help="also write the results to this JSON file")
+    ap.add_argument("--smoke", action="store_true",
+                    help="a smoke run (tiny settings): exit 0 when every stage ran, whether or not the fidelity "
+                         "target is met (it is still printed)")
     return ap.parse_args()
 
 
@@ -200,7 +203,7 @@ def main() -> int:
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump(results, f, indent=1)
-    return 0 if ok else 1
+    return 0 if ok or args.smoke else 1
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ def _smallest(script: str, tmp: str) -> list[str]:
                    os.path.join(tmp, "search")],
         "partition.py": ["--smoke"],
         "quant_fidelity.py": ["--resolution", "32", "--epochs", "1", "--qat-steps", "1", "--calibration-images", "100",
-                              "--work-dir", tmp],
+                              "--work-dir", tmp, "--smoke"],
         "server_soak.py": ["--seconds", "2", "--threads", "2", "--grace", "1"],
     }[script]
 
