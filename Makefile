@@ -17,6 +17,7 @@ demo: venv
 test: venv
 	$(BIN)/ruff check .
 	$(BIN)/vermin -t=3.9- --no-tips --violations $$(grep -v "^#" tools/runtime_modules.txt)
+	$(BIN)/python tools/lint_imports.py
 	$(BIN)/python -m pytest -q tests
 
 clean:

@@ -83,7 +83,8 @@ setup(
     extras_require={
         "litert": LITERT,
         "full": WORKSTATION,
-        "test": ["pytest==9.2.0", "grpcio-tools==1.85.1", "ruff==0.17.6", "vermin==1.9.2"],
+        "test": ["pytest==9.2.0", "grpcio-tools==1.85.1", "ruff==0.17.6", "vermin==1.9.2",
+                 "import-linter==2.16"],
     },
     entry_points={"console_scripts": ["edgetpu-models=edgetpu_models.cli:main"]},
 )

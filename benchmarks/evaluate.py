@@ -4,7 +4,7 @@
     python benchmarks/evaluate.py --model S.tflite --images 200 --batch 8
 
 The model: EfficientNet-EdgeTPU-S with its ImageNet head (1000 classes), exported full-integer (uint8 I/O) with random
-calibration unless --model names a .tflite (with its X.json); accuracy is not the point here, the work per image is.
+calibration unless --model names a .tflite (with its sidecar); accuracy is not the point here, the work per image is.
 The images: synthetic 500x375 JPEGs (ImageNet's typical size) in WordNet-id folders, decoded from disk by both sides.
 The baseline is what a user writes by hand: for each file, decode + preprocess (the same `Preprocess.load`), quantize,
 set_tensor, invoke, get_tensor; one LiteRT interpreter with --threads threads. `evaluate` runs the same interpreter
@@ -23,12 +23,12 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
-def make_model(folder: str) -> str:
+def make_model(folder: str, resolution: int = 224) -> str:
     from edgetpu_models.builder import build_model
     from edgetpu_models.deploy.export import export_tflite
-    from edgetpu_models.preprocessing import normalization_of
+    from edgetpu_models.zoo import normalization_of
 
-    model = build_model("efficientnet_edgetpu_s", resolution=224, classes=1000)
+    model = build_model("efficientnet_edgetpu_s", resolution=resolution, classes=1000)
     path = os.path.join(folder, "efficientnet_edgetpu_s_int8.tflite")
     export_tflite(model, path, random_calibration=True, model_name="efficientnet_edgetpu_s",
                   normalization=normalization_of("efficientnet_edgetpu_s"))
@@ -57,9 +57,9 @@ def plain_loop(model: str, files: list[str], threads: int) -> dict[str, float]:
     from ai_edge_litert.interpreter import Interpreter
 
     from edgetpu_models.deploy.classify import dequantize_output, quantize_input
-    from edgetpu_models.deploy.evaluate import open_model
+    from edgetpu_models.deploy.evaluate import open_runner
 
-    pre = open_model(model).preprocess  # the same preprocessing evaluate uses for this model
+    pre = open_runner(model).preprocess  # the same preprocessing evaluate uses for this model
     interp = Interpreter(model_path=model, num_threads=threads)
     interp.allocate_tensors()
     inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
@@ -81,7 +81,8 @@ def plain_loop(model: str, files: list[str], threads: int) -> dict[str, float]:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", help="an int8 .tflite with its X.json (default: export S at 224 into a temp folder)")
+    p.add_argument("--model", help="an int8 .tflite with its sidecar (default: export S at 224 into a temp folder)")
+    p.add_argument("--resolution", type=int, default=224, help="input size of the exported S (without --model)")
     p.add_argument("--images", type=int, default=96)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--batch", type=int, default=8)
@@ -94,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
-        model = args.model or make_model(tmp)
+        model = args.model or make_model(tmp, args.resolution)
         print(f"model {os.path.basename(model)} ({os.path.getsize(model) / 2**20:.2f} MB)"
               + ("" if args.model else f", exported in {time.perf_counter() - t0:.0f} s"))
         root = make_images(tmp, args.images)

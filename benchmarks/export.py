@@ -71,10 +71,10 @@ def child(name: str, out_dir: str, calibration_images: int, runs: int, threads: 
     from edgetpu_models.data import default_dataset_dir
     from edgetpu_models.deploy.edgetpu_check import check_tflite
     from edgetpu_models.deploy.export import export_tflite
-    from edgetpu_models.preprocessing import normalization_of
     from edgetpu_models.quantize.ptq import calibration_set
     from edgetpu_models.seg_graph import is_segmentation
     from edgetpu_models.segmentation import build_segmentation_model
+    from edgetpu_models.zoo import normalization_of
 
     t_import = time.perf_counter() - t0
     t = time.perf_counter()

@@ -28,7 +28,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from edgetpu_models.nas.latency import calibrate as cal  # noqa: E402
 from edgetpu_models.nas.latency.cpu.fit import held_out_rows, measure_held_out, random_specs  # noqa: E402
-from edgetpu_models.nas.latency.estimator import estimate, estimate_graph, estimate_spec  # noqa: E402
+from edgetpu_models.nas.latency.estimator import estimate, estimate_graph  # noqa: E402
 from edgetpu_models.tables import format_table  # noqa: E402
 from edgetpu_models.zoo import ZOO, zoo_spec  # noqa: E402
 
@@ -38,13 +38,13 @@ def bench_spec_path(n_random: int = 200, repeats: int = 5) -> None:
     estimate costs; the first also counts time the thread waits for a core when the machine is shared)."""
     specs = [zoo_spec(name) for name in ZOO] + [(s, None) for s, _ in random_specs(n_random, seed=7)]
     for spec, variant in specs:  # warm caches (target file, zoo specs)
-        estimate_spec(spec, "coral-usb", variant=variant)
+        estimate(spec, "coral-usb", variant=variant)
     wall = [float("inf")] * len(specs)
     cpu = [float("inf")] * len(specs)
     for _ in range(repeats):
         for i, (spec, variant) in enumerate(specs):
             w0, c0 = time.perf_counter(), time.thread_time()
-            estimate_spec(spec, "coral-usb", variant=variant)
+            estimate(spec, "coral-usb", variant=variant)
             cpu[i] = min(cpu[i], time.thread_time() - c0)
             wall[i] = min(wall[i], time.perf_counter() - w0)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
@@ -97,10 +97,10 @@ def bench_one_block(n: int = 2000, target: str = "coral-usb") -> None:
     n_unc = min(len(specs), 400)
     if memo is not None:
         memo.clear()
-    estimate_spec(specs[0], target)  # the base point: its pieces are what the neighbours share
+    estimate(specs[0], target)  # the base point: its pieces are what the neighbours share
     runs = {}
-    for label, fn, sel in (("memoised, new specs", lambda s: estimate_spec(s, target), specs[1:]),
-                           ("memoised, repeated", lambda s: estimate_spec(s, target), specs[1:]),
+    for label, fn, sel in (("memoised, new specs", lambda s: estimate(s, target), specs[1:]),
+                           ("memoised, repeated", lambda s: estimate(s, target), specs[1:]),
                            ("uncached", lambda s: estimate_graph(spec_graph(s), target), specs[1:n_unc])):
         w0, c0 = time.perf_counter(), time.thread_time()
         for s in sel:

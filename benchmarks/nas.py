@@ -67,8 +67,8 @@ def _print_run_figures(args: argparse.Namespace, result: Any, wall: float, ok: l
 
 def _score_references(cfg: Any) -> list[Any]:
     """The published models scored with the search's own proxy and latency model."""
-    from edgetpu_models.model_ref import resolve_spec
     from edgetpu_models.nas.search.loop import reference_point
+    from edgetpu_models.zoo import resolve_spec
 
     refs = []
     for name in ("efficientnet_edgetpu_s", "mobilenet_edgetpu"):
@@ -114,13 +114,13 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     args = _parse_args(argv)
 
-    from edgetpu_models.model_ref import resolve_spec
-    from edgetpu_models.nas.latency.estimator import estimate_spec
+    from edgetpu_models.nas.latency.estimator import estimate
     from edgetpu_models.nas.search.loop import load_search, run_search
     from edgetpu_models.nas.search.results import PLOT, Reference, plot_trials
+    from edgetpu_models.zoo import resolve_spec
 
     s_spec, s_variant = resolve_spec("efficientnet_edgetpu_s")
-    target_ms = args.latency_target_ms or round(estimate_spec(s_spec, args.target, variant=s_variant).latency_ms, 3)
+    target_ms = args.latency_target_ms or round(estimate(s_spec, args.target, variant=s_variant).latency_ms, 3)
     out = args.out or tempfile.mkdtemp(prefix="nas_benchmark_")
     cfg = _search_config(args, target_ms)
     print(f"search: {args.trials} trials, {args.workers} workers, controller {args.controller}, target "

@@ -30,7 +30,7 @@ import time
 from dataclasses import dataclass, field
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(REPO, "tests"))
+sys.path.insert(0, REPO)  # the crafted inputs come from the test helpers (tests.helpers.crafted)
 
 import grpc  # noqa: E402
 
@@ -89,7 +89,7 @@ def big_spec(repeats: int) -> dict:
 
 def hostile_requests() -> dict[str, tuple[str, bytes]]:
     """Kind -> (method path, serialized request bytes)."""
-    from adversarial.crafted import alias_bomb, reused_table_tflite
+    from tests.helpers.crafted import alias_bomb, reused_table_tflite
 
     def est(**kw: object) -> bytes:
         return latency_pb2.EstimateRequest(**kw).SerializeToString()
@@ -123,7 +123,7 @@ class Soak:
         for m in VALID_MODELS:
             spec, variant = zoo_spec(m)
             for r in (160, 192, 224):
-                self.expected[(m, r)] = latency.estimate_spec(spec, resolution=r, variant=variant).to_dict()
+                self.expected[(m, r)] = latency.estimate(spec, resolution=r, variant=variant).to_dict()
 
     def run_thread(self, seed: int) -> None:
         rng = random.Random(seed)

@@ -18,7 +18,7 @@ from typing import Any
 
 from edgetpu_models.counts import INT32_MAX, parse_count
 from edgetpu_models.deploy.edgetpu_check import CompatibilityReport, OpRow, check_tflite
-from edgetpu_models.errors import EdgeTPUModelsError, ModelFileError
+from edgetpu_models.errors import CompilerError, ModelFileError
 from edgetpu_models.io_utils import check_destination
 from edgetpu_models.sidecar import derived_sidecar, foreign_outputs, write_sidecar
 
@@ -38,10 +38,6 @@ _KEYS = {
     "Number of operations that will run on CPU": "ops_on_cpu",
 }
 _ROW = re.compile(r"^(?P<op>[A-Za-z0-9_\-]+)\s+(?P<count>\d+)\s+(?P<status>\S.*?)\s*$")
-
-
-class CompilerError(EdgeTPUModelsError, RuntimeError):
-    """edgetpu_compiler ran but failed, timed out, or printed something we cannot read."""
 
 
 @dataclass(frozen=True)

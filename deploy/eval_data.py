@@ -21,7 +21,7 @@ Preprocessing (`Preprocess`), one of two pipelines:
     32, i.e. 0.875 at 224, 0.882 at 240, 0.904 at 300), offset ((h - c) + 1) // 2, resized to size with bicubic
     interpolation. (Pillow's bicubic antialiases when it shrinks; TensorFlow's resize_bicubic does not. timm takes
     the same region the other way round: shorter side resized to floor(size / crop_pct), then a centre crop.)
-A sidecar (X.json / X.meta.json) may name them: {"preprocessing": {"pipeline": ..., "crop_fraction": ...}}; else an
+A sidecar (X.tflite.json) may name them: {"preprocessing": {"pipeline": ..., "crop_fraction": ...}}; else an
 ImageNet head gets "reference" and any other head "train".
 """
 

@@ -4,8 +4,8 @@
     report.models[1].top1, report.comparisons[0].agreement
 
 Models: `.tflite` (float or integer; a compiled `_edgetpu.tflite` runs through pycoral when a device is present, see
-`interpreter.make_interpreter`) with its exporter's X.json, and `.keras`/`.h5` (normalisation and labels from
-`model_ref`). Each model gets its own preprocessing (`eval_data.Preprocess`); models that share one share the decoded
+`interpreter.make_interpreter`) with its exporter's X.tflite.json, and `.keras`/`.h5` (normalisation and labels from
+`model_io`). Each model gets its own preprocessing (`eval_data.Preprocess`); models that share one share the decoded
 images. Images are decoded by a thread pool while the interpreter runs the previous batch; a LiteRT model runs
 `batch` images per invoke (its batch-1 input resized) on `threads` threads.
 
@@ -60,17 +60,17 @@ class _TFLiteModel:
 
 
 class _KerasModel:
-    """A .keras/.h5 model through `keras_models.load_model_ref` (normalisation and labels from its sidecar)."""
+    """A .keras/.h5 model through `model_io.open_model` (normalisation and labels from its sidecar)."""
 
     kind = "keras"
 
     def __init__(self, path: str, threads: int | None, batch: int) -> None:
-        from edgetpu_models.keras_models import load_model_ref
+        from edgetpu_models.model_io import open_model
         from edgetpu_models.sidecar import read_sidecar
 
         if threads:
             _tf_threads(threads)
-        loaded = load_model_ref(path)
+        loaded = open_model(path)
         self.model, self.path, self.labels, self.batch = loaded.model, path, loaded.labels, batch
         self.normalization_source = loaded.normalization_source
         shape = loaded.model.input_shape
@@ -106,7 +106,7 @@ def _tf_threads(threads: int) -> None:
         pass
 
 
-def open_model(path: "str | os.PathLike[str]", threads: int | None = None, batch: int = 1) -> Any:
+def open_runner(path: "str | os.PathLike[str]", threads: int | None = None, batch: int = 1) -> Any:
     """A scorer for one model file: .tflite, or .keras/.h5 (ModelFileError for anything else)."""
     path = os.fspath(path)
     if not os.path.isfile(path):
@@ -266,7 +266,7 @@ def evaluate(models: Sequence["str | os.PathLike[str]"], data: "str | os.PathLik
                                  sorted(set(dataset.keys[:limit])), dataset.skipped)
     if not dataset.files:
         raise DatasetError(f"{dataset.directory}: no images in split {split!r}")
-    runners = [open_model(m, threads, batch) for m in models]
+    runners = [open_runner(m, threads, batch) for m in models]
     for r in runners:
         r.preprocess = _override(r.preprocess, pipeline, crop_fraction)
     truths = [np.asarray([class_index_map(dataset, r.labels, r.num_outputs, r.path)[k] for k in dataset.keys])

@@ -1,8 +1,9 @@
 """Full-integer TFLite export for the Edge TPU: int8 ops, uint8 (or int8) input/output, batch 1, static shape.
 
-Beside `X.tflite` it writes `X.json` (model name, input size, normalisation, input/output quantization, labels file,
-calibration source) and `X.labels.txt` when labels are given, so inference needs nothing else. Every file is written
-atomically. The TFLite converter does the work; this module picks its settings, feeds calibration images, and reads
+Beside `X.tflite` it writes its sidecar `X.tflite.json` (model name, input size, normalisation, input/output
+quantization, labels file, calibration source) and `X.tflite.labels.txt` when labels are given, so inference needs
+nothing else. Every file is written atomically. The TFLite converter does the work; this module picks its settings,
+feeds calibration images, and reads
 the result back (with our flatbuffer reader) to verify it is what the Edge TPU needs before anything is written.
 """
 
@@ -109,9 +110,9 @@ def export_tflite(model: Any, out_path: "str | os.PathLike[str]", *, int8: bool 
 files that are not earlier exports to `out_path` (a file without a sidecar, another model's sidecar).
     """
     if isinstance(model, (str, os.PathLike)):
-        from edgetpu_models.keras_models import load_model_ref
+        from edgetpu_models.model_io import open_model
 
-        loaded = load_model_ref(model)
+        loaded = open_model(model)
         model, model_name = loaded.model, model_name or loaded.name
         normalization = normalization or loaded.normalization
         labels = labels if labels is not None else loaded.labels
@@ -123,9 +124,7 @@ files that are not earlier exports to `out_path` (a file without a sidecar, anot
     normalization = normalization or Normalization()
     shape = static_input_shape(model)
     labels = _checked_labels(model, labels)
-    intended = Sidecar(model=model_name or model.name, normalization=normalization,
-                       labels=tuple(labels) if labels is not None else None)
-    check_destination(out_path, foreign=foreign_outputs(out_path, intended), force=force)  # before converting
+    check_destination(out_path, foreign=foreign_outputs(out_path), force=force)  # before converting
     representative, calibration = _calibration(int8, representative, random_calibration, shape, normalization)
     counter = [0]
     data = convert(model, int8=int8, io_dtype=io_dtype, representative=representative, counter=counter)

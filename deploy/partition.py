@@ -23,13 +23,9 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Sequence
 
-from edgetpu_models.errors import EdgeTPUModelsError, ModelFileError
+from edgetpu_models.errors import ModelFileError, PartitionError
 from edgetpu_models.layer_graph import Layer, LayerGraph
 from edgetpu_models.tflite_reader import TFLiteModel, read_tflite
-
-
-class PartitionError(EdgeTPUModelsError, ValueError):
-    """The model cannot be cut as asked (too few cut points for N segments, bad N)."""
 
 
 @dataclass(frozen=True)

@@ -186,8 +186,8 @@ def check_segment_set(paths: Sequence["str | os.PathLike[str]"]) -> None:
                              f"segment files in order, all {n} of them: {' '.join(want)[:300]}")
 
 
-def open_model(paths: "str | os.PathLike[str] | Sequence[str | os.PathLike[str]]", threads: int | None = None, *,
-               prefer: str | None = None) -> tuple[Any, str]:
+def open_interpreter(paths: "str | os.PathLike[str] | Sequence[str | os.PathLike[str]]", threads: int | None = None, *,
+                     prefer: str | None = None) -> tuple[Any, str]:
     """(interpreter, backend) for one .tflite or, given several, for the pipeline of those segment files (all of
     them, in order: `check_segment_set`)."""
     paths = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)

@@ -32,7 +32,7 @@ from typing import Any, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from edgetpu_models.deploy.eval_data import Preprocess, default_preprocess
-from edgetpu_models.deploy.pipeline import open_model
+from edgetpu_models.deploy.pipeline import open_interpreter
 from edgetpu_models.errors import DatasetError, ModelFileError
 from edgetpu_models.imagenet import class_names as imagenet_class_names
 from edgetpu_models.imagenet import is_imagenet_head
@@ -110,7 +110,7 @@ class Runner:
             if not os.path.isfile(path):
                 raise ModelFileError(f"{path}: no such model file")
         self.model_path, self.paths, self.threads = paths[0], paths, threads
-        self.interpreter, self.backend = open_model(paths if len(paths) > 1 else paths[0], threads, prefer=prefer)
+        self.interpreter, self.backend = open_interpreter(paths if len(paths) > 1 else paths[0], threads, prefer=prefer)
         self.sidecar: Optional[Sidecar] = read_sidecar(self.model_path)
         self._refresh_details()
         self.batch = 1

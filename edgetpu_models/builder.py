@@ -13,20 +13,20 @@ import re
 from typing import Any, Callable
 
 from edgetpu_models.errors import SpecError
-from edgetpu_models.layer_graph import Layer, LayerGraph, Op, arch_to_graph
-from edgetpu_models.model_ref import resolve_spec
+from edgetpu_models.layer_graph import Layer, LayerGraph, Op, arch_to_graph, group_parts
 from edgetpu_models.spec import Arch, Spec, resolve
-from edgetpu_models.zoo import ZOO
+from edgetpu_models.zoo import ZOO, resolve_spec
 
 GROUPED_CONV_LOWERING = "split"
-"""How a grouped convolution (MobilenetEdgeTPU-V2's fused block) is built: "split" = tf.split along channels, one
-Conv2D + BatchNormalization + ReLU per group, Concatenate. Not Keras' native `Conv2D(groups=g)`: the TFLite int8
-converter (TF 2.21, checked) turns that into one CONV_2D whose filter depth is in_channels / groups, a form Coral's op
-table does not list and the last Edge TPU compiler (v16) predates, so deploy/edgetpu_check.py counts it as unmapped
-rather than risk a CPU fallback from the middle of the network; SPLIT, CONV_2D and CONCATENATION all map
-(shared/reference/edgetpu_hardware.md). tensorflow/models builds it the same way. Each group
-keeps its own BN so the converter folds it into that group's conv; the split is annotated for QAT (quantize/qat.py).
-Layers are named `<conv>_g<i>`, `<bn>_g<i>`; weights.py slices timm's single grouped tensor into them."""
+"""How a grouped convolution (MobilenetEdgeTPU-V2's fused block) is built: "split", the lowering that
+layer_graph.group_parts describes (tf.split along channels, one Conv2D + BatchNormalization + ReLU per group,
+Concatenate). Why not Keras' native `Conv2D(groups=g)`: the TFLite int8 converter (TF 2.21, checked) turns that into
+one CONV_2D whose filter depth is in_channels / groups, a form Coral's op table does not list and the last Edge TPU
+compiler (v16) predates, so deploy/edgetpu_check.py counts it as unmapped rather than risk a CPU fallback from the
+middle of the network; SPLIT, CONV_2D and CONCATENATION all map (shared/reference/edgetpu_hardware.md).
+tensorflow/models builds it the same way. Each group keeps its own BN so the converter folds it into that group's
+conv; the split is annotated for QAT (quantize/qat.py); weights.py slices timm's single grouped tensor into the
+per-group layers."""
 
 # keras.applications' EfficientNet initialisers.
 CONV_KERNEL_INITIALIZER = {"class_name": "VarianceScaling",
@@ -60,32 +60,31 @@ def _input_shape(arch: Arch, input_shape: tuple | None) -> tuple[int, int, int]:
     return shape  # type: ignore[return-value]
 
 
-def _conv_bn_act(keras: Any, x: Any, layer: Layer, padding: str, bn_args: dict, relu_max: float | None,
-                 suffix: str = "") -> Any:
+def _conv_bn_act(keras: Any, x: Any, layer: Layer, padding: str, bn_args: dict, relu_max: float | None) -> Any:
     if layer.op == Op.CONV2D:
-        filters = layer.out_channels // layer.groups
-        x = keras.layers.Conv2D(filters, layer.kernel, strides=layer.stride, padding=padding, use_bias=layer.use_bias,
-                                dilation_rate=layer.dilation, kernel_initializer=CONV_KERNEL_INITIALIZER,
-                                name=layer.name + suffix)(x)
+        x = keras.layers.Conv2D(layer.out_channels, layer.kernel, strides=layer.stride, padding=padding,
+                                use_bias=layer.use_bias, dilation_rate=layer.dilation,
+                                kernel_initializer=CONV_KERNEL_INITIALIZER, name=layer.name)(x)
     else:
         x = keras.layers.DepthwiseConv2D(layer.kernel, strides=layer.stride, padding=padding,
                                          use_bias=layer.use_bias, dilation_rate=layer.dilation,
-                                         depthwise_initializer=CONV_KERNEL_INITIALIZER, name=layer.name + suffix)(x)
+                                         depthwise_initializer=CONV_KERNEL_INITIALIZER, name=layer.name)(x)
     if layer.batch_norm:
-        x = keras.layers.BatchNormalization(name=layer.batch_norm + suffix, **bn_args)(x)
+        x = keras.layers.BatchNormalization(name=layer.batch_norm, **bn_args)(x)
     if layer.activation:
         relu_max = 6.0 if layer.activation == "relu6" else relu_max  # a head may use ReLU6 on a ReLU backbone
-        x = keras.layers.ReLU(max_value=relu_max, name=f"{layer.name}{suffix}_{layer.activation}")(x)
+        x = keras.layers.ReLU(max_value=relu_max, name=f"{layer.name}_{layer.activation}")(x)
     return x
 
 
 def _grouped_conv(keras: Any, x: Any, layer: Layer, padding: str, bn_args: dict, relu_max: float | None) -> Any:
-    """See GROUPED_CONV_LOWERING."""
+    """layer_graph.group_parts, built (see GROUPED_CONV_LOWERING for why this form)."""
     import tensorflow as tf
 
     assert GROUPED_CONV_LOWERING == "split"
-    parts = tf.split(x, layer.groups, axis=-1, name=f"{layer.name}_split")
-    outs = [_conv_bn_act(keras, part, layer, padding, bn_args, relu_max, f"_g{i}") for i, part in enumerate(parts)]
+    parts = group_parts(layer)
+    xs = tf.split(x, len(parts), axis=-1, name=parts[0].inputs[0])
+    outs = [_conv_bn_act(keras, xi, part, padding, bn_args, relu_max) for xi, part in zip(xs, parts)]
     return keras.layers.Concatenate(name=f"{layer.name}_concat")(outs)
 
 

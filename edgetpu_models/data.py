@@ -335,7 +335,7 @@ class ImageFolderData:
 def _norm_constants(normalization: "Normalization | Spec | str | os.PathLike[str]") -> Normalization:
     if isinstance(normalization, Normalization):
         return normalization
-    from edgetpu_models.preprocessing import normalization_of
+    from edgetpu_models.zoo import normalization_of
 
     return normalization_of(normalization)
 

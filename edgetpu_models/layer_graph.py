@@ -7,9 +7,10 @@ produce the same `LayerGraph` so every consumer sees one structure.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
-from typing import Callable, Iterator
+from typing import Callable, Iterable, Iterator
 
 from edgetpu_models.spec import Arch, BlockArgs
 
@@ -55,8 +56,11 @@ SPEC_OPS = frozenset({Op.CONV2D, Op.DEPTHWISE_CONV2D, Op.ADD, Op.GLOBAL_AVG_POOL
                       Op.DENSE, Op.AVG_POOL2D, Op.CONCAT, Op.RESIZE_BILINEAR, Op.RESIZE_NEAREST, Op.ARGMAX})
 """The ops a spec's graph is made of: what the Keras builder can build (the last five for segmentation heads)."""
 WEIGHTED_OPS = frozenset({Op.CONV2D, Op.DEPTHWISE_CONV2D, Op.DENSE})
-GLOBAL_POOL_OPS = frozenset({Op.GLOBAL_AVG_POOL, Op.GLOBAL_MAX_POOL})
-WINDOW_POOL_OPS = frozenset({Op.MAX_POOL2D, Op.AVG_POOL2D})
+
+
+def numel(shape: Iterable[int]) -> int:
+    """Elements of a tensor of `shape` (1 for a scalar): the one product of a shape."""
+    return int(math.prod(shape))
 
 
 @dataclass(frozen=True)
@@ -277,10 +281,21 @@ def arch_to_graph(arch: Arch, include_top: bool = True, classes: int = 1000, poo
                       input_shape=tuple(input_shape), layers=tuple(wk.layers))
 
 
+def group_parts(layer: Layer) -> list[Layer]:
+    """The lowering of a grouped conv2d, described once (the builder builds it, `lowered` costs it): the input is split
+    along channels into `groups` parts (a `<conv>_split`), part i goes through its own conv2d `<conv>_g<i>` with its own
+    batch norm `<bn>_g<i>` and activation, making out_channels / groups channels, and the parts are concatenated. Why
+    this form and not a native grouped Conv2D: builder.GROUPED_CONV_LOWERING."""
+    g, (h, w, cin), (oh, ow, cout) = layer.groups, layer.input_shape, layer.output_shape
+    return [replace(layer, name=f"{layer.name}_g{i}", inputs=(f"{layer.name}_split",), input_shape=(h, w, cin // g),
+                    output_shape=(oh, ow, cout // g), groups=1,
+                    batch_norm=f"{layer.batch_norm}_g{i}" if layer.batch_norm else None) for i in range(g)]
+
+
 def lowered(graph: LayerGraph) -> LayerGraph:
     """The graph in the ops the builder emits and the int8 converter keeps, for latency costing: a grouped conv2d
-    becomes split + one conv2d per group + concat (builder.GROUPED_CONV_LOWERING; per-group MACs and weights, plus the
-    data the split and concatenation move), and a symmetric-padded conv gets its explicit pad. Same params and MACs."""
+    becomes split + one conv2d per group + concat (`group_parts`; per-group MACs and weights, plus the data the split
+    and concatenation move), and a symmetric-padded conv gets its explicit pad. Same params and MACs."""
     if all(layer.groups == 1 and layer.padding == "same" for layer in graph.layers):
         return graph
     out: list[Layer] = []
@@ -295,12 +310,9 @@ def lowered(graph: LayerGraph) -> LayerGraph:
         if layer.groups == 1:
             out.append(layer)
             continue
-        g, (h, w, cin), (oh, ow, cout) = layer.groups, layer.input_shape, layer.output_shape
-        split = Layer(f"{layer.name}_split", Op.SPLIT, layer.inputs, layer.input_shape, layer.input_shape,
+        parts = group_parts(layer)
+        split = Layer(parts[0].inputs[0], Op.SPLIT, layer.inputs, layer.input_shape, layer.input_shape,
                       block=layer.block)
-        parts = [replace(layer, name=f"{layer.name}_g{i}", inputs=(split.name,), input_shape=(h, w, cin // g),
-                         output_shape=(oh, ow, cout // g), groups=1,
-                         batch_norm=f"{layer.batch_norm}_g{i}" if layer.batch_norm else None) for i in range(g)]
-        out += [split, *parts, Layer(layer.name, Op.CONCAT, tuple(p.name for p in parts), (oh, ow, cout // g),
+        out += [split, *parts, Layer(layer.name, Op.CONCAT, tuple(p.name for p in parts), parts[0].output_shape,
                                      layer.output_shape, block=layer.block)]
     return replace(graph, layers=tuple(out))

@@ -10,7 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 from edgetpu_models.efficientnet_edgetpu import _factory, decode_predictions  # noqa: F401  (re-exported, keras.applications-style)
-from edgetpu_models.preprocessing import normalization_of, normalize
+from edgetpu_models.preprocessing import normalize
+from edgetpu_models.zoo import normalization_of
 
 VARIANTS = ("tiny", "xs", "s", "m", "l")
 

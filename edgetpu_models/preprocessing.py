@@ -7,16 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from edgetpu_models.model_ref import resolve_spec
 from edgetpu_models.spec import Normalization, Spec
-
-
-def normalization_of(model_ref: "str | os.PathLike[str] | Spec", variant: str | None = None) -> Normalization:
-    """The spec's normalisation, or its variant's where the variant has its own (MobilenetEdgeTPU-V2's differ)."""
-    spec, variant = resolve_spec(model_ref, variant)
-    chosen = variant or spec.default_variant
-    own = spec.variants[chosen].normalization if chosen in spec.variants else None
-    return own or spec.normalization
+from edgetpu_models.zoo import normalization_of
 
 
 def normalize(x: Any, model_ref: "str | os.PathLike[str] | Spec | Normalization") -> Any:

@@ -6,9 +6,9 @@ import os
 from typing import Any
 
 from edgetpu_models.layer_graph import LayerGraph, arch_to_graph
-from edgetpu_models.model_ref import resolve_spec
 from edgetpu_models.seg_graph import is_segmentation, segmentation_graph
 from edgetpu_models.spec import Spec, resolve
+from edgetpu_models.zoo import resolve_spec
 
 
 def profile(spec_or_path: "str | os.PathLike[str] | Spec", variant: str | None = None, *,

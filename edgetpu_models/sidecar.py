@@ -1,11 +1,18 @@
-"""The one metadata format beside a model file: `X.json` (+ `X.labels.txt`) next to `X.tflite`, `X.keras` or `X.h5`.
+"""The sidecar: what a model file needs to be used, in a JSON file beside it. One per model FILE, named after the
+whole file name: `model.tflite.json` beside `model.tflite`, `model.keras.json` beside `model.keras` (class names, when
+there are any, in `model.tflite.labels.txt`, one a line, the format Coral's tools read).
 
-It says what a model file needs to be used: the model it came from, its input size, its input normalisation, its
-class names, and (for an int8 .tflite) the input/output quantization and calibration. `write_sidecar` is the one
-writer and writes the model file, the JSON and the labels as one unit; `read_sidecar` is the one reader. Files
-written by earlier versions still load: `X.meta.json` (old `quantize`), and a training run's `train_config.json` +
-`labels.txt` beside its `model.keras`. A compiled `X_edgetpu.tflite` uses the sidecar of `X.tflite`, and a pipeline
-segment `X_segment_1_of_2.tflite` the sidecar of the whole model `X.tflite`.
+Why the whole file name and not the stem: `model.keras` and `model.tflite` are different models (float or QAT vs int8
+with its quantization), so they must not share `model.json`; with one sidecar per stem, `export model.keras --out
+model.tflite --labels other.txt` rewrote the Keras model's labels and provenance. A file made from another one (a
+compiled `X_edgetpu.tflite`, a pipeline segment `X_segment_1_of_2.tflite`) gets its own sidecar from the step that
+makes it (`compile`, `partition`); nothing is looked up under another file's name.
+
+It says the model it came from, its input size, its input normalisation, its class names, and format-specific facts
+(`extra`: for an int8 .tflite the "input"/"output" quantization and the "calibration"; read them with
+`Sidecar.extra_value`). `write_sidecar` is the one writer and writes the model file, the JSON and the labels as one
+unit; `read_sidecar` is the one reader. A malformed sidecar is a ModelFileError naming the file and the field: there
+is no fallback and no reader for other formats (nothing was ever released with another).
 
 Paths named inside a sidecar (the labels file) are file names in the model's own folder; a sidecar cannot point
 elsewhere.
@@ -15,9 +22,8 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from dataclasses import dataclass, field, replace
-from typing import Any, Sequence
+from typing import Any, Sequence, TypeVar
 
 from edgetpu_models.errors import ModelFileError
 from edgetpu_models.io_utils import write_group_atomic
@@ -25,6 +31,9 @@ from edgetpu_models.spec import Normalization
 
 MAX_SIDECAR_BYTES = 1 << 20
 MAX_LABELS_BYTES = 16 << 20
+SIDECAR_SUFFIX = ".json"
+LABELS_SUFFIX = ".labels.txt"
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -35,11 +44,21 @@ class Sidecar:
     labels: tuple[str, ...] | None = None
     input_size: tuple[int, int] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
-    """Format-specific facts: for an int8 .tflite, "input"/"output" quantization and "calibration"."""
+    """Format-specific facts: for an int8 .tflite, "input"/"output" quantization and "calibration"; for a file made
+    from another, "source" (that file's name). Read them with `extra_value`."""
     path: str | None = None
-    """Where it was read from; "spec ..." or a file path (for messages)."""
+    """The JSON file it was read from (None for one not read from a file)."""
     labels_file: str | None = None
     """The labels file's name in the model's folder, as the JSON names it."""
+
+    def extra_value(self, key: str, kind: type[_T]) -> _T | None:
+        """`extra[key]` when it is a `kind` (e.g. `extra_value("calibration", str)`, `extra_value("input", dict)`),
+        None when absent; ModelFileError naming the file when it holds something else."""
+        value = self.extra.get(key)
+        if value is None or isinstance(value, kind):
+            return value
+        raise ModelFileError(f"{self.path or self.model}: {key!r} must be a {kind.__name__}, got "
+                             f"{type(value).__name__}")
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON object as written beside the model."""
@@ -52,9 +71,9 @@ class Sidecar:
 
 
 def sidecar_paths(model_path: "str | os.PathLike[str]") -> tuple[str, str]:
-    """(X.json, X.labels.txt) for X.tflite / X.keras / X.h5."""
-    base = os.path.splitext(os.fspath(model_path))[0]
-    return base + ".json", base + ".labels.txt"
+    """(X.tflite.json, X.tflite.labels.txt) for X.tflite; the same for X.keras, X.h5, ..."""
+    path = os.fspath(model_path)
+    return path + SIDECAR_SUFFIX, path + LABELS_SUFFIX
 
 
 def _check_labels(labels: Sequence[str], where: str) -> tuple[str, ...]:
@@ -76,8 +95,9 @@ def sidecar_files(model_path: "str | os.PathLike[str]", sidecar: Sidecar) -> dic
 
 
 def write_sidecar(model_path: "str | os.PathLike[str]", sidecar: Sidecar, model_content: Any = None) -> str:
-    """Writes X.json (+ X.labels.txt) beside `model_path`, and the model file itself when `model_content` (bytes or a
-    function that writes the path it is given) is given: all land or none. Returns the JSON's path."""
+    """Writes the sidecar (X.tflite.json, + X.tflite.labels.txt) beside `model_path`, and the model file itself when
+    `model_content` (bytes or a function that writes the path it is given) is given: all land or none. Returns the
+    JSON's path."""
     files: dict[str, Any] = {}
     if model_content is not None:
         files[os.fspath(model_path)] = model_content
@@ -98,35 +118,15 @@ def derived_sidecar(source_model: "str | os.PathLike[str]", **facts: Any) -> Sid
     return replace(source, extra=extra, path=None, labels_file=None)
 
 
-_MODEL_EXTENSIONS = (".tflite", ".keras", ".h5", ".hdf5")
-
-
-def _says_the_same(json_path: str, intended: Sidecar) -> bool:
-    """Whether the sidecar at `json_path` already says what `intended` would (model name aside): the same labels and
-    normalisation, so rewriting it changes nothing for the other model file that shares it."""
-    try:
-        data = _read_json(json_path)
-        found = _from_json(data, json_path) if data is not None else None
-    except ModelFileError:
-        return False
-    return found is not None and found.labels == intended.labels and found.normalization == intended.normalization
-
-
-def foreign_outputs(model_path: "str | os.PathLike[str]", intended: Sidecar | None = None) -> list[str]:
+def foreign_outputs(model_path: "str | os.PathLike[str]") -> list[str]:
     """Existing files that writing a model to `model_path` with its sidecar would replace although they are not
-    outputs of ours for that path: the model file itself when no sidecar describes it (a file the user put there),
-    and the sidecar JSON and labels when another model file (X.keras beside X.tflite) shares them and `intended` (the
-    sidecar about to be written) would change what they say for it. Without `intended` (not known yet) shared
-    sidecars are not judged. `--force` replaces them anyway; `io_utils.check_destination` refuses them otherwise."""
+    outputs of ours: the model file itself when no sidecar describes it (a file the user put there). A sidecar belongs
+    to its one model file, so writing a model never touches another model's metadata. `--force` replaces them anyway;
+    `io_utils.check_destination` refuses them otherwise."""
     model_path = os.fspath(model_path)
-    base, ext = os.path.splitext(model_path)
-    json_path, labels_path = sidecar_paths(model_path)
-    owners = [base + e for e in _MODEL_EXTENSIONS if e != ext.lower() and os.path.exists(base + e)]
-    shared = owners and intended is not None and not _says_the_same(json_path, intended)
-    foreign = [p for p in (json_path, labels_path) if shared and os.path.lexists(p)]
-    if os.path.lexists(model_path) and not os.path.exists(json_path):
-        foreign.insert(0, model_path)
-    return foreign
+    if os.path.lexists(model_path) and not os.path.exists(sidecar_paths(model_path)[0]):
+        return [model_path]
+    return []
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -197,56 +197,19 @@ def _from_json(data: dict[str, Any], path: str) -> Sidecar:
     model = data.get("model")
     if not isinstance(model, str):
         raise ModelFileError(f"{path}: 'model' must be a string")
-    labels, labels_file = data.get("labels"), None
-    if isinstance(labels, list):  # X.meta.json of earlier versions: the names inline
-        labels = _check_labels(labels, path)
-    elif labels is not None:
-        labels_file = labels
-        labels = read_labels(_labels_file_inside(folder, labels, path))
+    labels_file = data.get("labels")
+    labels = read_labels(_labels_file_inside(folder, labels_file, path)) if labels_file is not None else None
     extra = {k: v for k, v in data.items() if k not in ("model", "input_size", "normalization", "labels")}
     return Sidecar(model=model, normalization=_normalization(data, path), labels=labels,
                    input_size=_input_size(data, path), extra=extra, path=path, labels_file=labels_file)
 
 
-def _from_training_run(model_path: str) -> Sidecar | None:
-    """A `train`/`finetune` run folder of earlier versions: train_config.json + labels.txt beside model.keras."""
-    from edgetpu_models.preprocessing import normalization_of
-
-    folder = os.path.dirname(os.path.abspath(model_path))
-    run = _read_json(os.path.join(folder, "train_config.json"))
-    labels_path = os.path.join(folder, "labels.txt")
-    labels = read_labels(labels_path) if os.path.isfile(labels_path) else None
-    if run is None and labels is None:
-        return None
-    ref = run.get("model") if run else None
-    name = os.path.splitext(os.path.basename(model_path))[0]
-    try:
-        norm = normalization_of(ref, run.get("variant")) if isinstance(ref, str) else None
-    except Exception:  # noqa: BLE001 - the spec moved or was renamed: the model still loads, with defaults
-        norm = None
-    source = f"spec {ref}" if norm is not None else "default (no spec found beside the model file)"
-    norm = norm or Normalization()
-    return Sidecar(model=str(ref or name), normalization=norm, labels=labels, path=source)
-
-
 def read_sidecar(model_path: "str | os.PathLike[str]") -> Sidecar | None:
-    """The metadata beside a model file, or None when there is none. ModelFileError when it is malformed."""
-    model_path = os.fspath(model_path)
-    base = os.path.splitext(model_path)[0]
-    candidates = [base + ".json", base + ".meta.json"]
-    if base.endswith("_edgetpu"):  # the compiler writes X_edgetpu.tflite beside X.tflite
-        base = base[: -len("_edgetpu")]
-        candidates.append(base + ".json")
-    whole = re.sub(r"_segment_\d+_of_\d+$", "", base)  # a pipeline segment (`partition`): the whole model's
-    if whole != base:
-        candidates.append(whole + ".json")
-    for path in candidates:
-        data = _read_json(path)
-        if data is not None:
-            return _from_json(data, path)
-    if model_path.lower().endswith((".keras", ".h5", ".hdf5")):
-        return _from_training_run(model_path)
-    return None
+    """The sidecar of a model file (`X.tflite` -> `X.tflite.json`), or None when there is none. ModelFileError when
+    it is malformed."""
+    path = sidecar_paths(model_path)[0]
+    data = _read_json(path)
+    return _from_json(data, path) if data is not None else None
 
 
 def require_sidecar(model_path: "str | os.PathLike[str]") -> Sidecar:

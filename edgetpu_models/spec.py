@@ -31,6 +31,8 @@ MAX_BLOCKS = 1000
 """The most blocks a spec may resolve to (after depth scaling): the latency server's limit, and the CLI's."""
 MAX_EXPANSION = 64
 MAX_MULTIPLIER = 100.0
+MIN_RESOLUTION = 32
+"""The smallest input a spec accepts (five stride-2 stages leave a 1x1 map)."""
 MAX_RESOLUTION = 4096
 PADDINGS = ("same", "symmetric")
 """How a strided convolution pads: "same" is TensorFlow's SAME (the extra row/column of an even input goes at the
@@ -215,8 +217,8 @@ _KERNEL: Field = (True, lambda v: _is_int(v) and 1 <= v <= MAX_KERNEL and v % 2 
                   f"an odd integer from 1 to {MAX_KERNEL}")
 _STRIDE: Field = (True, lambda v: v in (1, 2) and _is_int(v), "1 or 2")
 _RATE: Field = (True, lambda v: _is_num(v) and 0 <= v < 1, "a number in [0, 1)")
-_RESOLUTION: Field = (False, lambda v: _is_int(v) and 32 <= v <= MAX_RESOLUTION,
-                      f"an integer from 32 to {MAX_RESOLUTION}")
+_RESOLUTION: Field = (False, lambda v: _is_int(v) and MIN_RESOLUTION <= v <= MAX_RESOLUTION,
+                      f"an integer from {MIN_RESOLUTION} to {MAX_RESOLUTION}")
 _MULTIPLIER: Field = (False, lambda v: _is_num(v) and 0 < v <= MAX_MULTIPLIER, f"a number > 0 and <= {MAX_MULTIPLIER}")
 
 _SCHEMAS: dict[str, dict[str, Field]] = {
@@ -500,8 +502,8 @@ def resolve(spec: Spec, variant: str | None = None, resolution: int | None = Non
     variant, v = pick_variant(spec, variant)
     spec = _apply_overrides(spec, v)
     where = spec.source or spec.name
-    if resolution is not None and (not _is_int(resolution) or not 32 <= resolution <= MAX_RESOLUTION):
-        raise SpecError(f"{where}: resolution: expected an integer from 32 to {MAX_RESOLUTION}, got "
+    if resolution is not None and (not _is_int(resolution) or not MIN_RESOLUTION <= resolution <= MAX_RESOLUTION):
+        raise SpecError(f"{where}: resolution: expected an integer from {MIN_RESOLUTION} to {MAX_RESOLUTION}, got "
                         f"{short_repr(resolution)}")
     stem = Stem(round_filters(spec.stem.filters, v.width), spec.stem.kernel, spec.stem.stride)
     repeats = _checked_repeats(spec, v)

@@ -203,10 +203,6 @@ def _options(schema: Any, op: Any) -> dict[str, Any]:
     return out
 
 
-def _ints(accessor_len: int, get: Any) -> tuple[int, ...]:
-    return tuple(int(get(j)) for j in range(accessor_len))
-
-
 def _buffer_spans(model: Any, size: int) -> list[tuple[int, int]]:
     """(start, length) in the file of every buffer's data; (0, 0) for an empty buffer."""
     spans = []

@@ -9,7 +9,8 @@ A run lives in one folder (`out_dir`):
     checkpoints/        tf.train.Checkpoint of model, optimizer (its step count, slots, EMA) and epoch, every epoch
     logs/               TensorBoard event files (train/ and validation/)
     history.json        per-epoch loss/accuracy, written after every epoch
-    model.keras         the final model (EMA weights when --ema), labels.txt and metrics.json (top-1/top-5)
+    model.keras         the final model (EMA weights when --ema), with its sidecar model.keras.json (+ .labels.txt)
+    metrics.json        top-1/top-5
 
 Resuming: a run killed during epoch k restarts from the checkpoint written at the end of epoch k-1. Each epoch's
 batches come from `ImageFolderData.train_epoch(epoch)` (order and augmentation seeded by the epoch), and the dropout
@@ -25,19 +26,15 @@ from dataclasses import asdict, dataclass, field, fields
 from functools import lru_cache
 from typing import Any, Callable
 
-from edgetpu_models.errors import EdgeTPUModelsError, ModelFileError
+from edgetpu_models.errors import ModelFileError, TrainError
 from edgetpu_models.io_utils import write_text_atomic
-from edgetpu_models.keras_io import load_keras
 from edgetpu_models.metrics import keras_topk_metric, topk_applicable
-from edgetpu_models.sidecar import Sidecar, write_sidecar
+from edgetpu_models.model_io import keras_model_file, open_model, save_model
+from edgetpu_models.sidecar import Sidecar
 
 OPTIMIZERS = ("rmsprop", "sgd")
 DECAYS = ("cosine", "exponential")
 STRATEGIES = ("default", "mirrored", "multi-worker", "tpu")
-
-
-class TrainError(EdgeTPUModelsError, ValueError):
-    """A training run that cannot start: bad settings, or a resume that does not match the run folder."""
 
 
 @dataclass(frozen=True)
@@ -216,9 +213,8 @@ def build_for_training(model_ref: Any, num_classes: int, *, variant: str | None 
 
     if weights is None:
         return build_model(model_ref, variant, resolution=resolution, classes=num_classes, weights=None)
-    if isinstance(weights, str) and weights.endswith(".keras"):
-        model = load_keras(weights)
-        return replace_head(model, num_classes)
+    if keras_model_file(weights):
+        return replace_head(open_model(weights).model, num_classes)
     base = build_model(model_ref, variant, resolution=resolution, classes=1000, weights=weights)
     return replace_head(base, num_classes)
 
@@ -379,7 +375,7 @@ class _Request:
     @property
     def from_keras_file(self) -> bool:
         """Fine-tuning a trained .keras model (whose input size is then the default resolution)."""
-        return isinstance(self.weights, str) and self.weights.endswith(".keras")
+        return keras_model_file(self.weights) is not None
 
 
 @dataclass(frozen=True)
@@ -469,20 +465,12 @@ def _start(req: _Request) -> tuple[Any, _Source]:
         keras.backend.experimental.enable_tf_random_generator()
     keras.utils.set_random_seed(config.seed)
     dist = make_strategy(req.strategy, req.tpu)
-    base = None
-    if req.from_keras_file:
-        with dist.scope():
-            base = load_keras(req.weights)
-    resolution = config.resolution or (arch.resolution if arch else int(base.input_shape[1]))
-    return dist, _Source(arch, base, resolution, _normalization(req.model_ref, arch))
-
-
-def _normalization(model_ref: Any, arch: Any) -> Any:
     if arch is not None:
-        return arch.normalization
-    from edgetpu_models.preprocessing import normalization_of
-
-    return normalization_of(model_ref)
+        return dist, _Source(arch, None, config.resolution or arch.resolution, arch.normalization)
+    with dist.scope():  # fine-tuning a saved model: its normalisation is the one its sidecar says
+        opened = open_model(req.weights)
+    base = opened.model
+    return dist, _Source(None, base, config.resolution or int(base.input_shape[1]), opened.normalization)
 
 
 def _load_data(req: _Request, source: _Source) -> Any:
@@ -650,7 +638,7 @@ def _save_outputs(req: _Request, model: Any, source: _Source, data: Any, scores:
     meta = Sidecar(model=_model_name(req.model_ref), normalization=source.normalization,
                    labels=tuple(data.class_names), input_size=(data.image_size, data.image_size),
                    extra={"origin": "train"})
-    write_sidecar(req.folder.model, meta, model_content=lambda tmp: model.save(tmp))
+    save_model(model, req.folder.model, meta)
     write_text_atomic(req.folder.metrics, _json(
         {**scores, "epochs": req.config.epochs, "num_train": data.num_train, "num_val": data.num_val,
          "skipped": data.skipped, "classes": data.class_names}))

@@ -19,7 +19,6 @@ from edgetpu_models.zoo import ZOO
 
 _TOP_LEVEL = {"conv_stem": "stem_conv", "bn1": "stem_bn", "conv_head": "head_conv", "bn2": "head_bn",
               "classifier": "classifier"}
-_BN_FIELDS = {"weight": "gamma", "bias": "beta", "running_mean": "moving_mean", "running_var": "moving_variance"}
 _BLOCK_KEY = re.compile(r"^blocks\.(\d+)\.(\d+)\.(\w+)$")
 _GROUP_PART = re.compile(r"^(\w+)_g(\d+)$")
 

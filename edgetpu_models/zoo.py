@@ -1,4 +1,6 @@
-"""The model zoo: named models, each a spec file in `searched_archs/` plus a variant of its scaling table."""
+"""The model zoo: named models, each a spec file in `searched_archs/` plus a variant of its scaling table; and
+`resolve_spec`, the answer to "which spec is this?" for a zoo name, a spec file, a `Spec` or a spec mapping (model
+files and Keras models resolve through `model_io.resolve_model`, which uses this for specs)."""
 
 from __future__ import annotations
 
@@ -6,9 +8,15 @@ import os
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
+from typing import Any, Mapping
 
-from edgetpu_models.errors import UnknownModelError
-from edgetpu_models.spec import Spec, load_spec
+from edgetpu_models.errors import SpecError, UnknownModelError
+from edgetpu_models.spec import Normalization, Spec, load_spec, spec_from_dict
+
+SPEC_SUFFIXES = (".yaml", ".yml")
+KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
+TFLITE_SUFFIXES = (".tflite",)
+MODEL_FILE_SUFFIXES = SPEC_SUFFIXES + KERAS_SUFFIXES + TFLITE_SUFFIXES
 
 
 @dataclass(frozen=True)
@@ -55,3 +63,36 @@ def zoo_spec(name: str) -> tuple[Spec, str]:
     if entry is None:
         raise UnknownModelError(f"{name}: not a zoo model (available: {', '.join(ZOO)})")
     return _load_shipped(entry.spec_file), entry.variant
+
+
+def resolve_spec(ref: Any, variant: str | None = None) -> tuple[Spec, str | None]:
+    """The spec and variant of a zoo name, spec file (.yaml), `Spec` or spec mapping. An explicit `variant` wins over
+    a zoo entry's own. UnknownModelError for a name that is neither; SpecError for a bad spec or a model file."""
+    if isinstance(ref, Spec):
+        return ref, variant
+    if isinstance(ref, Mapping):
+        return spec_from_dict(ref), variant
+    if not isinstance(ref, (str, os.PathLike)):
+        raise SpecError(f"{type(ref).__name__}: expected a zoo name, spec file (.yaml), Spec or spec mapping")
+    path = os.fspath(ref)
+    if path in ZOO:
+        spec, zoo_variant = zoo_spec(path)
+        return spec, variant or zoo_variant
+    low = path.lower()
+    if low.endswith(KERAS_SUFFIXES + TFLITE_SUFFIXES):
+        kind = "tflite" if low.endswith(TFLITE_SUFFIXES) else "keras"
+        raise SpecError(f"{path}: expected a zoo name or spec file (.yaml), got a {kind} model")
+    if low.endswith(SPEC_SUFFIXES) or os.path.sep in path or os.path.exists(path):
+        if not os.path.exists(path):
+            raise SpecError(f"{path}: no such spec file")
+        return load_spec(path), variant
+    raise UnknownModelError(f"{path}: not a zoo model (available: {', '.join(ZOO)}) nor a model file "
+                            f"({', '.join(MODEL_FILE_SUFFIXES)})")
+
+
+def normalization_of(model_ref: Any, variant: str | None = None) -> Normalization:
+    """The spec's normalisation, or its variant's where the variant has its own (MobilenetEdgeTPU-V2's differ)."""
+    spec, variant = resolve_spec(model_ref, variant)
+    chosen = variant or spec.default_variant
+    own = spec.variants[chosen].normalization if chosen in spec.variants else None
+    return own or spec.normalization

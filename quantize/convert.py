@@ -13,17 +13,13 @@ from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from edgetpu_models.errors import EdgeTPUModelsError, ModelFileError
+from edgetpu_models.errors import ExportError, ModelFileError
 from edgetpu_models.spec import Normalization
 
 LATENCY_CALIBRATION_IMAGES = 4
 IO_DTYPES = ("uint8", "int8")
 MIN_CALIBRATION_IMAGES = 100
 RANDOM_CALIBRATION_IMAGES = 100
-
-
-class ExportError(EdgeTPUModelsError, ValueError):
-    """The export cannot produce what was asked (bad options, no calibration data, converter left float ops)."""
 
 
 def random_representative(shape: Sequence[int], normalization: Normalization, count: int = RANDOM_CALIBRATION_IMAGES,

@@ -6,8 +6,10 @@ output channel. `quantize_model` does the same folding first (`fold_batch_norms`
 QAT trains are exactly the int8 kernels the exported file will hold; tfmot's default 8-bit scheme then wraps every
 layer (conv + ReLU fused, activations quantized after the activation, as the converter fuses them).
 
-QAT models are saved and loaded like any other through `edgetpu_models.keras_io` (`save_keras`/`load_keras`), which
-makes tfmot's wrappers round-trip through the `.keras` format.
+QAT models are saved and loaded like any other through `edgetpu_models.model_io` (`save_model`/`load_keras`), which
+makes tfmot's wrappers round-trip through the `.keras` format. `run_qat` is the whole `quantize` job (open the model,
+load the images, a new head when the classes differ, wrap, fine-tune with checkpoints, save with its sidecar), with
+its settings and their limits in `QATConfig`.
 """
 
 from __future__ import annotations
@@ -15,18 +17,17 @@ from __future__ import annotations
 import copy
 import math
 import os
-from typing import Any
+import shutil
+from dataclasses import dataclass, field
+from typing import Any, Callable
 
 import numpy as np
 
-from edgetpu_models.errors import EdgeTPUModelsError
-from edgetpu_models.keras_io import is_qat_model
+from edgetpu_models.errors import QATError
+from edgetpu_models.model_io import is_qat_model, open_model, save_model
+from edgetpu_models.sidecar import Sidecar
 
 _FOLDABLE = ("Conv2D", "DepthwiseConv2D")
-
-
-class QATError(EdgeTPUModelsError, ValueError):
-    """A model tfmot cannot wrap for quantization-aware training (a layer with no quantize config)."""
 
 
 def _inbounds(layer_cfg: dict) -> list[list]:
@@ -225,3 +226,85 @@ def qat_finetune(qat_model: Any, train: Any, steps: int, *, learning_rate: float
     if val is not None:
         out["val_accuracy"] = float(qat_model.evaluate(val, verbose=0, return_dict=True)["accuracy"])
     return out
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# The `quantize` job
+
+MAX_QAT_STEPS = 10_000_000
+
+
+@dataclass(frozen=True)
+class QATConfig:
+    """Settings of a quantization-aware fine-tuning run (`run_qat`); the CLI's defaults are these."""
+
+    steps: int = 100
+    """Fine-tuning steps with fake quantization (0: wrap only); checkpointed every 25 steps in OUT.ckpt/, and a rerun
+    with the same output resumes there."""
+    batch_size: int = 16
+    learning_rate: float = 1e-4
+    seed: int = 0
+    validation_split: float = 0.2
+    progress: bool = True
+
+    def validate(self) -> None:
+        checks = [("steps", isinstance(self.steps, int) and 0 <= self.steps <= MAX_QAT_STEPS,
+                   f"an integer from 0 to {MAX_QAT_STEPS}"),
+                  ("batch_size", isinstance(self.batch_size, int) and self.batch_size >= 1, "an integer >= 1"),
+                  ("learning_rate", math.isfinite(self.learning_rate) and self.learning_rate > 0, "a number > 0"),
+                  ("validation_split", 0 <= self.validation_split < 1, "a number in [0, 1)")]
+        for name, ok, what in checks:
+            if not ok:
+                raise QATError(f"{name}: expected {what}, got {getattr(self, name)!r}")
+
+
+@dataclass
+class QATResult:
+    path: str
+    model_name: str
+    stats: dict[str, Any]
+    """qat_finetune's: steps_done, resumed_from, loss, val_accuracy (when there are validation images)."""
+    new_head: bool
+    notes: list[str] = field(default_factory=list)
+
+
+def run_qat(model_ref: Any, data_dir: str, out: str, config: QATConfig = QATConfig(), *, variant: str | None = None,
+            resolution: int | None = None, log: Callable[[str], None] | None = None, force: bool = False) -> QATResult:
+    """The `quantize` job: MODEL (zoo name, spec or Keras file) fine-tuned with fake quantization on the image folder
+    `data_dir`, written to `out` (.keras) with its sidecar. `log` gets one line per stage. Refuses before any work to
+    replace files that are not its own outputs (unless `force`) and a folder too small to calibrate the export."""
+    from edgetpu_models.data import load_image_folder
+    from edgetpu_models.io_utils import check_destination
+    from edgetpu_models.quantize.ptq import require_calibration_images
+    from edgetpu_models.sidecar import foreign_outputs
+    from edgetpu_models.train import replace_head
+
+    config.validate()
+    if not out.endswith(".keras"):
+        raise QATError(f"{out}: expected a .keras file name")
+    check_destination(out, foreign=foreign_outputs(out), force=force)
+    say = log or (lambda _msg: None)
+    opened = open_model(model_ref, variant, resolution)
+    model, size = opened.model, int(opened.model.input_shape[1])
+    data = load_image_folder(data_dir, size, opened.normalization, batch_size=config.batch_size,
+                             validation_split=config.validation_split, seed=config.seed, augment=True)
+    # the QAT model is exported next (calibrated on this folder): refuse now rather than after QAT
+    require_calibration_images(data.num_train + data.num_val, data_dir, " the export of the QAT model")
+    outputs = int(model.output_shape[-1])
+    new_head = outputs != data.num_classes
+    if new_head:
+        say(f"{opened.name}: {outputs} outputs, {data_dir} has {data.num_classes} classes: new classifier head")
+        model = replace_head(model, data.num_classes)
+    qat = quantize_model(model)
+    say(f"{opened.name}: wrapped for quantization-aware training (batch norm folded, {len(qat.layers)} layers); "
+        f"{data.num_train} training / {data.num_val} validation images, {config.steps} steps")
+    ckpt_dir = out + ".ckpt"
+    stats = qat_finetune(qat, data.train, config.steps, learning_rate=config.learning_rate,
+                         val=data.val if data.num_val else None, progress=config.progress, checkpoint_dir=ckpt_dir)
+    if stats["resumed_from"]:
+        say(f"resumed from the checkpoint at step {int(stats['resumed_from'])} ({ckpt_dir})")
+    meta = Sidecar(model=opened.name, normalization=opened.normalization, labels=tuple(data.class_names),
+                   input_size=(size, size))
+    save_model(qat, out, meta)
+    shutil.rmtree(ckpt_dir, ignore_errors=True)  # finished: the .keras holds everything
+    return QATResult(os.path.abspath(out), opened.name, stats, new_head)

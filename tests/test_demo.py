@@ -7,9 +7,11 @@ import json
 
 import numpy as np
 import pytest
-from train_helpers import digits_subset, tiny_spec
 
 from edgetpu_models import cli
+from tests.helpers.train import digits_subset, tiny_spec
+
+pytestmark = pytest.mark.slow  # builds, converts, trains or serves real models: not in the fast subset
 
 
 def test_demo_runs_every_step_into_one_folder(tmp_path, capsys):
@@ -25,7 +27,8 @@ def test_demo_runs_every_step_into_one_folder(tmp_path, capsys):
         assert f"[{i}/10] {step}:" in printed
     assert "compile: skipped: edgetpu_compiler is not installed" in printed
     for name in ("train/model.keras", "train/checkpoints/checkpoint", "model_qat.keras", "model_int8.tflite",
-                 "model_int8.json", "model_int8.labels.txt", "model_float.tflite", "edgetpu_check.txt",
+                 "model_int8.tflite.json", "model_int8.tflite.labels.txt", "model_qat.keras.json", "model_float.tflite",
+                 "edgetpu_check.txt",
                  "latency_coral-usb.json", "classify.txt", "summary.txt", "summary.json"):
         assert (out / name).exists(), name
     summary = json.loads((out / "summary.json").read_text())
@@ -54,7 +57,7 @@ def test_demo_runs_every_step_into_one_folder(tmp_path, capsys):
     assert "agreement (same top-1)" in capsys.readouterr().out
 
     # a finished run folder is not overwritten
-    assert cli.main(["demo", "--model", spec, "--data", data, "--out", str(out)]) == 2
+    assert cli.main(["demo", "--model", spec, "--data", data, "--out", str(out)]) == 1  # the job failed (not usage)
     assert "holds a finished demo run already" in capsys.readouterr().err
 
 

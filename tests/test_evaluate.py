@@ -14,6 +14,8 @@ from PIL import Image
 from edgetpu_models import cli, imagenet
 from edgetpu_models.spec import Normalization
 
+pytestmark = pytest.mark.slow  # builds, converts, trains or serves real models: not in the fast subset
+
 TABBY = 281  # "n02123045", "tabby, tabby cat"
 PIXEL_NORM = Normalization((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
 
@@ -174,7 +176,7 @@ def test_bad_inputs_are_one_line_errors(heads, tmp_path, capsys, args, expect):
     ids.write_text("490\n361\n")
     names = {"GT": str(gt), "MISSING": str(tmp_path / "nope.txt"), "IDS": str(ids)}
     args = [names.get(a, a) for a in args]
-    assert cli.main(["evaluate", heads[1000].path, "--data", val, *args]) == 2
+    assert cli.main(["evaluate", heads[1000].path, "--data", val, *args]) == 1
     err = capsys.readouterr().err.strip()
     assert expect in err and len(err.splitlines()) == 1
 
@@ -183,7 +185,7 @@ def test_classes_a_model_does_not_have(heads, tmp_path, capsys):
     for c in ("cat", "dog"):
         os.makedirs(tmp_path / c)
         solid(tmp_path / c / "x.png", 5)
-    assert cli.main(["evaluate", heads[1000].path, "--data", str(tmp_path)]) == 2
+    assert cli.main(["evaluate", heads[1000].path, "--data", str(tmp_path)]) == 1
     assert "class 'cat' is not one of the classes of" in capsys.readouterr().err
 
 
@@ -204,7 +206,7 @@ def test_keras_model_beside_its_int8_file(heads, tmp_path):
     report = evaluate([path, int8.path], val, ground_truth=gt, batch=2)
     keras_eval, int8_eval = report.models
     assert keras_eval.kind == "keras float" and (keras_eval.top1, keras_eval.top5) == pytest.approx((1 / 3, 2 / 3))
-    assert keras_eval.preprocessing["normalization_from"].endswith("head.json")
+    assert keras_eval.preprocessing["normalization_from"].endswith("head.keras.json")
     (c,) = report.comparisons
     assert c.reference == path and c.quantized == int8.path and int8_eval.quantized
     assert 0.0 <= c.agreement <= 1.0 and c.max_abs_score_diff >= c.mean_abs_score_diff >= 0.0

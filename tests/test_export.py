@@ -8,13 +8,15 @@ import os
 
 import numpy as np
 import pytest
-from tflite_testmodels import tiny_keras
 
 from edgetpu_models.deploy.edgetpu_check import check_tflite
 from edgetpu_models.deploy.export import ExportError, export_tflite
 from edgetpu_models.sidecar import require_sidecar
 from edgetpu_models.spec import Normalization
 from edgetpu_models.tflite_reader import read_tflite
+from tests.helpers.tflite_models import tiny_keras
+
+pytestmark = pytest.mark.slow  # builds, converts, trains or serves real models: not in the fast subset
 
 NORM = Normalization(mean=(127.0, 127.0, 127.0), std=(128.0, 128.0, 128.0))
 LABELS = ["cat", "dog", "bird", "fish"]
@@ -59,10 +61,11 @@ def test_files_and_metadata_contract(exported):
     assert meta["normalization"] == {"mean": [127.0] * 3, "std": [128.0] * 3}
     assert meta["input"]["dtype"] == "uint8" and meta["output"]["dtype"] == "uint8"
     assert meta["input"]["scale"] > 0 and 0 <= meta["input"]["zero_point"] <= 255
-    assert meta["labels"] == "tiny.labels.txt" == os.path.basename(exported.labels_path)
+    assert meta["labels"] == "tiny.tflite.labels.txt" == os.path.basename(exported.labels_path)
     with open(exported.labels_path, encoding="utf-8") as f:
         assert f.read().splitlines() == LABELS
-    assert sorted(os.listdir(os.path.dirname(exported.path))) == ["tiny.json", "tiny.labels.txt", "tiny.tflite"]
+    assert sorted(os.listdir(os.path.dirname(exported.path))) == ["tiny.tflite", "tiny.tflite.json",
+                                                                  "tiny.tflite.labels.txt"]
 
 
 def test_integer_only_batch_one_and_edgetpu_mapped(exported):
@@ -105,7 +108,7 @@ def test_int8_io_and_random_calibration(model, tmp_path):
     meta = require_sidecar(r.path).to_dict()
     assert r.calibration == "random" == meta["calibration"] and meta["labels"] is None and r.labels_path is None
     assert meta["input"]["dtype"] == "int8" and read_tflite(r.path).input_tensors()[0].dtype == "INT8"
-    assert not os.path.exists(tmp_path / "r.labels.txt")
+    assert not os.path.exists(tmp_path / "r.tflite.labels.txt")
 
 
 def test_float_export(model, tmp_path):
@@ -143,7 +146,7 @@ def test_cli_export_keras_file_random_calibration(model, tmp_path, capsys):
     assert main(["export", str(path), "--random-calibration", "--io", "int8", "--out", str(out)]) == 0
     stdout = capsys.readouterr().out
     assert "RANDOM" in stdout and "Edge TPU: 5 of 5 ops mapped (100.0%)" in stdout
-    meta = json.loads((tmp_path / "m.json").read_text())
+    meta = json.loads((tmp_path / "m.tflite.json").read_text())
     assert meta["calibration"] == "random" and meta["input"]["dtype"] == "int8"
     assert main(["export", str(path), "--out", str(tmp_path / "n.tflite")]) == 2
     err = capsys.readouterr().err

@@ -9,10 +9,12 @@ import types
 
 import numpy as np
 import pytest
-from train_helpers import digits_subset, tiny_spec
 
 from edgetpu_models import cli
 from edgetpu_models.errors import ModelFileError
+from tests.helpers.train import digits_subset, tiny_spec
+
+pytestmark = pytest.mark.slow  # builds, converts, trains or serves real models: not in the fast subset
 
 
 @pytest.fixture(scope="module")
@@ -20,8 +22,8 @@ def exported(tmp_path_factory):
     """A tiny net trained on three digit classes, exported int8 with uint8 and with int8 input/output."""
     from edgetpu_models.data import load_image_folder
     from edgetpu_models.deploy.export import export_tflite
-    from edgetpu_models.preprocessing import normalization_of
     from edgetpu_models.train import TrainConfig, train
+    from edgetpu_models.zoo import normalization_of
 
     tmp = tmp_path_factory.mktemp("inference")
     spec = tiny_spec(tmp)
@@ -84,7 +86,7 @@ def test_labels_file_overrides_the_exported_labels(exported, capsys, tmp_path):
     assert json.loads(out.out)["results"][0]["predictions"][0]["label"] in ("zero", "one", "seven")
     labels.write_text("a\nb\n")
     code, out = _classify(capsys, exported["paths"]["uint8"], exported["data"].val_files[0], "--labels", str(labels))
-    assert code == 2 and "2 names for a model with 3 outputs" in out.err
+    assert code == 1 and "2 names for a model with 3 outputs" in out.err
 
 
 @pytest.mark.parametrize("case", ["text_image", "missing_image", "missing_model", "garbage_model", "no_json"])
@@ -100,13 +102,13 @@ def test_bad_classify_input_is_one_line(exported, capsys, tmp_path, case):
         argv, want = [str(tmp_path / "nope.tflite"), image], "no such model file"
     elif case == "garbage_model":
         (tmp_path / "bad.tflite").write_bytes(b"\x00" * 64)
-        (tmp_path / "bad.json").write_text(open(os.path.splitext(model)[0] + ".json").read())
+        (tmp_path / "bad.tflite.json").write_text(open(model + ".json").read())
         argv, want = [str(tmp_path / "bad.tflite"), image], "not a TFLite flatbuffer"
     else:
         (tmp_path / "lonely.tflite").write_bytes(open(model, "rb").read())
         argv, want = [str(tmp_path / "lonely.tflite"), image], "no such metadata file"
     code, out = _classify(capsys, *argv)
-    assert code == 2
+    assert code == 1  # the job failed on bad input (2 is for usage)
     assert want in out.err and "Traceback" not in out.err
     assert len([ln for ln in out.err.splitlines() if ln.startswith("edgetpu-models")]) == 1
     assert out.out == ""  # nothing half-printed
@@ -146,15 +148,16 @@ def test_a_compiled_model_without_an_edge_tpu_is_a_clear_error(exported, tmp_pat
         make_interpreter(compiled)
     # classify refuses cleanly
     code, out = _classify(capsys, compiled, exported["data"].val_files[0])
-    assert code == 2 and "compiled for the Edge TPU" in out.err and "Traceback" not in out.err
-    # X_edgetpu.tflite (what the compiler writes beside X.tflite) uses X.json and X.labels.txt
-    from edgetpu_models.sidecar import read_sidecar
+    assert code == 1 and "compiled for the Edge TPU" in out.err and "Traceback" not in out.err
+    # X_edgetpu.tflite has its own sidecar (compile writes it from X.tflite's); nothing is read under X.tflite's name
+    from edgetpu_models.sidecar import derived_sidecar, read_sidecar, write_sidecar
 
-    for suffix in (".json", ".labels.txt"):
-        src = os.path.splitext(exported["paths"]["uint8"])[0] + suffix
-        (tmp_path / os.path.basename(src)).write_bytes(open(src, "rb").read())
+    assert read_sidecar(compiled) is None
+    write_sidecar(compiled, derived_sidecar(exported["paths"]["uint8"], compiled=True))
     meta = read_sidecar(compiled)
-    assert meta.path == str(tmp_path / "tiny_uint8.json") and meta.labels_file == "tiny_uint8.labels.txt"
+    assert meta.path == compiled + ".json" and meta.labels_file == "tiny_uint8_edgetpu.tflite.labels.txt"
+    assert meta.extra_value("source", str) == "tiny_uint8.tflite" and meta.labels == read_sidecar(
+        exported["paths"]["uint8"]).labels
 
     # pycoral present but no device connected
     fake = _fake_pycoral(monkeypatch, devices=[])
@@ -216,7 +219,7 @@ def test_benchmark_reports_percentiles(exported, capsys):
     assert cli.main(["benchmark", exported["paths"]["uint8"], "--runs", "20"]) == 0
     out = capsys.readouterr().out
     assert "median ms" in out and "p99 ms" in out and "20 runs after 10 warm-up" in out
-    assert cli.main(["benchmark", str(exported["tmp"] / "missing.tflite")]) == 2
+    assert cli.main(["benchmark", str(exported["tmp"] / "missing.tflite")]) == 1  # a missing file: the job failed
     assert "no such model file" in capsys.readouterr().err
     with pytest.raises(SystemExit) as e:
         cli.main(["benchmark", exported["paths"]["uint8"], "--runs", "0"])

@@ -54,7 +54,6 @@ def test_shipped_predictor_predicts_sensibly():
     assert pred.threads == 1 and pred.meta["samples"] >= 100
     s = estimate("efficientnet_edgetpu_s", "cpu")
     assert s.target == "cpu" and s.latency_ms > 0
-    assert sum(r.ms for r in s.layers) == pytest.approx(s.latency_ms)
     # grows with resolution and width, roughly with MACs (a CPU is close to linear in compute)
     small = estimate("efficientnet_edgetpu_s", "cpu", resolution=128).latency_ms
     assert small < s.latency_ms < estimate("efficientnet_edgetpu_l", "cpu").latency_ms

@@ -31,6 +31,7 @@ def built(tmp_path_factory):
     return {"model": model, "keras": keras_path, "tflite": str(tflite_path)}
 
 
+@pytest.mark.slow  # converts or builds full-size models
 def test_same_network_same_estimate_through_every_front_end(built):
     keras_file_ms = estimate(built["keras"], "coral-usb").latency_ms  # loads the .keras file (once: it is slow)
     assert keras_file_ms == estimate(built["model"], "coral-usb").latency_ms

@@ -15,7 +15,6 @@ import time
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from tflite_testmodels import convert, tiny_keras
 
 from edgetpu_models.cli import main as cli_main
 from edgetpu_models.errors import ModelFileError, SpecError, TargetError, UnknownModelError
@@ -24,6 +23,9 @@ from edgetpu_models.nas.service import latency_pb2, latency_pb2_grpc
 from edgetpu_models.nas.service.client import LatencyClient, LatencyServerError, build_request
 from edgetpu_models.nas.service.server import SERVICE_NAME, LatencyServer, ServerConfig, ServerError
 from edgetpu_models.zoo import ZOO, zoo_spec
+from tests.helpers.tflite_models import convert, tiny_keras
+
+pytestmark = pytest.mark.slow  # builds, converts, trains or serves real models: not in the fast subset
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MAX_MESSAGE = 256 * 1024
@@ -81,7 +83,7 @@ def test_round_trip_equals_in_process_for_every_zoo_model(client):
     # batch, another target and a resolution override: still the in-process numbers, in order
     for target in ("coral-usb", "coral-devboard"):
         got = client.estimate_batch(specs, target, resolution=160)
-        want = [latency.estimate_spec(s, target, resolution=160).to_dict() for s in specs]
+        want = [latency.estimate(s, target, resolution=160).to_dict() for s in specs]
         assert got == want
         short = client.estimate_batch(specs, target, resolution=160, latency_only=True)  # what a search asks for
         assert [r["layers"] for r in short] == [[]] * len(specs)
@@ -240,7 +242,7 @@ def test_non_loopback_needs_a_token_or_tls(tmp_path, capsys):
     assert len(err) == 1 and "0.0.0.0" in err[0] and "--token-file" in err[0]
     empty = tmp_path / "token"
     empty.write_text("\n")
-    assert cli_main(["latency-server", "--host", "0.0.0.0", "--token-file", str(empty)]) == 2
+    assert cli_main(["latency-server", "--host", "0.0.0.0", "--token-file", str(empty)]) == 1
     assert "token file is empty" in capsys.readouterr().err
 
 
@@ -273,7 +275,7 @@ def test_drain_finishes_calls_in_flight_and_refuses_new_ones():
     t.join(60)
     drainer.join(60)
     assert len(result["batch"]) == 250
-    assert result["batch"][0] == latency.estimate_spec(spec, resolution=224).to_dict()
+    assert result["batch"][0] == latency.estimate(spec, resolution=224).to_dict()
     assert srv.wait_stopped(0)
 
 
@@ -288,7 +290,7 @@ def test_server_killed_and_restarted_loses_no_request():
     address = f"127.0.0.1:{port}"
     spec, variant = zoo_spec("efficientnet_edgetpu_s")
     resolutions = [96 + 2 * i for i in range(240)]
-    expected = [latency.estimate_spec(spec, resolution=r, variant=variant).to_dict() for r in resolutions]
+    expected = [latency.estimate(spec, resolution=r, variant=variant).to_dict() for r in resolutions]
     got: list = []
     failures: list = []
     stats: dict = {}

@@ -22,8 +22,8 @@ def test_unknown_op_is_refused_when_the_layer_is_made():
 
 def test_builder_names_an_op_it_cannot_build():
     from edgetpu_models.builder import build_graph_model
-    from edgetpu_models.model_ref import resolve_spec
     from edgetpu_models.spec import resolve
+    from edgetpu_models.zoo import resolve_spec
 
     arch = resolve(resolve_spec("efficientnet_edgetpu_s")[0], "S")
     pool = Layer("pool", Op.MAX_POOL2D, ("input",), (32, 32, 3), (16, 16, 3), kernel=3, stride=2)

@@ -7,12 +7,12 @@ import os
 import numpy as np
 import pytest
 import yaml
-from test_zoo import keras_counts
 
 from edgetpu_models import SpecError, build_model, mobilenet_edgetpu_v2, profile, spec_from_dict
 from edgetpu_models.builder import GROUPED_CONV_LOWERING
 from edgetpu_models.layer_graph import lowered
 from edgetpu_models.zoo import searched_archs_dir
+from tests.test_zoo import keras_counts
 
 DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
 V2 = os.path.join(searched_archs_dir(), "mobilenet_edgetpu_v2.yaml")
@@ -124,9 +124,9 @@ def test_preprocess_input_per_variant():
     np.testing.assert_allclose(s, [[(1 - 0.485) / 0.229, (1 - 0.456) / 0.224, (1 - 0.406) / 0.225]], rtol=1e-5)
     with pytest.raises(SpecError, match="variant: expected one of tiny, xs, s, m, l"):
         mobilenet_edgetpu_v2.preprocess_input(x, variant="xl")
-    from edgetpu_models.keras_models import load_model_ref
+    from edgetpu_models.model_io import open_model
 
-    assert load_model_ref("mobilenet_edgetpu_v2_m", resolution=32).normalization.mean == (127.5, 127.5, 127.5)
+    assert open_model("mobilenet_edgetpu_v2_m", resolution=32).normalization.mean == (127.5, 127.5, 127.5)
 
 
 def test_only_m_has_imagenet_weights():
@@ -183,6 +183,7 @@ def test_pixel6_is_fitted_to_v1_and_estimates_every_v2_variant():
         assert 0.5 < estimate(f"mobilenet_edgetpu_v2_{v}", "pixel6").latency_ms < 3.0
 
 
+@pytest.mark.slow  # converts or builds full-size models
 def test_qat_and_int8_export_of_a_grouped_model(tmp_path):
     """A small V2-style network (1x1 conv block, symmetric padding, a grouped fused block) at 32 x 32: QAT wraps the
     model around the split and trains; the int8 export maps every op (PAD, SPLIT, per-group CONV_2D, CONCATENATION),

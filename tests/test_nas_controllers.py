@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from nas_helpers import hidden_target_objective
 
 from edgetpu_models.nas.search.controllers import ControllerError, make_controller
 from edgetpu_models.nas.search.reward import Reward, RewardError, mnas_reward, tunas_reward
 from edgetpu_models.nas.search.space import load_space
+from tests.helpers.nas import hidden_target_objective
 
 
 def test_mnas_soft_reward():

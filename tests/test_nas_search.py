@@ -12,15 +12,17 @@ import sys
 import time
 
 import pytest
-from nas_helpers import TESTS_DIR
 
 from edgetpu_models import cli
 from edgetpu_models.spec import load_spec
+from tests.helpers.nas import REPO_DIR
+
+pytestmark = pytest.mark.slow  # builds, converts, trains or serves real models: not in the fast subset
 
 TRIALS = 12
 SCRIPT = f"""
 import sys
-from nas_helpers import CapacityEvaluator
+from tests.helpers.nas import CapacityEvaluator
 from edgetpu_models.nas.search.loop import SearchConfig, run_search
 out, mode = sys.argv[1], sys.argv[2]
 cfg = SearchConfig(target="coral-usb", latency_target_ms=6.0, controller="reinforce", trials={TRIALS}, workers=2)
@@ -64,7 +66,7 @@ def _events(path: str) -> list[dict]:
 @pytest.fixture(scope="module")
 def killed_and_resumed(tmp_path_factory):
     out = str(tmp_path_factory.mktemp("nas_kill"))
-    env = dict(os.environ, PYTHONPATH=TESTS_DIR + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env = dict(os.environ, PYTHONPATH=REPO_DIR + os.pathsep + os.environ.get("PYTHONPATH", ""))
     proc = subprocess.Popen([sys.executable, "-c", SCRIPT, out, "new"], env=env, start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     log = os.path.join(out, "search", "trials.jsonl")
@@ -140,9 +142,8 @@ def test_outputs_csv_front_plot_and_show(killed_and_resumed, capsys):
 
 
 def test_resume_refuses_another_accuracy_proxy(killed_and_resumed):
-    from nas_helpers import CapacityEvaluator
-
     from edgetpu_models.nas.search.loop import SearchConfig, SearchError, run_search
+    from tests.helpers.nas import CapacityEvaluator
 
     out, _, _ = killed_and_resumed
     with pytest.raises(SearchError, match="would mix two objectives"):
@@ -171,19 +172,23 @@ def test_best_spec_builds_exports_int8_and_passes_the_edgetpu_check(killed_and_r
 
 @pytest.mark.parametrize("argv, message", [
     (["--target", "nope", "--latency-target-ms", "5"], "unknown latency target"),
-    (["--latency-target-ms", "5", "--controller", "reinforce", "--proxy-resolution", "16"], "proxy resolution"),
+    (["--latency-target-ms", "5", "--controller", "reinforce", "--proxy-resolution", "16"], "--proxy-resolution"),
     (["--controller", "random"], "--latency-target-ms: required"),
 ])
 def test_cli_bad_settings_are_one_line_errors(tmp_path, capsys, argv, message):
     out = tmp_path / "run"
-    assert cli.main(["nas", "search", *argv, "--out", str(out)]) == 2
+    try:
+        code = cli.main(["nas", "search", *argv, "--out", str(out)])
+    except SystemExit as e:  # argparse refuses a flag's value before the command runs
+        code = e.code
+    assert code == 2  # usage: a name or flag the command does not accept
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
     assert not out.exists()  # nothing written
 
 
 def test_cli_resume_of_a_missing_search(tmp_path, capsys):
-    assert cli.main(["nas", "search", "--resume", "--out", str(tmp_path / "none")]) == 2
+    assert cli.main(["nas", "search", "--resume", "--out", str(tmp_path / "none")]) == 1
     assert "nothing to resume" in capsys.readouterr().err
 
 
@@ -247,11 +252,11 @@ def test_resume_refuses_a_recalibrated_latency_target(killed_and_resumed, tmp_pa
 
 def test_parallel_search_is_reproducible_whatever_the_completion_order(tmp_path, monkeypatch):
     import ray
-    from nas_helpers import CapacityEvaluator
 
     from edgetpu_models.nas.search.loop import SearchConfig, run_search
+    from tests.helpers.nas import CapacityEvaluator
 
-    monkeypatch.setenv("PYTHONPATH", TESTS_DIR + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    monkeypatch.setenv("PYTHONPATH", REPO_DIR + os.pathsep + os.environ.get("PYTHONPATH", ""))
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         asks, orders = [], []

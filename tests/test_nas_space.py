@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import yaml
 
-from edgetpu_models.model_ref import resolve_spec
 from edgetpu_models.nas.search.space import SearchSpace, SearchSpaceError, load_space
 from edgetpu_models.spec import load_spec, resolve, spec_from_dict
+from edgetpu_models.zoo import resolve_spec
 
 
 @pytest.fixture(scope="module")
@@ -93,14 +93,14 @@ def test_controller_and_spec_path_are_tensorflow_free():
         "from edgetpu_models.nas.search.reward import Reward\n"
         "from edgetpu_models.nas.search import loop, results, trial_log, proxy\n"
         "from edgetpu_models.cli import search as search_cli\n"
-        "from edgetpu_models.nas.latency.estimator import estimate_spec\n"
+        "from edgetpu_models.nas.latency.estimator import estimate\n"
         "s = load_space()\n"
         "r = Reward.make('mnas-soft', 6.0)\n"
         "for name in ('reinforce', 'evolution', 'random'):\n"
         "    c = make_controller(name, s.sizes, seed=1)\n"
         "    for _ in range(30):\n"
         "        p = c.ask(); spec = s.decode(p)\n"
-        "        c.tell(p, r(0.5, estimate_spec(spec, 'coral-usb').latency_ms))\n"
+        "        c.tell(p, r(0.5, estimate(spec, 'coral-usb').latency_ms))\n"
         "assert 'tensorflow' not in sys.modules, 'tensorflow imported'\n"
         "print('ok')\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

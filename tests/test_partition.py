@@ -10,10 +10,12 @@ import sys
 
 import numpy as np
 import pytest
-from tflite_testmodels import convert
 
 from edgetpu_models.deploy.partition import PartitionError, cut_points, plan_partition, write_segments
 from edgetpu_models.tflite_reader import read_tflite
+from tests.helpers.tflite_models import convert
+
+pytestmark = pytest.mark.slow  # builds, converts, trains or serves real models: not in the fast subset
 
 
 def _residual_net():
@@ -53,7 +55,7 @@ def test_cut_points_skip_residual_branches(net):
 
 @pytest.mark.parametrize("n", [2, 3])
 def test_segments_reproduce_the_whole_model_exactly(net, tmp_path, n):
-    from edgetpu_models.deploy.pipeline import PipelineInterpreter, open_model
+    from edgetpu_models.deploy.pipeline import PipelineInterpreter, open_interpreter
 
     plan = plan_partition(net, n)
     assert len(plan.segments) == n and plan.segments[0].first_op == 0
@@ -63,8 +65,8 @@ def test_segments_reproduce_the_whole_model_exactly(net, tmp_path, n):
     # each segment keeps only its own weights
     weights = lambda path: sum(t.buffer_size for t in read_tflite(path).tensors if t.is_constant)  # noqa: E731
     assert sum(weights(p) for p in paths) == weights(net)
-    whole, _ = open_model(net)
-    pipe, backend = open_model(paths)
+    whole, _ = open_interpreter(net)
+    pipe, backend = open_interpreter(paths)
     assert isinstance(pipe, PipelineInterpreter) and "pipeline of" in backend
     d_in, d_out = whole.get_input_details()[0], whole.get_output_details()[0]
     rng = np.random.default_rng(1)
@@ -84,12 +86,12 @@ def test_segments_reproduce_the_whole_model_exactly(net, tmp_path, n):
 
 
 def test_segments_out_of_order_and_too_many(net, tmp_path):
-    from edgetpu_models.deploy.pipeline import open_model
+    from edgetpu_models.deploy.pipeline import open_interpreter
     from edgetpu_models.errors import ModelFileError
 
     paths = write_segments(plan_partition(net, 2), tmp_path)
     with pytest.raises(ModelFileError, match="give the segment files in order"):
-        open_model(paths[::-1])
+        open_interpreter(paths[::-1])
     with pytest.raises(PartitionError, match="cut points"):
         plan_partition(net, 50)
     with pytest.raises(PartitionError, match="Edge TPU target"):
@@ -115,9 +117,8 @@ def test_cli_partition_then_benchmark_the_pipeline(net, tmp_path):
 
 
 def test_partition_compares_cut_points_with_the_compiler(net, tmp_path, monkeypatch, capsys):
-    from test_compiler import _fake_multi_compiler
-
     from edgetpu_models import cli
+    from tests.test_compiler import _fake_multi_compiler
 
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()

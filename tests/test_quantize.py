@@ -11,6 +11,8 @@ import pytest
 
 from edgetpu_models.errors import DatasetError
 
+pytestmark = pytest.mark.slow  # builds, converts, trains or serves real models: not in the fast subset
+
 TINY_SPEC = os.path.join(os.path.dirname(__file__), "data", "tiny_edgetpu_spec.yaml")
 
 
@@ -55,10 +57,9 @@ def test_qat_wraps_trains_round_trips_and_exports(tiny_model, tmp_path):
 
     from edgetpu_models.deploy.edgetpu_check import check_tflite
     from edgetpu_models.deploy.export import export_tflite
-    from edgetpu_models.keras_io import is_qat_model
-    from edgetpu_models.keras_io import load_keras as load_model
-    from edgetpu_models.keras_io import save_keras as save_model
+    from edgetpu_models.model_io import is_qat_model, load_keras, save_model
     from edgetpu_models.quantize.qat import quantize_model
+    from edgetpu_models.sidecar import Sidecar
 
     qat = quantize_model(tiny_model)
     assert is_qat_model(qat) and not is_qat_model(tiny_model)
@@ -84,8 +85,8 @@ def test_qat_wraps_trains_round_trips_and_exports(tiny_model, tmp_path):
     assert stats["resumed_from"] == 2 and stats["steps_done"] == 3 and np.isfinite(stats["loss"])
     qat = restarted
     path = tmp_path / "qat.keras"
-    save_model(qat, path)
-    again = load_model(path)
+    save_model(qat, path, Sidecar(model="tiny"))
+    again = load_keras(path)
     assert is_qat_model(again)
     np.testing.assert_allclose(np.asarray(again(x[:4], training=False)), np.asarray(qat(x[:4], training=False)),
                                atol=1e-6)
@@ -169,17 +170,17 @@ def test_cli_quantize_then_export_then_report(tmp_path, capsys):
     assert r.returncode == 0, r.stderr
     assert out.exists() and "validation accuracy (fake-quantized)" in r.stdout
     assert not (tmp_path / "tiny_qat.keras.ckpt").exists()  # checkpoints go once the model is written
-    meta = json.loads((tmp_path / "tiny_qat.json").read_text())  # the sidecar beside the .keras
+    meta = json.loads((tmp_path / "tiny_qat.keras.json").read_text())  # the sidecar beside the .keras
     labels = (tmp_path / meta["labels"]).read_text().split()
     assert labels == [str(i) for i in range(10)] and meta["normalization"]["mean"] == [127.0] * 3
     tfl = tmp_path / "tiny_qat.tflite"
     r = _cli("export", str(out), "--data", data, "--calibration-images", "100", "--out", str(tfl))
     assert r.returncode == 0, r.stderr
     assert "calibration: 100 real images" in r.stdout and "(100.0%)" in r.stdout
-    assert (tmp_path / "tiny_qat.labels.txt").read_text().split() == [str(i) for i in range(10)]
+    assert (tmp_path / "tiny_qat.keras.labels.txt").read_text().split() == [str(i) for i in range(10)]
     r = _cli("quant-report", TINY_SPEC, "--data", data, "--images", "8", "--calibration-images", "100", "--json")
     assert r.returncode == 0, r.stderr
     report = json.loads(r.stdout)
     assert report["images"] == 8 and len(report["worst"]) == 5
     bad = _cli("quantize", TINY_SPEC, "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "x.keras"))
-    assert bad.returncode == 2 and "missing" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+    assert bad.returncode == 1 and "missing" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1

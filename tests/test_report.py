@@ -9,9 +9,11 @@ import shutil
 import subprocess
 
 import pytest
-from tflite_testmodels import convert, tiny_keras, transpose_block
 
 from edgetpu_models import cli
+from tests.helpers.tflite_models import convert, tiny_keras, transpose_block
+
+pytestmark = pytest.mark.slow  # builds, converts, trains or serves real models: not in the fast subset
 
 CHROMIUM = next((b for b in ("chromium", "chromium-browser", "google-chrome") if shutil.which(b)), None)
 
@@ -69,16 +71,16 @@ def test_page_is_self_contained(page):
     assert refs and all(r.startswith("#") for r in refs), refs  # in-page anchors only
 
 
-@pytest.mark.parametrize("args, expect", [
-    (["nope.tflite"], "nope.tflite: no such model file"),
-    (["MODEL", "--target", "cpu"], "cpu: not an Edge TPU target"),
-    (["MODEL", "--target", "tpu9"], "tpu9: unknown latency target"),
-    (["MODEL", "--out", "x.txt"], "x.txt: expected an .html output file name"),
+@pytest.mark.parametrize("args, expect, code", [
+    (["nope.tflite"], "nope.tflite: no such model file", 1),
+    (["MODEL", "--target", "cpu"], "cpu: not an Edge TPU target", 2),
+    (["MODEL", "--target", "tpu9"], "tpu9: unknown latency target", 2),
+    (["MODEL", "--out", "x.txt"], "x.txt: expected an .html output file name", 1),
 ])
-def test_bad_inputs_are_one_line_errors_and_write_nothing(models, tmp_path, capsys, args, expect):
+def test_bad_inputs_are_one_line_errors_and_write_nothing(models, tmp_path, capsys, args, expect, code):
     args = [models["mapped"] if a == "MODEL" else a for a in args]
     out = ["--out", str(tmp_path / "r.html")] if "--out" not in args else []
-    assert cli.main(["report", *args, *out]) == 2
+    assert cli.main(["report", *args, *out]) == code
     err = capsys.readouterr().err.strip()
     assert expect in err and len(err.splitlines()) == 1
     assert os.listdir(tmp_path) == []

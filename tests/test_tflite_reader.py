@@ -7,10 +7,10 @@ import subprocess
 import sys
 
 import pytest
-from tflite_testmodels import convert, tiny_keras
 
 from edgetpu_models.errors import ModelFileError
 from edgetpu_models.tflite_reader import read_tflite
+from tests.helpers.tflite_models import convert, tiny_keras
 
 
 @pytest.fixture(scope="module")

@@ -61,6 +61,7 @@ def test_mobilenet_depth_multiplier_075_published_size():
     assert 2.9e6 <= graph.params < 3.0e6 and round(graph.macs / 1e6) == 624  # slim: "2.9M params, 624M MACs"
 
 
+@pytest.mark.slow  # converts or builds full-size models
 def test_other_resolution_headless_and_pooling():
     m = efficientnet_edgetpu.EfficientNetEdgeTPUS(include_top=False, input_shape=(160, 192, 3))
     assert m.output_shape == (None, 5, 6, 1280)
@@ -105,6 +106,7 @@ def test_timm_test_vector_reproduces_logits(shared_dir):
     assert (logits.argmax(1) == vec["logits"].argmax(1)).all()
 
 
+@pytest.mark.slow  # converts or builds full-size models
 def test_mismatched_weights_name_the_first_offending_tensor(shared_dir, tmp_path):
     path = os.path.join(shared_dir, "testdata", "tf_efficientnet_es.safetensors")
     with pytest.raises(WeightsError, match=r"tensor 'conv_stem.weight' has shape \(32, 3, 3, 3\)"):

@@ -9,11 +9,11 @@ import math
 import sys
 from typing import Any, Callable, Iterator
 
+from edgetpu_models.spec import MAX_RESOLUTION, MIN_RESOLUTION
 from edgetpu_models.zoo import ZOO
 
 MAX_THREADS = 256
 """More threads than any CPU this runs on has; LiteRT crashes on absurd counts instead of refusing them."""
-MAX_RESOLUTION = 4096
 
 
 def bounded_int(lo: int, hi: int) -> Callable[[str], int]:
@@ -100,7 +100,7 @@ def client_credential_paths(args: argparse.Namespace, server: str | None, server
 
 
 threads_arg = bounded_int(1, MAX_THREADS)
-resolution_arg = bounded_int(8, MAX_RESOLUTION)
+resolution_arg = bounded_int(MIN_RESOLUTION, MAX_RESOLUTION)
 port_arg = bounded_int(0, 65535)
 seed_arg = bounded_int(0, 2**32 - 1)
 classes_arg = bounded_int(1, 100_000)

@@ -7,10 +7,22 @@ import argparse
 import json
 import os
 import sys
+import tempfile
 
 from edgetpu_models.cli.args import add_force_arg, add_model_args, bounded_int, classes_arg, print_json
-from edgetpu_models.errors import EdgeTPUModelsError
+from edgetpu_models.cli.commands import command_help
+from edgetpu_models.deploy.compiler import compile_models, find_compiler, runtime_version_flag
+from edgetpu_models.deploy.edgetpu_check import check_tflite
+from edgetpu_models.deploy.export import export_tflite
+from edgetpu_models.deploy.partition import check_segment_destination, format_plan, plan_partition, write_segments
+from edgetpu_models.errors import EdgeTPUModelsError, UsageError
+from edgetpu_models.io_utils import check_destination
+from edgetpu_models.model_io import open_model
+from edgetpu_models.quantize.ptq import calibration_set
+from edgetpu_models.seg_data import list_segmentation_folder, load_segmentation
 from edgetpu_models.seg_graph import is_segmentation
+from edgetpu_models.sidecar import foreign_outputs, read_labels
+from edgetpu_models.tflite_reader import read_tflite
 
 
 def _summary_line(report) -> str:
@@ -23,13 +35,9 @@ def _calibration(args: argparse.Namespace, loaded, size: int, labels):
     """(representative data, labels) from --data: a class-folder dataset, or for a segmentation model the images of
     a segmentation folder (images/ + masks/, or ADE20K's layout)."""
     if is_segmentation(args.model):
-        from edgetpu_models.seg_data import list_segmentation_folder, load_segmentation
-
         x, _ = load_segmentation(list_segmentation_folder(args.data, limit=args.calibration_images), size,
                                  loaded.normalization)
         return [x[i:i + 1] for i in range(len(x))], labels
-    from edgetpu_models.quantize.ptq import calibration_set
-
     representative = calibration_set(args.data, size, loaded.normalization, count=args.calibration_images)
     outputs = int(loaded.model.output_shape[-1])
     if labels is None and len(representative.class_names) == outputs:
@@ -38,30 +46,20 @@ def _calibration(args: argparse.Namespace, loaded, size: int, labels):
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from edgetpu_models.deploy.edgetpu_check import check_tflite
-    from edgetpu_models.deploy.export import export_tflite
-    from edgetpu_models.io_utils import check_destination
-    from edgetpu_models.keras_models import load_model_ref
-    from edgetpu_models.sidecar import foreign_outputs
-
     if not args.out.endswith(".tflite"):
-        raise EdgeTPUModelsError(f"--out {args.out}: expected a .tflite file name")
+        raise UsageError(f"--out {args.out}: expected a .tflite file name")
     if args.int8 and not args.data and not args.random_calibration:
-        raise EdgeTPUModelsError("int8 export needs calibration images: --data DIR (>= 100 real images), or "
+        raise UsageError("int8 export needs calibration images: --data DIR (>= 100 real images), or "
                                  "--random-calibration to calibrate on random pixels (less accurate)")
     if args.data and args.random_calibration:
-        raise EdgeTPUModelsError("--data and --random-calibration exclude each other")
+        raise UsageError("--data and --random-calibration exclude each other")
     # before loading anything
     check_destination(args.out, foreign=foreign_outputs(args.out), force=getattr(args, "force", False))
-    loaded = load_model_ref(args.model, args.variant, args.resolution, args.classes)
+    loaded = open_model(args.model, args.variant, args.resolution, args.classes)
     size = int(loaded.model.input_shape[1])
     representative, labels = None, loaded.labels
     if args.labels:
-        try:
-            with open(args.labels, encoding="utf-8") as f:
-                labels = [ln.strip() for ln in f if ln.strip()]
-        except OSError as e:
-            raise EdgeTPUModelsError(f"--labels {args.labels}: cannot read ({e.strerror or e})") from None
+        labels = list(read_labels(args.labels))
     if args.int8 and args.data:
         representative, labels = _calibration(args, loaded, size, labels)
     result = export_tflite(loaded.model, args.out, int8=args.int8, io_dtype=args.io, representative=representative,
@@ -87,8 +85,6 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from edgetpu_models.deploy.edgetpu_check import check_tflite
-
     report = check_tflite(args.file)
     if args.json:
         print_json(json.dumps(report.to_dict(), indent=1))
@@ -98,8 +94,6 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_compile(args: argparse.Namespace) -> int:
-    from edgetpu_models.deploy.compiler import compile_models, runtime_version_flag
-
     files = [args.file] + list(args.more)
     runtime, source = runtime_version_flag(args.min_runtime)
     results = compile_models(files, args.out_dir, timeout_s=args.timeout, segments=args.segments,
@@ -126,8 +120,6 @@ def cmd_compile(args: argparse.Namespace) -> int:
 
 
 def cmd_partition(args: argparse.Namespace) -> int:
-    from edgetpu_models.deploy.partition import check_segment_destination, format_plan, plan_partition, write_segments
-
     if args.segments > 1:
         check_segment_destination(args.file, args.out, args.segments, getattr(args, "force", False))
     plan = plan_partition(args.file, args.segments, args.target)
@@ -157,10 +149,7 @@ def cmd_partition(args: argparse.Namespace) -> int:
 def _compiler_cuts(args: argparse.Namespace, plan) -> list | None:
     """What edgetpu_compiler --num_segments makes of the same model (None when it is not installed): per segment,
     its input tensor (the compiler's cut), ours, and the compiler's cached/streamed bytes."""
-    import tempfile
 
-    from edgetpu_models.deploy.compiler import compile_models, find_compiler
-    from edgetpu_models.tflite_reader import read_tflite
 
     if find_compiler() is None:
         return None
@@ -177,7 +166,7 @@ def _compiler_cuts(args: argparse.Namespace, plan) -> list | None:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("export", help="int8 TFLite for the Edge TPU (+ X.json metadata and X.labels.txt)")
+    p = sub.add_parser("export", help=command_help("export"))
     add_model_args(p)
     p.add_argument("--int8", action=argparse.BooleanOptionalAction, default=True,
                    help="full-integer quantization (default); --no-int8 writes a float32 model")
@@ -194,13 +183,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_force_arg(p)
     p.set_defaults(func=cmd_export)
 
-    p = sub.add_parser("check", help="Edge TPU compatibility of a .tflite without the compiler (exit 1 if not "
-                                     "fully mapped)")
+    p = sub.add_parser("check", help=command_help("check"))
     p.add_argument("file", metavar="FILE.tflite")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_check)
 
-    p = sub.add_parser("compile", help="run edgetpu_compiler (or, without it, the compatibility check)")
+    p = sub.add_parser("compile", help=command_help("compile"))
     p.add_argument("file", metavar="FILE.tflite")
     p.add_argument("more", nargs="*", metavar="FILE.tflite",
                    help="more models to co-compile with the first (they share the parameter cache in this order)")
@@ -215,8 +203,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_force_arg(p)
     p.set_defaults(func=cmd_compile)
 
-    p = sub.add_parser("partition", help="cut an int8 .tflite into N segments for a pipeline of N Edge TPUs "
-                                         "(cut points from the latency model)")
+    p = sub.add_parser("partition", help=command_help("partition"))
     p.add_argument("file", metavar="MODEL.tflite")
     p.add_argument("--segments", type=bounded_int(1, 64), required=True, help="number of Edge TPUs")
     p.add_argument("--target", default="coral-usb", help="Edge TPU target of each segment (default coral-usb)")

@@ -6,6 +6,9 @@ import argparse
 import json
 import os
 
+import yaml
+from tqdm import tqdm
+
 from edgetpu_models.cli.args import (
     add_client_credential_args,
     add_model_args,
@@ -15,7 +18,17 @@ from edgetpu_models.cli.args import (
     print_json,
     threads_arg,
 )
-from edgetpu_models.errors import EdgeTPUModelsError
+from edgetpu_models.cli.commands import command_help
+from edgetpu_models.deploy.edgetpu_check import check_tflite
+from edgetpu_models.errors import UsageError
+from edgetpu_models.io_utils import write_group_atomic
+from edgetpu_models.nas.latency.calibrate import rows_graphs, run_calibration, target_rows, write_calibration
+from edgetpu_models.nas.latency.cocompile import estimate_cocompiled
+from edgetpu_models.nas.latency.cpu.fit import fit_predictor
+from edgetpu_models.nas.latency.cpu.timing import target_threads
+from edgetpu_models.nas.latency.estimator import estimate
+from edgetpu_models.nas.latency.targets import is_user_target, load_target, user_targets_dir
+from edgetpu_models.nas.service.client import LatencyClient, client_credentials
 from edgetpu_models.tables import fmt_int, format_table
 
 
@@ -27,8 +40,6 @@ def cmd_estimate(args: argparse.Namespace) -> int:
     if args.server:
         result = _estimate_remote(args)
     else:
-        from edgetpu_models.nas.latency.estimator import estimate
-
         result = estimate(args.model, args.target, resolution=args.resolution, variant=args.variant,
                           threads=args.threads, cpu_from_op=_cpu_split(args.model, args.target)).to_dict()
     if args.json:
@@ -52,22 +63,16 @@ def cmd_estimate(args: argparse.Namespace) -> int:
 
 def _cpu_split(model: str, target: str) -> int | None:
     """Where the compiler's Edge TPU segment of a .tflite ends (first op left on the CPU), for an Edge TPU target."""
-    from edgetpu_models.nas.latency.estimator import load_target
-
     if not str(model).endswith(".tflite") or load_target(target).kind != "edgetpu":
         return None
-    from edgetpu_models.deploy.edgetpu_check import check_tflite
-
     first = check_tflite(model).first_cpu_op
     return None if first is None else first.index
 
 
 def _estimate_cocompiled(args: argparse.Namespace) -> int:
     """Several models co-compiled for one Edge TPU, in the order given."""
-    from edgetpu_models.nas.latency.cocompile import estimate_cocompiled
-
     if args.server:
-        raise EdgeTPUModelsError("--server: co-compiled estimates are made here; drop --server or give one model")
+        raise UsageError("--server: co-compiled estimates are made here; drop --server or give one model")
     models = [args.model] + list(args.more)
     results = estimate_cocompiled(models, args.target, resolution=args.resolution, variant=args.variant)
     if args.json:
@@ -89,8 +94,6 @@ def _estimate_cocompiled(args: argparse.Namespace) -> int:
 
 def _say_user_target(name: str) -> None:
     """A target the user calibrated overrides the shipped one: say so, and which file it is."""
-    from edgetpu_models.nas.latency.targets import is_user_target, load_target
-
     path = load_target(name).path
     if is_user_target(path):
         print(f"target {name} from {path} (your calibration; overrides the shipped one)")
@@ -98,30 +101,23 @@ def _say_user_target(name: str) -> None:
 
 def _estimate_remote(args: argparse.Namespace) -> dict:
     """Asks a running latency server (helper module `client`, gRPC; imported only when asked for)."""
-    from edgetpu_models.nas.service.client import LatencyClient, client_credentials
-
     if args.threads is not None:
-        raise EdgeTPUModelsError("--threads applies to estimates made here, not with --server")
+        raise UsageError("--threads applies to estimates made here, not with --server")
     credentials = client_credentials(**client_credential_paths(args, args.server, "--server"))
     with LatencyClient(args.server, **credentials) as client:
         return client.estimate(args.model, target=args.target, resolution=args.resolution, variant=args.variant)
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
-    from edgetpu_models.nas.latency.estimator import load_target
-
     t = load_target(args.target)
     if t.kind == "cpu" and args.probe:
         return _probe_cpu(t)
     if args.probe:
-        raise EdgeTPUModelsError(f"--probe: only the cpu predictor is probed; {args.target} is a {t.kind} target")
+        raise UsageError(f"--probe: only the cpu predictor is probed; {args.target} is a {t.kind} target")
     if t.kind == "cpu":
         return _calibrate_cpu(args, t)
     if t.kind != "edgetpu":
-        raise EdgeTPUModelsError(f"{args.target}: a measured target has nothing to calibrate")
-    from edgetpu_models.nas.latency.calibrate import rows_graphs, run_calibration, target_rows, write_calibration
+        raise UsageError(f"{args.target}: a measured target has nothing to calibrate")
 
     rows = target_rows(args.target)
     graphs = rows_graphs(rows, rebuild=not args.reuse_graphs, work_dir=args.work_dir,
@@ -158,13 +154,7 @@ def _probe_cpu(target) -> int:
 def _calibrate_cpu(args: argparse.Namespace, target) -> int:
     """`calibrate --target cpu`: times kernels here, fits the predictor, and writes it with a copy of the target file
     to the user's targets folder (or beside --out)."""
-    import yaml
-    from tqdm import tqdm
 
-    from edgetpu_models.io_utils import write_group_atomic
-    from edgetpu_models.nas.latency.cpu.fit import fit_predictor
-    from edgetpu_models.nas.latency.cpu.timing import target_threads
-    from edgetpu_models.nas.latency.targets import user_targets_dir
 
     threads = target_threads(target, args.threads)
     data = fit_predictor(samples=args.samples or int(target.data.get("train_samples", 300)), threads=threads,
@@ -183,7 +173,7 @@ def _calibrate_cpu(args: argparse.Namespace, target) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("estimate", help="latency of a model on a target (Edge TPU model, CPU predictor or measured)")
+    p = sub.add_parser("estimate", help=command_help("estimate"))
     add_model_args(p, help="zoo name, spec file (.yaml), Keras model (.keras/.h5) or int8 .tflite")
     p.add_argument("more", nargs="*", metavar="MODEL",
                    help="further models co-compiled after the first: each gets the parameter cache the ones before "
@@ -198,8 +188,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_client_credential_args(p, "--server")
     p.set_defaults(func=cmd_estimate)
 
-    p = sub.add_parser("calibrate",
-                       help="fit a target's free constants to measurements (written to your config folder)")
+    p = sub.add_parser("calibrate", help=command_help("calibrate"))
     p.add_argument("--target", required=True, help="coral-usb, coral-devboard, pixel4, pixel6 or cpu")
     p.add_argument("--reuse-graphs", action="store_true",
                    help="fit from the stored calibration graphs instead of rebuilding and converting the models")

@@ -4,64 +4,33 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import shutil
 
 from edgetpu_models.cli.args import add_force_arg, add_model_args, batch_arg, bounded_int, lr_arg, print_json, seed_arg
-from edgetpu_models.errors import EdgeTPUModelsError
+from edgetpu_models.cli.commands import command_help
+from edgetpu_models.errors import UsageError
+from edgetpu_models.model_io import open_model
+from edgetpu_models.quantize.ptq import calibration_set
+from edgetpu_models.quantize.qat import MAX_QAT_STEPS, QATConfig, run_qat
+from edgetpu_models.quantize.report import quantization_report
+
+_QAT = QATConfig()
 
 
 def cmd_quantize(args: argparse.Namespace) -> int:
-    from edgetpu_models.data import load_image_folder
-    from edgetpu_models.io_utils import check_destination
-    from edgetpu_models.keras_io import save_keras
-    from edgetpu_models.keras_models import load_model_ref
-    from edgetpu_models.quantize.ptq import require_calibration_images
-    from edgetpu_models.quantize.qat import qat_finetune, quantize_model
-    from edgetpu_models.sidecar import Sidecar, foreign_outputs, write_sidecar
-
+    config = QATConfig(steps=args.qat_steps, batch_size=args.batch_size, learning_rate=args.learning_rate,
+                       seed=args.seed, progress=not args.no_progress)
     if not args.out.endswith(".keras"):
-        raise EdgeTPUModelsError(f"--out {args.out}: expected a .keras file name")
-    check_destination(args.out, foreign=foreign_outputs(args.out), force=getattr(args, "force", False))
-    loaded = load_model_ref(args.model, args.variant, args.resolution)
-    model = loaded.model
-    size = int(model.input_shape[1])
-    data = load_image_folder(args.data, size, loaded.normalization, batch_size=args.batch_size,
-                             validation_split=0.2, seed=args.seed, augment=True)
-    # the QAT model is exported next (calibrated on this folder): refuse now rather than after QAT
-    require_calibration_images(data.num_train + data.num_val, args.data, " the export of the QAT model")
-    outputs = int(model.output_shape[-1])
-    if outputs != data.num_classes:
-        from edgetpu_models.train import replace_head
-
-        print(f"{loaded.name}: {outputs} outputs, {args.data} has {data.num_classes} classes: new classifier head")
-        model = replace_head(model, data.num_classes)
-    qat = quantize_model(model)
-    print(f"{loaded.name}: wrapped for quantization-aware training (batch norm folded, {len(qat.layers)} layers); "
-          f"{data.num_train} training / {data.num_val} validation images, {args.qat_steps} steps")
-    ckpt_dir = args.out + ".ckpt"
-    stats = qat_finetune(qat, data.train, args.qat_steps, learning_rate=args.learning_rate,
-                         val=data.val if data.num_val else None, progress=not args.no_progress,
-                         checkpoint_dir=ckpt_dir)
-    if stats["resumed_from"]:
-        print(f"resumed from the checkpoint at step {int(stats['resumed_from'])} ({ckpt_dir})")
-    meta = Sidecar(model=loaded.name, normalization=loaded.normalization, labels=tuple(data.class_names),
-                   input_size=(size, size))
-    write_sidecar(args.out, meta, model_content=lambda tmp: save_keras(qat, tmp))
-    shutil.rmtree(ckpt_dir, ignore_errors=True)  # finished: the .keras holds everything
-    if "val_accuracy" in stats:
-        print(f"validation accuracy (fake-quantized): {100 * stats['val_accuracy']:.1f}%")
-    print(f"wrote {os.path.abspath(args.out)}  (export it: edgetpu-models export {args.out} --data {args.data} "
-          f"--out MODEL.tflite)")
+        raise UsageError(f"--out {args.out}: expected a .keras file name")
+    result = run_qat(args.model, args.data, args.out, config, variant=args.variant, resolution=args.resolution,
+                     log=print, force=args.force)
+    if "val_accuracy" in result.stats:
+        print(f"validation accuracy (fake-quantized): {100 * result.stats['val_accuracy']:.1f}%")
+    print(f"wrote {result.path}  (export it: edgetpu-models export {args.out} --data {args.data} --out MODEL.tflite)")
     return 0
 
 
 def cmd_quant_report(args: argparse.Namespace) -> int:
-    from edgetpu_models.keras_models import load_model_ref
-    from edgetpu_models.quantize.ptq import calibration_set
-    from edgetpu_models.quantize.report import quantization_report
-
-    loaded = load_model_ref(args.model, args.variant, args.resolution)
+    loaded = open_model(args.model, args.variant, args.resolution)
     size = int(loaded.model.input_shape[1])
     cal = calibration_set(args.data, size, loaded.normalization, count=max(args.calibration_images, 100))
     report = quantization_report(loaded.model, cal, images=args.images, model_name=loaded.name)
@@ -73,21 +42,21 @@ def cmd_quant_report(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("quantize", help="quantization-aware fine-tuning (tfmot, batch norm folded) to a .keras model")
+    p = sub.add_parser("quantize", help=command_help("quantize"))
     add_model_args(p)
     p.add_argument("--data", required=True, help="dataset folder (one sub-folder of images per class)")
-    p.add_argument("--qat-steps", type=bounded_int(0, 10_000_000), default=100,
+    p.add_argument("--qat-steps", type=bounded_int(0, MAX_QAT_STEPS), default=_QAT.steps,
                    help="fine-tuning steps with fake quantization (0: wrap only); checkpointed in FILE.keras.ckpt/ "
                         "every 25 steps, and a rerun with the same --out resumes there")
-    p.add_argument("--batch-size", type=batch_arg, default=16)
-    p.add_argument("--learning-rate", type=lr_arg, default=1e-4)
-    p.add_argument("--seed", type=seed_arg, default=0)
+    p.add_argument("--batch-size", type=batch_arg, default=_QAT.batch_size)
+    p.add_argument("--learning-rate", type=lr_arg, default=_QAT.learning_rate)
+    p.add_argument("--seed", type=seed_arg, default=_QAT.seed)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--out", required=True, metavar="FILE.keras")
     add_force_arg(p)
     p.set_defaults(func=cmd_quantize)
 
-    p = sub.add_parser("quant-report", help="per-layer int8 vs float error: which layers lose accuracy")
+    p = sub.add_parser("quant-report", help=command_help("quant-report"))
     add_model_args(p)
     p.add_argument("--data", required=True, help="dataset folder: calibration and debug images")
     p.add_argument("--images", type=bounded_int(1, 10_000), default=32, help="debug images compared layer by layer")

@@ -6,6 +6,8 @@ import argparse
 import json
 import os
 
+from tqdm.auto import tqdm
+
 from edgetpu_models.cli.args import (
     add_force_arg,
     add_trust_arg,
@@ -16,18 +18,21 @@ from edgetpu_models.cli.args import (
     seed_arg,
     threads_arg,
 )
-from edgetpu_models.errors import EdgeTPUModelsError
+from edgetpu_models.cli.commands import command_help
+from edgetpu_models.deploy.benchmark import benchmark
+from edgetpu_models.deploy.classify import Classifier
+from edgetpu_models.deploy.evaluate import evaluate, format_report
+from edgetpu_models.deploy.report import write_report
+from edgetpu_models.errors import UsageError
 from edgetpu_models.tables import format_table
 
 
 def cmd_classify(args: argparse.Namespace) -> int:
-    from edgetpu_models.deploy.classify import Classifier
-
     models = [args.model]
     while args.images and args.images[0].lower().endswith(".tflite"):  # segment files, in pipeline order
         models.append(args.images.pop(0))
     if not args.images:
-        raise EdgeTPUModelsError("classify: expected image files after the model (or segment) files")
+        raise UsageError("classify: expected image files after the model (or segment) files")
     clf = Classifier(models if len(models) > 1 else args.model, labels=args.labels, threads=args.threads)
     # read every image before printing anything: a bad argument is one error line, not a half-printed table
     inputs = [(path, clf.image_array(path)) for path in args.images]
@@ -50,10 +55,6 @@ def cmd_classify(args: argparse.Namespace) -> int:
 
 
 def cmd_benchmark(args: argparse.Namespace) -> int:
-    from tqdm.auto import tqdm
-
-    from edgetpu_models.deploy.benchmark import benchmark
-
     with tqdm(total=args.runs, desc="benchmark", unit="run", leave=False, disable=args.json, delay=0.5) as bar:
         result = benchmark(args.model if len(args.model) > 1 else args.model[0], runs=args.runs, warmup=args.warmup,
                            threads=args.threads,
@@ -75,10 +76,6 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from tqdm.auto import tqdm
-
-    from edgetpu_models.deploy.evaluate import evaluate, format_report
-
     with tqdm(desc="evaluate", unit="img", leave=False, delay=0.5) as bar:
         def progress(n: int, total: int) -> None:
             bar.total = total
@@ -96,8 +93,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _register_evaluate(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("evaluate", help="top-1/top-5 of models on a labelled image folder; float against int8")
-    p.add_argument("models", metavar="MODEL", nargs="+", help=".tflite (with its X.json), .keras or .h5")
+    p = sub.add_parser("evaluate", help=command_help("evaluate"))
+    p.add_argument("models", metavar="MODEL", nargs="+", help=".tflite (with its X.tflite.json), .keras or .h5")
     p.add_argument("--data", required=True, metavar="DIR", help="class folders (as `train` reads them, or ImageNet "
                    "WordNet-id folders), or a flat ImageNet validation folder with --ground-truth")
     p.add_argument("--ground-truth", dest="ground_truth", metavar="FILE",
@@ -120,8 +117,6 @@ def _register_evaluate(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from edgetpu_models.deploy.report import write_report
-
     reports = write_report(args.models, args.target, args.out, force=getattr(args, "force", False))
     for r in reports:
         latency = f"{r.latency_ms:.3f} ms predicted" if r.latency_ms is not None else "no latency estimate"
@@ -132,25 +127,23 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     _register_evaluate(sub)
-    p = sub.add_parser("report", help="one self-contained HTML page: per-layer latency, ops on the Edge TPU, memory")
+    p = sub.add_parser("report", help=command_help("report"))
     p.add_argument("models", metavar="MODEL.tflite", nargs="+", help="int8 .tflite files (several: side by side)")
     p.add_argument("--target", default="coral-usb", help="Edge TPU latency target (default coral-usb)")
     p.add_argument("--out", required=True, metavar="FILE.html")
     add_force_arg(p)
     p.set_defaults(func=cmd_report)
 
-    p = sub.add_parser("classify", help="classify images with an exported .tflite (labels/normalisation from X.json); "
-                                        "segment files in order run as a pipeline")
+    p = sub.add_parser("classify", help=command_help("classify"))
     p.add_argument("model", metavar="MODEL.tflite [SEGMENT.tflite ...]")
     p.add_argument("images", metavar="IMAGE", nargs="+")
     p.add_argument("--top-k", type=bounded_int(1, 100_000), default=3, help="classes to show per image (default 3)")
-    p.add_argument("--labels", metavar="FILE", help="class names, one a line (default: the one X.json names)")
+    p.add_argument("--labels", metavar="FILE", help="class names, one a line (default: the one X.tflite.json names)")
     p.add_argument("--threads", type=threads_arg, help="CPU interpreter threads")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_classify)
 
-    p = sub.add_parser("benchmark", help="time a .tflite on this machine (median, p90, p99 ms); segment files in "
-                                         "order run as a pipeline")
+    p = sub.add_parser("benchmark", help=command_help("benchmark"))
     p.add_argument("model", metavar="MODEL.tflite", nargs="+")
     p.add_argument("--runs", type=bounded_int(1, 1_000_000), default=100, help="timed runs (default 100)")
     p.add_argument("--warmup", type=bounded_int(0, 100_000), default=10, help="untimed runs first (default 10)")

@@ -11,13 +11,18 @@ from edgetpu_models.cli.args import (
     bounded_float,
     bounded_int,
     client_credential_paths,
+    resolution_arg,
     seed_arg,
 )
+from edgetpu_models.cli.commands import command_help
+from edgetpu_models.errors import SearchError, UsageError
+from edgetpu_models.nas.search.loop import SearchConfig, load_search, run_search
+from edgetpu_models.nas.search.results import BEST_SPEC, PLOT, best_result, pareto_front, plot_trials
 from edgetpu_models.tables import format_table
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    nas = subparsers.add_parser("nas", help="accelerator-aware architecture search (search, show)",
+    nas = subparsers.add_parser("nas", help=command_help("nas"),
                                 description="Accelerator-aware NAS over the Edge TPU search space.")
     sub = nas.add_subparsers(dest="nas_command", metavar="SUBCOMMAND", parser_class=type(nas))
     sub.required = True
@@ -36,7 +41,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="number of trials (default 50)")
     p.add_argument("--proxy-steps", type=bounded_int(1, 10_000_000), default=None, metavar="K",
                    help="training steps per candidate (default 100)")
-    p.add_argument("--proxy-resolution", type=bounded_int(16, 1024), default=None, metavar="PX",
+    p.add_argument("--proxy-resolution", type=resolution_arg, default=None, metavar="PX",
                    help="input size of the proxy training (default 64)")
     p.add_argument("--proxy-width", type=bounded_float(0.0, 4.0, low_open=True), default=None, metavar="W",
                    help="width multiplier of the proxy training (default 0.5)")
@@ -68,42 +73,37 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     s.set_defaults(func=cmd_show)
 
 
-def _config_from_args(args: argparse.Namespace):
-    from edgetpu_models.nas.search.loop import SearchConfig, SearchError
+_SEARCH_FLAGS = ("target", "latency_target_ms", "controller", "trials", "reward", "alpha", "beta", "space", "seed")
+_PROXY_FLAGS = {"proxy_steps": "steps", "proxy_resolution": "resolution", "proxy_width": "width", "seed": "seed"}
+_RUNTIME_FLAGS = ("workers", "address", "latency_server")
 
+
+def _config_from_args(args: argparse.Namespace) -> SearchConfig:
+    """The flags given -> SearchConfig; what was not given keeps SearchConfig's (and ProxyConfig's) defaults."""
+    runtime = {n: getattr(args, n) for n in _RUNTIME_FLAGS}
+    runtime["latency_auth"] = client_credential_paths(args, args.latency_server, "--latency-server")
     if args.resume:
-        given = [f"--{n.replace('_', '-')}" for n in ("target", "latency_target_ms", "controller", "trials",
-                                                         "proxy_steps", "proxy_resolution", "proxy_width", "data",
-                                                         "reward", "alpha", "beta", "space", "seed")
+        given = [f"--{n.replace('_', '-')}" for n in (*_SEARCH_FLAGS, *_PROXY_FLAGS, "data")
                  if getattr(args, n) is not None]
         if given:
-            raise SearchError(f"--resume continues the search stored in {args.out}; it does not take "
-                              f"{', '.join(given)} (only --workers, --address, --latency-server)")
-        return SearchConfig(workers=args.workers, address=args.address, latency_server=args.latency_server,
-                        latency_auth=client_credential_paths(args, args.latency_server, "--latency-server"))
+            raise UsageError(f"--resume continues the search stored in {args.out}; it does not take "
+                             f"{', '.join(dict.fromkeys(given))} (only --workers, --address, --latency-server)")
+        return SearchConfig(**runtime)
     if args.latency_target_ms is None:
-        raise SearchError("--latency-target-ms: required for a new search (the latency target T in ms)")
-    proxy = {k: v for k, v in (("steps", args.proxy_steps), ("resolution", args.proxy_resolution),
-                               ("width", args.proxy_width), ("seed", args.seed)) if v is not None}
+        raise UsageError("--latency-target-ms: required for a new search (the latency target T in ms)")
+    proxy = {field: getattr(args, flag) for flag, field in _PROXY_FLAGS.items() if getattr(args, flag) is not None}
     if args.data is not None:
         if not os.path.isdir(args.data):
             raise SearchError(f"--data: {args.data}: no such folder (expected an image folder, one sub-folder per "
                               f"class)")
         proxy["data_dir"] = os.path.abspath(args.data)
-    from edgetpu_models.nas.search.proxy import ProxyConfig
-
-    ProxyConfig(**proxy)  # bad proxy settings fail here, before anything is written
-    return SearchConfig(target=args.target or "coral-usb", latency_target_ms=args.latency_target_ms,
-                        controller=args.controller or "reinforce", trials=args.trials or 50, seed=args.seed or 0,
-                        reward=args.reward or "mnas-soft", alpha=args.alpha, beta=args.beta,
-                        space=os.path.abspath(args.space) if args.space else None, proxy=proxy,
-                        workers=args.workers, address=args.address, latency_server=args.latency_server,
-                        latency_auth=client_credential_paths(args, args.latency_server, "--latency-server"))
+    search = {n: getattr(args, n) for n in _SEARCH_FLAGS if getattr(args, n) is not None}
+    if args.space:
+        search["space"] = os.path.abspath(args.space)
+    return SearchConfig(**search, proxy=proxy, **runtime)
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    from edgetpu_models.nas.search.loop import run_search
-
     cfg = _config_from_args(args)
     result = run_search(cfg, args.out, resume=args.resume, progress=not args.no_progress)
     _print_summary(result.out_dir)
@@ -111,9 +111,6 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def _print_summary(out_dir: str) -> None:
-    from edgetpu_models.nas.search.loop import load_search
-    from edgetpu_models.nas.search.results import BEST_SPEC, PLOT, best_result, pareto_front
-
     cfg, results = load_search(out_dir)
     front = pareto_front(results)
     best = best_result(results)
@@ -134,11 +131,7 @@ def _print_summary(out_dir: str) -> None:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    from edgetpu_models.nas.search.loop import load_search
-
     if args.plot:
-        from edgetpu_models.nas.search.results import PLOT, plot_trials
-
         cfg, results = load_search(args.dir)
         plot_trials(os.path.join(args.dir, PLOT), results, cfg.latency_target_ms,
                     title=f"{cfg.controller} on {cfg.target}, {len(results)} trials")

@@ -8,6 +8,7 @@ import argparse
 import json
 
 from edgetpu_models.cli.args import bounded_int
+from edgetpu_models.cli.commands import command_help
 from edgetpu_models.errors import EdgeTPUModelsError
 
 
@@ -81,21 +82,21 @@ def cmd_seg_demo(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("segment", help="class map + coloured overlay PNG per image from a segmentation .tflite")
+    p = sub.add_parser("segment", help=command_help("segment"))
     p.add_argument("model", metavar="FILE.tflite")
     p.add_argument("images", nargs="+")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--backend", choices=("pycoral", "litert", "tflite_runtime", "tf.lite"))
     p.set_defaults(func=cmd_segment)
 
-    p = sub.add_parser("seg-data", help="write the offline synthetic segmentation set (images/, masks/)")
+    p = sub.add_parser("seg-data", help=command_help("seg-data"))
     p.add_argument("out")
     p.add_argument("--count", type=bounded_int(1, 100_000), default=96)
     p.add_argument("--size", type=bounded_int(32, 2048), default=128)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_seg_data)
 
-    p = sub.add_parser("seg-train", help="train a zoo segmentation model (loss ignores 255); QAT and int8 export")
+    p = sub.add_parser("seg-train", help=command_help("seg-train"))
     p.add_argument("model", help="zoo segmentation model (`edgetpu-models list`)")
     p.add_argument("--data", required=True, help="images/ + masks/ folder, or ADE20K's layout")
     p.add_argument("--out", required=True, metavar="WEIGHTS.h5")
@@ -113,7 +114,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _register_eval(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("seg-eval", help="mIoU / per-class IoU / pixel accuracy of a segmentation .tflite")
+    p = sub.add_parser("seg-eval", help=command_help("seg-eval"))
     p.add_argument("file", metavar="FILE.tflite")
     p.add_argument("--data", required=True)
     p.add_argument("--split", default="validation", help="ADE20K subfolder (default validation)")
@@ -124,7 +125,7 @@ def _register_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--size", type=bounded_int(64, 2048), default=512, help="float model input size")
     p.set_defaults(func=cmd_seg_eval)
 
-    p = sub.add_parser("seg-demo", help="synthetic set -> train -> QAT -> int8 -> check -> mIoU float vs int8")
+    p = sub.add_parser("seg-demo", help=command_help("seg-demo"))
     p.add_argument("--work-dir", default="seg_demo")
     p.add_argument("--epochs", type=bounded_int(1, 1000), default=15)
     p.add_argument("--qat-epochs", type=bounded_int(1, 1000), default=3)

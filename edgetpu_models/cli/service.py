@@ -3,31 +3,37 @@
 from __future__ import annotations
 
 import argparse
+import logging
+import os
+import ssl
 import sys
-from typing import TYPE_CHECKING
+import threading
 
 from edgetpu_models.cli.args import bounded_float, bounded_int, port_arg, size_arg, threads_arg
+from edgetpu_models.cli.commands import command_help
 from edgetpu_models.counts import INT32_MAX
+from edgetpu_models.errors import UsageError
+from edgetpu_models.io_utils import read_small_file
+from edgetpu_models.nas.service.server import (
+    ServerConfig,
+    ServerError,
+    Serving,
+    check_config,
+    read_token_file,
+    serve,
+)
 
-if TYPE_CHECKING:
-    from edgetpu_models.nas.service.server import ServerConfig
-
-DEFAULT_PORT = 50051
-DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+_DEFAULTS = ServerConfig()
+"""The server's own defaults: the flags' defaults are these, never a copy."""
+_FLAGS = "--host, --token-file, --tls-cert/--tls-key, --tls-client-ca"
 
 
 def _read_file(path: str, what: str) -> bytes:
-    from edgetpu_models.io_utils import read_small_file
-    from edgetpu_models.nas.service.server import ServerError
-
     return read_small_file(path, what, ServerError)
+
 
 def _check_tls_files(cert: str, key: str, client_ca: str | None) -> None:
     """Loads the PEM files as the server will, so a bad one is named here (gRPC only says it cannot listen)."""
-    import ssl
-
-    from edgetpu_models.nas.service.server import ServerError
-
     def reason(e: Exception) -> str:
         return getattr(e, "reason", None) or getattr(e, "strerror", None) or str(e)[:100]
 
@@ -48,19 +54,18 @@ def _check_tls_files(cert: str, key: str, client_ca: str | None) -> None:
             raise ServerError(f"{client_ca}: not a PEM certificate (--tls-client-ca): {reason(e)}") from None
 
 
-def _config(args: argparse.Namespace) -> "ServerConfig":
-    """The server configuration from the command line; ServerError (one line) for anything that must not start."""
-    from edgetpu_models.nas.service.server import ServerConfig, ServerError, check_config, is_loopback, read_token_file
-
-    if (args.tls_cert is None) != (args.tls_key is None):
-        raise ServerError("--tls-cert and --tls-key go together")
-    if args.tls_client_ca is not None and args.tls_cert is None:
-        raise ServerError("--tls-client-ca (client certificates) needs --tls-cert and --tls-key")
-    if not is_loopback(args.host) and args.token_file is None and args.tls_client_ca is None:
-        plain = "TLS alone lets anyone call it" if args.tls_cert else "plaintext"
-        raise ServerError(f"--host {args.host}: not a loopback address; binding it needs --token-file F (token "
-                          f"checked on every call) or --tls-cert/--tls-key with --tls-client-ca (client certificates); "
-                          f"{plain}")
+def _config(args: argparse.Namespace) -> ServerConfig:
+    """The server configuration from the command line. `server.check_config` judges it, first with the files only
+    named (so a refusal comes before any file is read: UsageError naming the flags), then as read."""
+    named = ServerConfig(host=args.host, port=args.port, threads=args.threads, grace_s=args.grace,
+                         token="named" if args.token_file else None, tls_cert=b"named" if args.tls_cert else None,
+                         tls_key=b"named" if args.tls_key else None,
+                         tls_client_ca=b"named" if args.tls_client_ca else None,
+                         max_message_bytes=args.max_message_bytes, cache_size=args.cache_size)
+    try:
+        check_config(named)
+    except ServerError as e:
+        raise UsageError(f"{e} (flags: {_FLAGS})") from None
     token = read_token_file(args.token_file) if args.token_file else None
     if args.tls_cert is not None:
         _check_tls_files(args.tls_cert, args.tls_key, args.tls_client_ca)
@@ -78,8 +83,6 @@ def _config(args: argparse.Namespace) -> "ServerConfig":
 def _exit_now() -> None:
     """Ends the process without waiting for threads: one stuck in a call that never ends (a client that keeps a stream
     open) would otherwise keep the process alive past its grace period."""
-    import logging
-    import os
 
     logging.shutdown()
     sys.stdout.flush()
@@ -88,14 +91,9 @@ def _exit_now() -> None:
 
 
 def cmd_latency_server(args: argparse.Namespace) -> int:
-    import logging
-    import os
-    import threading
-
     # gRPC core logs its own copy of errors we already report in one line (e.g. a busy port); GRPC_VERBOSITY=debug
     # still turns them on.
     os.environ.setdefault("GRPC_VERBOSITY", "NONE")
-    from edgetpu_models.nas.service.server import Serving, serve
 
     config = _config(args)
     logging.basicConfig(level=logging.WARNING, format="latency-server: %(levelname)s: %(message)s")
@@ -118,18 +116,19 @@ def cmd_latency_server(args: argparse.Namespace) -> int:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
-        "latency-server", help="serve Edge TPU latency estimates over gRPC (for parallel search)",
+        "latency-server", help=command_help("latency-server"),
         description="Serves the latency model over gRPC (service edgetpu_models.latency.v1.LatencyEstimator, plus the "
                     "standard health service and server reflection). Listens on loopback by default; any other "
                     "address needs --token-file or mutual TLS (--tls-client-ca). SIGTERM drains: calls in flight "
                     "finish, new ones get UNAVAILABLE; the process exits within --grace (+1 s).")
-    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    p.add_argument("--port", type=port_arg, default=DEFAULT_PORT,
-                   help=f"port (default {DEFAULT_PORT}; 0 picks a free one)")
+    p.add_argument("--host", default=_DEFAULTS.host, help=f"address to bind (default {_DEFAULTS.host})")
+    p.add_argument("--port", type=port_arg, default=_DEFAULTS.port,
+                   help=f"port (default {_DEFAULTS.port}; 0 picks a free one)")
     p.add_argument("--workers", type=bounded_int(1, 64), default=1, metavar="N",
                    help="server processes sharing the port (default 1); the estimator is pure Python, so use up to "
                         "one per core for throughput")
-    p.add_argument("--threads", type=threads_arg, default=8, metavar="T", help="threads per worker process (default 8)")
+    p.add_argument("--threads", type=threads_arg, default=_DEFAULTS.threads, metavar="T",
+                   help=f"threads per worker process (default {_DEFAULTS.threads})")
     p.add_argument("--token-file", metavar="F", help="file whose first line is the token every call must send as "
                                                       "'authorization: Bearer TOKEN'")
     p.add_argument("--tls-cert", metavar="PEM", help="serve TLS with this certificate chain (needs --tls-key)")
@@ -137,13 +136,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--tls-client-ca", metavar="PEM",
                    help="with TLS, require client certificates signed by these roots (mutual TLS); a non-loopback "
                         "--host needs this or --token-file")
-    p.add_argument("--max-message-bytes", type=size_arg(1024, INT32_MAX), default=DEFAULT_MAX_MESSAGE_BYTES,
-                   metavar="N",
-                   help="largest request accepted, e.g. 64M (default); bigger ones get RESOURCE_EXHAUSTED")
-    p.add_argument("--cache-size", type=bounded_int(0, 10_000_000), default=4096, metavar="N",
-                   help="identical requests answered from a cache of this many estimates (default 4096; 0: off)")
-    p.add_argument("--grace", type=bounded_float(0.0, 3600.0), default=10.0, metavar="S",
-                   help="on SIGTERM, seconds calls in flight get to finish (default 10)")
+    p.add_argument("--max-message-bytes", type=size_arg(1024, INT32_MAX), default=_DEFAULTS.max_message_bytes,
+                   metavar="N", help=f"largest request accepted, e.g. 64M (default "
+                                     f"{_DEFAULTS.max_message_bytes >> 20}M); bigger ones get RESOURCE_EXHAUSTED")
+    p.add_argument("--cache-size", type=bounded_int(0, 10_000_000), default=_DEFAULTS.cache_size, metavar="N",
+                   help=f"identical requests answered from a cache of this many estimates (default "
+                        f"{_DEFAULTS.cache_size}; 0: off)")
+    p.add_argument("--grace", type=bounded_float(0.0, 3600.0), default=_DEFAULTS.grace_s, metavar="S",
+                   help=f"on SIGTERM, seconds calls in flight get to finish (default {_DEFAULTS.grace_s:g})")
     p.add_argument("--measured", action="store_true",
                    help="also serve measured targets (each call builds, converts and times a model here with "
                         "TensorFlow; seconds per call). Off by default: the spec path stays TF-free and fast")

@@ -16,7 +16,12 @@ from edgetpu_models.cli.args import (
     resolution_arg,
     seed_arg,
 )
+from edgetpu_models.cli.commands import command_help
+from edgetpu_models.data import default_dataset_dir
+from edgetpu_models.deploy.demo import DemoConfig, run_demo
+from edgetpu_models.io_utils import check_destination
 from edgetpu_models.tables import format_table
+from edgetpu_models.train import DECAYS, OPTIMIZERS, STRATEGIES, config_from_args, train
 
 
 def _default_out(command: str, model: str) -> str:
@@ -25,8 +30,6 @@ def _default_out(command: str, model: str) -> str:
 
 
 def _add_train_args(p: argparse.ArgumentParser, *, epochs: int, lr: float, warmup: float) -> None:
-    from edgetpu_models.train import DECAYS, OPTIMIZERS, STRATEGIES
-
     p.add_argument("--data", metavar="DIR", help="image folder, one sub-folder per class (default: the bundled "
                                                  "handwritten digits)")
     p.add_argument("--out", metavar="DIR", help="run folder: checkpoints, logs, model.keras (default: runs/<command>_"
@@ -56,10 +59,6 @@ def _add_train_args(p: argparse.ArgumentParser, *, epochs: int, lr: float, warmu
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from edgetpu_models.data import default_dataset_dir
-    from edgetpu_models.io_utils import check_destination
-    from edgetpu_models.train import config_from_args, train
-
     weights = getattr(args, "weights", None)
     data_dir = args.data or default_dataset_dir()
     out = args.out or _default_out(args.command, args.model)
@@ -78,8 +77,6 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from edgetpu_models.cli.demo import DemoConfig, run_demo
-
     config = DemoConfig(model=args.model, data=args.data, out=args.out, epochs=args.epochs, qat_epochs=args.qat_epochs,
                         resolution=args.resolution, weights=args.weights, seed=args.seed)
     run_demo(config, log=print)
@@ -87,21 +84,19 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="train a zoo model or spec from scratch on an image folder")
+    p = sub.add_parser("train", help=command_help("train"))
     add_model_args(p)
     _add_train_args(p, epochs=10, lr=0.016, warmup=1.0)
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("finetune", help="fine-tune from ImageNet (or file) weights with a new head for your classes")
+    p = sub.add_parser("finetune", help=command_help("finetune"))
     add_model_args(p)
     p.add_argument("--weights", required=True,
                    help="'imagenet', a .safetensors (timm naming) / .h5 weights file, or a .keras model")
     _add_train_args(p, epochs=5, lr=0.004, warmup=0.5)
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("demo", help="the whole pipeline on the bundled dataset: train (fine-tune when ImageNet weights "
-                                    "are cached), QAT, int8 export, Edge TPU check, latency estimate, compile (if "
-                                    "installed), classify, benchmark, summary")
+    p = sub.add_parser("demo", help=command_help("demo"))
     p.add_argument("--model", default="efficientnet_edgetpu_s", help="zoo name or spec file "
                                                                      "(default efficientnet_edgetpu_s)")
     p.add_argument("--data", metavar="DIR", help="image folder (default: the bundled handwritten digits)")

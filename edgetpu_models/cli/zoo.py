@@ -6,15 +6,20 @@ import argparse
 import json
 import os
 
+from edgetpu_models.builder import build_model
 from edgetpu_models.cli.args import add_model_args, classes_arg, print_json
-from edgetpu_models.errors import EdgeTPUModelsError
+from edgetpu_models.cli.commands import command_help
+from edgetpu_models.errors import UsageError
+from edgetpu_models.io_utils import check_destination
+from edgetpu_models.model_io import save_model
+from edgetpu_models.profiler import profile, profile_rows
+from edgetpu_models.sidecar import Sidecar
 from edgetpu_models.tables import fmt_int, format_table
-from edgetpu_models.zoo import ZOO
+from edgetpu_models.zoo import ZOO, normalization_of
 
 
 def _segmentation_rows(build: bool) -> list[list]:
     """The segmentation zoo's rows of `list` (logits graphs; `name@finaliser` selects an output head elsewhere)."""
-    from edgetpu_models.profiler import profile
     from edgetpu_models.seg_graph import seg_zoo
 
     rows = []
@@ -31,12 +36,8 @@ def _segmentation_rows(build: bool) -> list[list]:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from edgetpu_models.profiler import profile  # inside: the runtime commands' import path keeps to Python 3.9
-
     headers = ["model", "architecture", "resolution", "params", "MACs"]
     if args.build:
-        from edgetpu_models.builder import build_model
-
         headers.append("built (Keras params)")
     rows = []
     for name, entry in ZOO.items():
@@ -52,8 +53,6 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_profile(args: argparse.Namespace) -> int:
-    from edgetpu_models.profiler import profile, profile_rows
-
     g = profile(args.model, args.variant, resolution=args.resolution, classes=args.classes)
     rows = profile_rows(g)
     if args.json:
@@ -69,12 +68,8 @@ def cmd_profile(args: argparse.Namespace) -> int:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    from edgetpu_models.builder import build_model
-    from edgetpu_models.io_utils import check_destination
-    from edgetpu_models.keras_io import save_keras
-
     if args.out and not args.out.endswith((".keras", ".h5")):
-        raise EdgeTPUModelsError(f"--out {args.out}: expected a .keras or .h5 file name")
+        raise UsageError(f"--out {args.out}: expected a .keras or .h5 file name")
     if args.out:
         check_destination(args.out)
     model = build_model(args.model, args.variant, resolution=args.resolution, classes=args.classes,
@@ -84,23 +79,25 @@ def cmd_build(args: argparse.Namespace) -> int:
     trainable = sum(int(w.shape.num_elements()) for w in model.trainable_weights)
     print(f"{model.name}: input {tuple(model.input_shape[1:])}, {fmt_int(trainable)} trainable parameters")
     if args.out:
-        save_keras(model, args.out)
+        size = (int(model.input_shape[1]), int(model.input_shape[2]))
+        save_model(model, args.out, Sidecar(model=args.model, input_size=size,
+                                            normalization=normalization_of(args.model, args.variant)))
         print(f"wrote {os.path.abspath(args.out)}")
     return 0
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("list", help="every zoo model with resolution, params and MACs")
+    p = sub.add_parser("list", help=command_help("list"))
     p.add_argument("--build", action="store_true", help="also build each model in Keras and count its parameters")
     p.set_defaults(func=cmd_list)
 
-    p = sub.add_parser("profile", help="per-layer shapes, params and MACs of a spec (no TensorFlow)")
+    p = sub.add_parser("profile", help=command_help("profile"))
     add_model_args(p)
     p.add_argument("--classes", type=classes_arg, default=1000)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_profile)
 
-    p = sub.add_parser("build", help="build a zoo model or spec as a tf_keras model")
+    p = sub.add_parser("build", help=command_help("build"))
     add_model_args(p)
     p.add_argument("--classes", type=classes_arg, default=1000)
     p.add_argument("--weights", help="'imagenet', or a .safetensors (timm naming) / .h5 file")

@@ -30,7 +30,7 @@ from dataclasses import dataclass, fields, replace
 from typing import TYPE_CHECKING, Any, Mapping, NamedTuple
 
 from edgetpu_models.errors import TargetError
-from edgetpu_models.layer_graph import WEIGHTED_OPS, Layer, LayerGraph, Op, lowered
+from edgetpu_models.layer_graph import WEIGHTED_OPS, Layer, LayerGraph, Op, lowered, numel
 from edgetpu_models.nas.latency.types import LayerLatency
 
 if TYPE_CHECKING:
@@ -42,7 +42,6 @@ CALIBRATED = ("compute_efficiency", "vector_efficiency", "act_bytes_per_cycle", 
 
 FREE_OPS = frozenset({Op.RESHAPE, Op.DROPOUT})
 """Ops the compiler folds away: no data moves, no instruction is issued."""
-
 
 
 @dataclass(frozen=True)
@@ -110,22 +109,6 @@ def param_bytes(layer: Layer) -> int:
     return max(n, 0)
 
 
-def _prod(shape: tuple[int, ...]) -> int:
-    if len(shape) == 3:
-        return shape[0] * shape[1] * shape[2]
-    out = 1
-    for d in shape:
-        out *= d
-    return out
-
-
-def _fill(n: int, unit: int) -> float:
-    """Fraction of `unit`-wide slots that `n` items fill when padded to a multiple of `unit`."""
-    if n <= 0:
-        return 1.0
-    return n / (unit * -(-n // unit))
-
-
 def _weighted_terms(layer: Layer, c: EdgeTPUConstants, in_elems: int, out_elems: int) -> tuple[int, float, int, int]:
     """`layer_terms` of a convolution or dense layer: on the MAC array."""
     op, out_shape, in_shape = layer.op, layer.output_shape, layer.input_shape
@@ -156,8 +139,8 @@ def layer_terms(layer: Layer, c: EdgeTPUConstants) -> tuple[int, float, int, int
     array for convolutions and dense layers (MACs > 0), cycles on the cells' vector path for other ops. These
     depend only on the chip's structure, not on the calibrated constants. (Inlined arithmetic: NAS hot path.)"""
     op = layer.op
-    out_elems = _prod(layer.output_shape)
-    in_elems = _prod(layer.input_shape)
+    out_elems = numel(layer.output_shape)
+    in_elems = numel(layer.input_shape)
     if op in WEIGHTED_OPS:
         return _weighted_terms(layer, c, in_elems, out_elems)
     if op == Op.MAX_POOL2D or op == Op.AVG_POOL2D:
@@ -242,8 +225,8 @@ def io_rows(input_shape: tuple[int, ...], output_shape: tuple[int, ...],
     per_byte = 1.0 / (c.link_mb_per_s * 1e3)
     transfer = c.transfer_overhead_us * 1e-3
     return (LayerLatency("<input>", "transfer", tuple(input_shape), 0,
-                         c.invoke_overhead_us * 1e-3 + transfer + _prod(input_shape) * per_byte, "host_link"),
-            LayerLatency("<output>", "transfer", tuple(output_shape), 0, transfer + _prod(output_shape) * per_byte,
+                         c.invoke_overhead_us * 1e-3 + transfer + numel(input_shape) * per_byte, "host_link"),
+            LayerLatency("<output>", "transfer", tuple(output_shape), 0, transfer + numel(output_shape) * per_byte,
                          "host_link"))
 
 

@@ -1,8 +1,8 @@
 """Latency estimates: one entry point over every target (Edge TPU APM, CPU predictor, CPU measured).
 
-    estimate("efficientnet_edgetpu_s", "coral-usb")          # any model reference (see edgetpu_models.model_ref)
+    estimate("efficientnet_edgetpu_s", "coral-usb")          # any model reference (see edgetpu_models.model_io)
     estimate("model.tflite", "cpu")                           # .tflite path or bytes
-    estimate_spec(spec, "coral-usb")                          # the NAS / server fast path (TF-free)
+    estimate(spec, "coral-usb")                               # the NAS / server fast path (TF-free)
 
 Targets are YAML files (`edgetpu_models.nas.latency.targets`); an unknown name raises TargetError.
 """
@@ -16,9 +16,8 @@ from edgetpu_models.layer_graph import LayerGraph
 from edgetpu_models.nas.latency.apm import cost_graph
 from edgetpu_models.nas.latency.targets import list_targets, load_target
 from edgetpu_models.nas.latency.types import LatencyEstimate, LayerLatency, Target
-from edgetpu_models.spec import Spec
 
-__all__ = ["LatencyEstimate", "LayerLatency", "Target", "estimate", "estimate_spec", "estimate_graph", "list_targets",
+__all__ = ["LatencyEstimate", "LayerLatency", "Target", "estimate", "estimate_graph", "list_targets",
            "load_target"]
 
 
@@ -37,15 +36,9 @@ def estimate_graph(graph: LayerGraph, target: "str | Target" = "coral-usb") -> L
                       f".tflite, not a layer graph")
 
 
-def estimate_spec(spec: Spec, target: str = "coral-usb", resolution: int | None = None,
-                  variant: str | None = None, *, threads: int | None = None) -> LatencyEstimate:
-    """The fast path (NAS, latency server): spec -> graph -> estimate, without TensorFlow for model targets."""
-    return estimate(spec, target, resolution=resolution, variant=variant, threads=threads)
-
-
 def estimate(model: Any, target: str = "coral-usb", *, resolution: int | None = None,
              variant: str | None = None, threads: int | None = None, cpu_from_op: int | None = None) -> LatencyEstimate:
-    """Latency of `model` (any model reference, see `edgetpu_models.model_ref`, or a LayerGraph) on `target`.
+    """Latency of `model` (any model reference, see `edgetpu_models.model_io`, or a LayerGraph) on `target`.
 
     `threads` applies to the measured CPU target (default: the target file's). `cpu_from_op` (Edge TPU targets, a
     .tflite or its graph): the operator index where the compiler's Edge TPU segment ends, as the compatibility check

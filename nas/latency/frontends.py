@@ -17,11 +17,11 @@ import re
 from typing import Any, Iterable
 
 from edgetpu_models.errors import ModelFileError
-from edgetpu_models.keras_io import load_keras
 from edgetpu_models.layer_graph import Layer, LayerGraph, Op, arch_to_graph
-from edgetpu_models.model_ref import resolve_model, resolve_spec
+from edgetpu_models.model_io import load_keras, resolve_model
 from edgetpu_models.seg_graph import is_segmentation, segmentation_graph
 from edgetpu_models.spec import Arch, Spec, resolve
+from edgetpu_models.zoo import resolve_spec
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Spec (the fast path)
@@ -420,7 +420,7 @@ def graph_from_dict(data: dict[str, Any]) -> LayerGraph:
 # Dispatch
 
 def model_source(model: Any, *, resolution: int | None = None, variant: str | None = None) -> "Arch | LayerGraph":
-    """Any model reference (see `edgetpu_models.model_ref`) or a LayerGraph -> the resolved Arch of a spec (which the
+    """Any model reference (see `edgetpu_models.model_io`) or a LayerGraph -> the resolved Arch of a spec (which the
     Edge TPU estimator costs piece by piece, memoised) or the LayerGraph of anything else."""
     if isinstance(model, LayerGraph):
         return model
@@ -436,6 +436,6 @@ def model_source(model: Any, *, resolution: int | None = None, variant: str | No
 
 
 def model_graph(model: Any, *, resolution: int | None = None, variant: str | None = None) -> LayerGraph:
-    """Any model reference (see `edgetpu_models.model_ref`) or a LayerGraph -> LayerGraph."""
+    """Any model reference (see `edgetpu_models.model_io`) or a LayerGraph -> LayerGraph."""
     src = model_source(model, resolution=resolution, variant=variant)
     return src if isinstance(src, LayerGraph) else arch_graph(src)

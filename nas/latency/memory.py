@@ -25,7 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
-from edgetpu_models.layer_graph import WEIGHTED_OPS, Layer, LayerGraph, lowered
+from edgetpu_models.layer_graph import WEIGHTED_OPS, Layer, LayerGraph, lowered, numel
 
 MIB = 1024 * 1024
 
@@ -71,13 +71,6 @@ class MemoryPlan:
                 "activation_peak_bytes": self.activation_peak_bytes, "spill_bytes": self.spill_bytes}
 
 
-def _prod(shape: Iterable[int]) -> int:
-    n = 1
-    for d in shape:
-        n *= int(d)
-    return n
-
-
 def layer_param_bytes(layer: Layer, c: MemoryConstants = DEFAULT) -> int:
     """Bytes the compiled model stores for a layer's parameters, in the chip's padded layout."""
     if layer.op not in WEIGHTED_OPS:
@@ -94,8 +87,8 @@ def layer_activation_bytes(layer: Layer) -> int:
     """int8 bytes a layer holds at once: its input(s) and its output."""
     n_in = max(len(layer.inputs), 1) if layer.op in ("add", "mul", "concat") else 1
     if layer.op == "concat":
-        return 2 * _prod(layer.output_shape)
-    return n_in * _prod(layer.input_shape) + _prod(layer.output_shape)
+        return 2 * numel(layer.output_shape)
+    return n_in * numel(layer.input_shape) + numel(layer.output_shape)
 
 
 def spill_bytes(layer: Layer, c: MemoryConstants = DEFAULT) -> int:

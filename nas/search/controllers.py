@@ -22,14 +22,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from edgetpu_models.errors import EdgeTPUModelsError
+from edgetpu_models.errors import ControllerError
 
 CONTROLLERS = ("reinforce", "evolution", "random")
 Point = tuple[int, ...]
-
-
-class ControllerError(EdgeTPUModelsError, ValueError):
-    """Unknown controller or bad controller setting."""
 
 
 class Controller(abc.ABC):

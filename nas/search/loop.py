@@ -11,7 +11,7 @@ in (W = workers; the ask event logs that count), so a parallel search proposes t
 happens to finish first: the same seed and settings give the same search.
 
 Latency comes from the Edge TPU latency model in this process
-(`edgetpu_models.nas.latency.estimator.estimate_spec`), from a latency server (`latency_server=ADDR`, same numbers:
+(`edgetpu_models.nas.latency.estimator.estimate`), from a latency server (`latency_server=ADDR`, same numbers:
 the server runs the same model), or, for target `cpu-measured`, from timing the int8 TFLite model on the worker's CPU.
 The driver never imports TensorFlow. `SearchRun` is one run of the loop; `run_search` makes and runs one.
 """
@@ -29,9 +29,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
-from edgetpu_models.errors import EdgeTPUModelsError
+from edgetpu_models.errors import EdgeTPUModelsError, SearchError
 from edgetpu_models.io_utils import write_text_atomic
 from edgetpu_models.nas.search.controllers import CONTROLLERS, make_controller
+from edgetpu_models.nas.search.proxy import ProxyConfig
 from edgetpu_models.nas.search.results import (
     BEST_SPEC,
     FRONT_DIR,
@@ -53,10 +54,6 @@ SPACE_NAME = "search_space.yaml"
 
 Evaluator = Callable[[Mapping[str, Any], int], Mapping[str, Any]]
 """(spec dict, trial number) -> {"accuracy": float, optionally "latency_ms": float, ...}; must be picklable."""
-
-
-class SearchError(EdgeTPUModelsError, ValueError):
-    """Bad search settings, or an output folder that holds another search."""
 
 
 @dataclass
@@ -105,6 +102,7 @@ class SearchConfig:
         if not isinstance(self.retries, int) or self.retries < 0:
             raise SearchError(f"retries: expected an integer >= 0, got {self.retries!r}")
         Reward.make(self.reward, self.latency_target_ms, self.alpha, self.beta)
+        proxy_config(self.proxy)  # bad proxy settings fail here, before anything is written
         from edgetpu_models.nas.latency.estimator import load_target
 
         load_target(self.target)  # TargetError naming the available targets
@@ -202,13 +200,18 @@ def run_trial(evaluator: Evaluator, spec_dict: Mapping[str, Any], trial: int) ->
 
 # ----------------------------------------------------------------------------------------------------------------------
 
-def _default_evaluator(cfg: SearchConfig) -> Evaluator:
-    from edgetpu_models.nas.search.proxy import ProxyConfig, ProxyEvaluator
-
+def proxy_config(fields: Mapping[str, Any]) -> ProxyConfig:
+    """The ProxyConfig a search's `proxy` mapping describes; SearchError/ProxyError naming a bad field."""
     try:
-        pcfg = ProxyConfig(**cfg.proxy)
+        return ProxyConfig(**fields)
     except TypeError as e:
         raise SearchError(f"proxy: bad setting ({e})") from None
+
+
+def _default_evaluator(cfg: SearchConfig) -> Evaluator:
+    from edgetpu_models.nas.search.proxy import ProxyEvaluator
+
+    pcfg = proxy_config(cfg.proxy)
     return ProxyEvaluator(pcfg, measure_target=cfg.target if _is_measured(cfg.target) else None)
 
 
@@ -611,11 +614,6 @@ def reference_point(spec: Spec, cfg: SearchConfig, evaluator: Evaluator | None =
         finally:
             src.close()
     return Reference(label or spec.name, float(lat), float(out["accuracy"]))
-
-
-def spec_of_result(out_dir: str, result: Mapping[str, Any]) -> Spec:
-    space = load_space(os.path.join(out_dir, SPACE_NAME))
-    return space.decode(result["point"], name=f"{space.name}_trial{result['trial']}")
 
 
 __all__ = ["SearchConfig", "SearchResult", "SearchError", "SearchRun", "run_search", "load_search",

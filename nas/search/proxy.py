@@ -19,14 +19,10 @@ import time
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from edgetpu_models.errors import EdgeTPUModelsError
-from edgetpu_models.spec import BatchNorm, Spec, Variant, spec_from_dict
+from edgetpu_models.errors import ProxyError
+from edgetpu_models.spec import MAX_RESOLUTION, MIN_RESOLUTION, BatchNorm, Spec, Variant, spec_from_dict
 
 _DATA_CACHE: dict[tuple, Any] = {}
-
-
-class ProxyError(EdgeTPUModelsError, ValueError):
-    """Bad proxy settings."""
 
 
 @dataclass(frozen=True)
@@ -44,7 +40,8 @@ class ProxyConfig:
 
     def __post_init__(self) -> None:
         checks = [("steps", self.steps >= 1, "an integer >= 1"),
-                  ("resolution", self.resolution >= 32, "an integer >= 32"),
+                  ("resolution", MIN_RESOLUTION <= self.resolution <= MAX_RESOLUTION,
+                   f"an integer from {MIN_RESOLUTION} to {MAX_RESOLUTION}"),
                   ("width", 0 < self.width <= 4, "a number in (0, 4]"),
                   ("batch_size", self.batch_size >= 1, "an integer >= 1"),
                   ("learning_rate", self.learning_rate > 0, "a number > 0"),
@@ -136,7 +133,7 @@ class ProxyEvaluator:
     def __call__(self, spec_dict: Mapping[str, Any], trial: int) -> dict[str, Any]:
         out = train_proxy(spec_dict, self.cfg)
         if self.measure_target:
-            from edgetpu_models.nas.latency.estimator import estimate_spec
+            from edgetpu_models.nas.latency.estimator import estimate
 
-            out["latency_ms"] = float(estimate_spec(spec_from_dict(spec_dict), self.measure_target).latency_ms)
+            out["latency_ms"] = float(estimate(spec_from_dict(spec_dict), self.measure_target).latency_ms)
         return out

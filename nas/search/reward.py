@@ -14,16 +14,12 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from edgetpu_models.errors import EdgeTPUModelsError
+from edgetpu_models.errors import RewardError
 
 REWARD_KINDS = ("mnas-soft", "mnas-hard", "mnas", "tunas")
 MNAS_SOFT = (-0.07, -0.07)
 MNAS_HARD = (0.0, -1.0)
 TUNAS_BETA = -0.07
-
-
-class RewardError(EdgeTPUModelsError, ValueError):
-    """A reward that cannot be computed (unknown kind, non-positive target, bad exponent)."""
 
 
 def mnas_reward(accuracy: float, latency_ms: float, target_ms: float, alpha: float = MNAS_SOFT[0],

@@ -20,10 +20,10 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any, Iterator, Mapping, Sequence
 
-from edgetpu_models.errors import EdgeTPUModelsError
+from edgetpu_models.errors import EdgeTPUModelsError, SearchSpaceError
 from edgetpu_models.io_utils import read_yaml
-from edgetpu_models.model_ref import resolve_spec
 from edgetpu_models.spec import Field, Spec, Stage, check_fields, make_divisible
+from edgetpu_models.zoo import resolve_spec
 
 SEARCH_BLOCKS = ("ibn", "fused_ibn")
 SEARCH_ACTIVATIONS = ("relu",)
@@ -36,10 +36,6 @@ lists it (e.g. `group_size: [0, 64]`, see search_space_grouped.yaml) to search i
 EXPANSION_FROM = ("input", "output")
 
 Point = tuple[int, ...]
-
-
-class SearchSpaceError(EdgeTPUModelsError, ValueError):
-    """A search-space file is malformed, or a spec or point is not in the space."""
 
 
 def default_space_path() -> str:

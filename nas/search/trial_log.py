@@ -12,13 +12,9 @@ import json
 import os
 from typing import Any, Iterator
 
-from edgetpu_models.errors import EdgeTPUModelsError
+from edgetpu_models.errors import TrialLogError
 
 LOG_NAME = "trials.jsonl"
-
-
-class TrialLogError(EdgeTPUModelsError, ValueError):
-    """A trial log that is not a log of this search (unreadable line in the middle, trial recorded twice, ...)."""
 
 
 def _parse(path: str) -> tuple[list[dict[str, Any]], int]:

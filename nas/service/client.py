@@ -24,9 +24,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from edgetpu_models import errors
 from edgetpu_models.counts import parse_host_port
-from edgetpu_models.errors import EdgeTPUModelsError, ModelFileError, SpecError
+from edgetpu_models.errors import EdgeTPUModelsError, LatencyServerError, ModelFileError, SpecError
 from edgetpu_models.io_utils import read_small_file, read_token_file
-from edgetpu_models.model_ref import resolve_model
+from edgetpu_models.model_io import resolve_model
 from edgetpu_models.nas.service import latency_pb2, latency_pb2_grpc
 from edgetpu_models.spec import Spec
 from edgetpu_models.zoo import ZOO
@@ -41,15 +41,6 @@ BATCH_CHUNK = 256
 _TYPED_ERRORS: dict[str, type[EdgeTPUModelsError]] = {
     name: cls for name, cls in vars(errors).items()
     if isinstance(cls, type) and issubclass(cls, EdgeTPUModelsError)}
-
-
-class LatencyServerError(EdgeTPUModelsError, RuntimeError):
-    """The server could not answer: unreachable after all retries, deadline exceeded, oversized request, refused
-    token, or an internal error. `code` is the gRPC status code (None for local problems)."""
-
-    def __init__(self, message: str, code: grpc.StatusCode | None = None) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 def _spec_text(spec: Spec | Mapping[str, Any]) -> str:

@@ -1,11 +1,12 @@
 """Regenerates the committed gRPC stubs `latency_pb2.py` and `latency_pb2_grpc.py` from `latency.proto`.
 
-Run from anywhere: `python -m edgetpu_models.nas.service.gen_latency_proto` (needs grpcio-tools, a test extra).
+Run from anywhere: `python -m edgetpu_models.nas.service.gen_latency_proto [OUT_DIR]` (needs grpcio-tools, a test
+extra; OUT_DIR defaults to this folder, where the committed stubs live).
 
 protoc names generated imports after the .proto's path below its include root, so the .proto is copied into a
-temporary folder laid out as the installed package (`edgetpu_models/nas/latency.proto`). The stubs then import each
-other as `from edgetpu_models.nas import latency_pb2`, which works inside the package, and the file registers in the
-protobuf descriptor pool under a package-qualified name (what server reflection reports).
+temporary folder laid out as the installed package (`edgetpu_models/nas/service/latency.proto`). The stubs then
+import each other as `from edgetpu_models.nas.service import latency_pb2`, which works inside the package, and the
+file registers in the protobuf descriptor pool under a package-qualified name (what server reflection reports).
 """
 
 from __future__ import annotations
@@ -15,10 +16,12 @@ import shutil
 import sys
 import tempfile
 
+from edgetpu_models.io_utils import atomic_path
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 PROTO = "latency.proto"
 OUTPUTS = ("latency_pb2.py", "latency_pb2_grpc.py")
-PACKAGE_DIR = os.path.join("edgetpu_models", "nas")
+PACKAGE_DIR = os.path.join("edgetpu_models", "nas", "service")
 
 
 def generate(out_dir: str = HERE) -> list[str]:
@@ -37,12 +40,13 @@ def generate(out_dir: str = HERE) -> list[str]:
         written = []
         for name in OUTPUTS:
             dst = os.path.join(out_dir, name)
-            shutil.copy(os.path.join(pkg, name), dst)
+            with atomic_path(dst) as tmp_dst:  # an interrupted run leaves the committed stubs whole
+                shutil.copy(os.path.join(pkg, name), tmp_dst)
             written.append(dst)
         return written
 
 
 if __name__ == "__main__":
-    for path in generate():
+    for path in generate(*sys.argv[1:2]):
         print(path)
     sys.exit(0)

@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from edgetpu_models.nas.service import latency_pb2 as edgetpu__models_dot_nas_dot_latency__pb2
+from edgetpu_models.nas.service import latency_pb2 as edgetpu__models_dot_nas_dot_service_dot_latency__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -18,7 +18,7 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in edgetpu_models/nas/latency_pb2_grpc.py depends on'
+        + ' but the generated code in edgetpu_models/nas/service/latency_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
@@ -37,18 +37,18 @@ class LatencyEstimatorStub:
         """
         self.Estimate = channel.unary_unary(
                 '/edgetpu_models.latency.v1.LatencyEstimator/Estimate',
-                request_serializer=edgetpu__models_dot_nas_dot_latency__pb2.EstimateRequest.SerializeToString,
-                response_deserializer=edgetpu__models_dot_nas_dot_latency__pb2.EstimateResponse.FromString,
+                request_serializer=edgetpu__models_dot_nas_dot_service_dot_latency__pb2.EstimateRequest.SerializeToString,
+                response_deserializer=edgetpu__models_dot_nas_dot_service_dot_latency__pb2.EstimateResponse.FromString,
                 _registered_method=True)
         self.EstimateBatch = channel.unary_unary(
                 '/edgetpu_models.latency.v1.LatencyEstimator/EstimateBatch',
-                request_serializer=edgetpu__models_dot_nas_dot_latency__pb2.EstimateBatchRequest.SerializeToString,
-                response_deserializer=edgetpu__models_dot_nas_dot_latency__pb2.EstimateBatchResponse.FromString,
+                request_serializer=edgetpu__models_dot_nas_dot_service_dot_latency__pb2.EstimateBatchRequest.SerializeToString,
+                response_deserializer=edgetpu__models_dot_nas_dot_service_dot_latency__pb2.EstimateBatchResponse.FromString,
                 _registered_method=True)
         self.ListTargets = channel.unary_unary(
                 '/edgetpu_models.latency.v1.LatencyEstimator/ListTargets',
-                request_serializer=edgetpu__models_dot_nas_dot_latency__pb2.ListTargetsRequest.SerializeToString,
-                response_deserializer=edgetpu__models_dot_nas_dot_latency__pb2.ListTargetsResponse.FromString,
+                request_serializer=edgetpu__models_dot_nas_dot_service_dot_latency__pb2.ListTargetsRequest.SerializeToString,
+                response_deserializer=edgetpu__models_dot_nas_dot_service_dot_latency__pb2.ListTargetsResponse.FromString,
                 _registered_method=True)
 
 
@@ -82,18 +82,18 @@ def add_LatencyEstimatorServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'Estimate': grpc.unary_unary_rpc_method_handler(
                     servicer.Estimate,
-                    request_deserializer=edgetpu__models_dot_nas_dot_latency__pb2.EstimateRequest.FromString,
-                    response_serializer=edgetpu__models_dot_nas_dot_latency__pb2.EstimateResponse.SerializeToString,
+                    request_deserializer=edgetpu__models_dot_nas_dot_service_dot_latency__pb2.EstimateRequest.FromString,
+                    response_serializer=edgetpu__models_dot_nas_dot_service_dot_latency__pb2.EstimateResponse.SerializeToString,
             ),
             'EstimateBatch': grpc.unary_unary_rpc_method_handler(
                     servicer.EstimateBatch,
-                    request_deserializer=edgetpu__models_dot_nas_dot_latency__pb2.EstimateBatchRequest.FromString,
-                    response_serializer=edgetpu__models_dot_nas_dot_latency__pb2.EstimateBatchResponse.SerializeToString,
+                    request_deserializer=edgetpu__models_dot_nas_dot_service_dot_latency__pb2.EstimateBatchRequest.FromString,
+                    response_serializer=edgetpu__models_dot_nas_dot_service_dot_latency__pb2.EstimateBatchResponse.SerializeToString,
             ),
             'ListTargets': grpc.unary_unary_rpc_method_handler(
                     servicer.ListTargets,
-                    request_deserializer=edgetpu__models_dot_nas_dot_latency__pb2.ListTargetsRequest.FromString,
-                    response_serializer=edgetpu__models_dot_nas_dot_latency__pb2.ListTargetsResponse.SerializeToString,
+                    request_deserializer=edgetpu__models_dot_nas_dot_service_dot_latency__pb2.ListTargetsRequest.FromString,
+                    response_serializer=edgetpu__models_dot_nas_dot_service_dot_latency__pb2.ListTargetsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -122,8 +122,8 @@ class LatencyEstimator:
             request,
             target,
             '/edgetpu_models.latency.v1.LatencyEstimator/Estimate',
-            edgetpu__models_dot_nas_dot_latency__pb2.EstimateRequest.SerializeToString,
-            edgetpu__models_dot_nas_dot_latency__pb2.EstimateResponse.FromString,
+            edgetpu__models_dot_nas_dot_service_dot_latency__pb2.EstimateRequest.SerializeToString,
+            edgetpu__models_dot_nas_dot_service_dot_latency__pb2.EstimateResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -149,8 +149,8 @@ class LatencyEstimator:
             request,
             target,
             '/edgetpu_models.latency.v1.LatencyEstimator/EstimateBatch',
-            edgetpu__models_dot_nas_dot_latency__pb2.EstimateBatchRequest.SerializeToString,
-            edgetpu__models_dot_nas_dot_latency__pb2.EstimateBatchResponse.FromString,
+            edgetpu__models_dot_nas_dot_service_dot_latency__pb2.EstimateBatchRequest.SerializeToString,
+            edgetpu__models_dot_nas_dot_service_dot_latency__pb2.EstimateBatchResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -176,8 +176,8 @@ class LatencyEstimator:
             request,
             target,
             '/edgetpu_models.latency.v1.LatencyEstimator/ListTargets',
-            edgetpu__models_dot_nas_dot_latency__pb2.ListTargetsRequest.SerializeToString,
-            edgetpu__models_dot_nas_dot_latency__pb2.ListTargetsResponse.FromString,
+            edgetpu__models_dot_nas_dot_service_dot_latency__pb2.ListTargetsRequest.SerializeToString,
+            edgetpu__models_dot_nas_dot_service_dot_latency__pb2.ListTargetsResponse.FromString,
             options,
             channel_credentials,
             insecure,

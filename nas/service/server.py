@@ -18,7 +18,7 @@ bytes, a batch stops when its client has gone, and expensive calls (big batches,
 at most half the threads, so cheap calls keep being served. Shutdown has a hard deadline: `drain` returns within the
 grace period (plus a second), whatever the clients do.
 
-The spec path is TF-free (JSON/YAML text -> `Spec` -> `estimate_spec`).
+The spec path is TF-free (JSON/YAML text -> `Spec` -> `estimate`).
 """
 
 from __future__ import annotations
@@ -50,7 +50,14 @@ from grpc_reflection.v1alpha import reflection, reflection_pb2
 
 from edgetpu_models import spec as _spec
 from edgetpu_models.counts import INT32_MAX
-from edgetpu_models.errors import EdgeTPUModelsError, TargetError, UnknownModelError
+from edgetpu_models.errors import (
+    EdgeTPUModelsError,
+    RequestError,
+    ResponseTooLarge,
+    ServerError,
+    TargetError,
+    UnknownModelError,
+)
 from edgetpu_models.io_utils import load_yaml_text
 from edgetpu_models.io_utils import read_token_file as _read_token_file
 from edgetpu_models.nas.latency import estimator as _latency
@@ -78,18 +85,6 @@ MAX_ERROR_CHARS = 1024
 """Error details are cut to this length: gRPC turns trailers over ~8 KB into RESOURCE_EXHAUSTED "Stream removed"."""
 ERROR_TYPE_KEY = "edgetpu-error-type"
 AUTH_KEY = "authorization"
-
-
-class ServerError(EdgeTPUModelsError, RuntimeError):
-    """The server cannot start: unsafe bind without a token or TLS, port in use, unreadable token or certificate."""
-
-
-class RequestError(EdgeTPUModelsError, ValueError):
-    """An RPC request that is malformed in itself (no model set, options that do not apply to the model kind)."""
-
-
-class ResponseTooLarge(EdgeTPUModelsError, ValueError):
-    """The answer would pass the server's response budget (RESOURCE_EXHAUSTED): send fewer or smaller models."""
 
 
 def one_line(text: str, limit: int = MAX_ERROR_CHARS) -> str:
@@ -220,9 +215,9 @@ def estimate_request(request: latency_pb2.EstimateRequest, where: str = "request
         return _latency.estimate(bytes(request.tflite), target)
     if kind == "zoo_model":
         spec, zoo_variant = zoo_spec(request.zoo_model)
-        return _latency.estimate_spec(spec, target, resolution=resolution, variant=variant or zoo_variant)
+        return _latency.estimate(spec, target, resolution=resolution, variant=variant or zoo_variant)
     spec = parse_spec_text(request.spec, f"{where}.spec")
-    return _latency.estimate_spec(spec, target, resolution=resolution, variant=variant)
+    return _latency.estimate(spec, target, resolution=resolution, variant=variant)
 
 
 _ROW_BYTES: dict[Any, bytes] = {}

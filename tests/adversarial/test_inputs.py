@@ -14,10 +14,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from adversarial.conftest import assert_one_line_error, run_cli
 from edgetpu_models.data import list_image_folder, load_image_folder, read_rgb, to_rgb8
 from edgetpu_models.errors import DatasetError, EdgeTPUModelsError
 from edgetpu_models.spec import Normalization
+from tests.helpers.cli import assert_one_line_error, run_cli
+
+pytestmark = pytest.mark.slow  # builds, converts, trains or serves real models: not in the fast subset
 
 IDENTITY = Normalization((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
 
@@ -55,9 +57,8 @@ def _snapshot(folder) -> dict:
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory):
-    from tflite_testmodels import tiny_keras
-
     from edgetpu_models.deploy.export import export_tflite
+    from tests.helpers.tflite_models import tiny_keras
 
     out = tmp_path_factory.mktemp("model") / "tiny.tflite"
     export_tflite(tiny_keras(), out, random_calibration=True, labels=["a", "b", "c", "d"])
@@ -209,7 +210,7 @@ def test_tf_pipeline_and_pillow_give_the_same_pixels(tmp_path):
 # -- demo and training --------------------------------------------------------------------------------------------
 
 def test_failed_demo_removes_the_run_folder_it_created(tmp_path):
-    from edgetpu_models.cli.demo import DemoConfig, run_demo
+    from edgetpu_models.deploy.demo import DemoConfig, run_demo
 
     out = tmp_path / "run"
     result = run_cli("demo", "--data", str(tmp_path / "missing"), "--out", str(out))
@@ -236,9 +237,8 @@ def test_non_finite_numbers_are_refused_by_the_train_config(field_name, value):
 
 
 def test_a_diverging_run_fails_naming_the_epoch_and_saves_no_model(tmp_path):
-    from train_helpers import digits_subset, tiny_spec
-
     from edgetpu_models.train import TrainConfig, TrainError, _json, train
+    from tests.helpers.train import digits_subset, tiny_spec
 
     spec, data = tiny_spec(tmp_path), digits_subset(tmp_path, classes=("0", "1"), per_class=16)
     config = TrainConfig(epochs=2, batch_size=8, resolution=32, learning_rate=1e30, warmup_epochs=0.0)

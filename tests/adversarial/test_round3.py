@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from adversarial.conftest import assert_one_line_error, run_cli
 from edgetpu_models.metrics import keras_topk_metric, topk_accuracy, topk_credit
+from tests.helpers.cli import assert_one_line_error, run_cli
 
 
 def test_a_tie_never_earns_a_hit_in_class_index_order():
@@ -143,9 +143,8 @@ def test_a_compiler_summary_with_a_non_numeric_count_is_a_compiler_error():
 @pytest.fixture(scope="module")
 def int8_model(tmp_path_factory):
     """A tiny int8 .tflite (4 classes) with its sidecar, written by the real export."""
-    from tflite_testmodels import tiny_keras
-
     from edgetpu_models.deploy.export import export_tflite
+    from tests.helpers.tflite_models import tiny_keras
 
     folder = tmp_path_factory.mktemp("model")
     path = folder / "tiny.tflite"
@@ -224,7 +223,7 @@ def test_credentials_are_checked_before_work(tmp_path):
 def test_export_never_rewrites_another_models_sidecar(tmp_path):
     """`export model.keras --out model.tflite --labels other.txt` used to rewrite the Keras model's model.json and
     model.labels.txt."""
-    from tflite_testmodels import tiny_keras
+    from tests.helpers.tflite_models import tiny_keras
 
     tiny_keras(size=32).save(tmp_path / "model.keras")
     (tmp_path / "model.json").write_text('{"model": "tiny", "labels": "model.labels.txt", "normalization": '

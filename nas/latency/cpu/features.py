@@ -8,9 +8,8 @@ fallback for types never seen in training, and its features are what the per-typ
 from __future__ import annotations
 
 import math
-from typing import Iterable
 
-from edgetpu_models.layer_graph import Layer, Op
+from edgetpu_models.layer_graph import Layer, Op, numel
 from edgetpu_models.nas.latency.apm import param_bytes
 
 FEATURES = ("const", "macs", "in_elems", "out_elems", "weight_bytes")
@@ -52,18 +51,11 @@ def kernel_key(layer: Layer) -> str:
     return fam
 
 
-def _prod(shape: Iterable[int]) -> int:
-    n = 1
-    for d in shape:
-        n *= int(d)
-    return n
-
-
 def kernel_features(layer: Layer) -> list[float]:
     """[1, padded MACs, input elements, output elements, weight bytes] in millions (XNNPACK packs output channels in
     groups of 8 and input channels in groups of 4 for int8 GEMMs, so MACs are counted on padded channel counts)."""
-    out_e = _prod(layer.output_shape)
-    in_e = _prod(layer.input_shape) * (len(layer.inputs) if layer.op in (Op.ADD, Op.MUL) else 1)
+    out_e = numel(layer.output_shape)
+    in_e = numel(layer.input_shape) * (len(layer.inputs) if layer.op in (Op.ADD, Op.MUL) else 1)
     if layer.op == Op.CONCAT:
         in_e = out_e
     macs = layer.macs

@@ -16,12 +16,11 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Sequence
 
 from edgetpu_models.errors import TargetError
-from edgetpu_models.layer_graph import Layer, LayerGraph, Op
+from edgetpu_models.layer_graph import Layer, LayerGraph, Op, numel
 from edgetpu_models.nas.latency.cpu.features import (
     FAMILIES,
     FEATURES,
     FREE,
-    _prod,
     kernel_family,
     kernel_features,
     kernel_key,
@@ -121,7 +120,7 @@ def kernel_keras_model(layer: Layer):
 
     L = keras.layers
     shape = tuple(layer.input_shape)
-    x = inp = keras.Input(shape=shape if len(shape) == 3 else (1, 1, _prod(shape)), batch_size=1)
+    x = inp = keras.Input(shape=shape if len(shape) == 3 else (1, 1, numel(shape)), batch_size=1)
     if len(shape) != 3:
         x = L.Reshape(shape)(x)
     op = layer.op

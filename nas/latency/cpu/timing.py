@@ -109,7 +109,7 @@ def model_tflite_bytes(model: Any, resolution: int | None = None, variant: str |
     """int8 .tflite bytes of any model reference (a .tflite is read as is; specs and Keras models are converted)."""
     if isinstance(model, LayerGraph):
         raise TargetError("cpu-measured times a real model; a layer graph has no weights to run")
-    from edgetpu_models.model_ref import resolve_model
+    from edgetpu_models.model_io import resolve_model
     from edgetpu_models.quantize.convert import int8_tflite_bytes
 
     ref = resolve_model(model, variant)
@@ -121,7 +121,7 @@ def model_tflite_bytes(model: Any, resolution: int | None = None, variant: str |
         read_tflite(data)  # a clear error for a non-flatbuffer
         return data
     if ref.kind == "keras":
-        from edgetpu_models.keras_io import load_keras
+        from edgetpu_models.model_io import load_keras
 
         return int8_tflite_bytes(ref.keras_model if ref.keras_model is not None else load_keras(ref.path))
     from edgetpu_models.builder import build_model

@@ -1,5 +1,5 @@
-"""Helpers for the NAS tests: cheap, deterministic, TF-free trial evaluators (importable by Ray workers through
-PYTHONPATH) and a hidden-target objective for comparing controllers."""
+"""Helpers for the NAS tests: cheap, deterministic, TF-free trial evaluators (importable by Ray workers with the
+checkout on PYTHONPATH) and a hidden-target objective for comparing controllers."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ from typing import Any, Mapping
 from edgetpu_models.profiler import profile
 from edgetpu_models.spec import spec_from_dict
 
-TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
+REPO_DIR = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+"""The checkout: on a Ray worker's PYTHONPATH, `tests.helpers.nas` imports there too."""
 
 
 @dataclass(frozen=True)

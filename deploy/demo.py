@@ -6,7 +6,7 @@ Steps, each announced as "[i/N] ..." with progress bars where they take a while,
  2. train       EfficientNet-EdgeTPU-S (or --model) for a few epochs: fine-tuned from ImageNet weights when they are
                 in the local Keras cache, else from scratch (this machine has no network for them)
  3. QAT         quantization-aware fine-tuning (tfmot, batch norm folded as the converter folds it)
- 4. export      full-integer int8 TFLite (uint8 in/out) with X.json/X.labels.txt, and a float TFLite to compare
+ 4. export      full-integer int8 TFLite (uint8 in/out) with its sidecar, and a float TFLite to compare
  5. check       Edge TPU compatibility of every op (our rules, the compiler's layout)
  6. latency     predicted coral-usb latency of the int8 file
  7. compile     edgetpu_compiler, when it is installed
@@ -14,8 +14,9 @@ Steps, each announced as "[i/N] ..." with progress bars where they take a while,
  9. benchmark   measured CPU latency of both TFLite files
  10. summary    float vs int8 top-1, file size, ops on Edge TPU, predicted Edge TPU ms, measured CPU ms
 
-Like the command modules, this is an orchestration layer above `nas`, `quantize` and `deploy` (imported inside
-the steps of `run_demo`); nothing in the core library imports it.
+The demo workflow (`run_demo(DemoConfig)`) crosses training, quantize, latency and deploy, so it lives in the deploy
+room, the lowest that may import all four; the CLI's `demo` command only parses its flags into a DemoConfig and calls
+it. The steps import TensorFlow-backed modules inside their functions, so importing this module stays light.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from edgetpu_models.errors import EdgeTPUModelsError
+from edgetpu_models.errors import EdgeTPUModelsError, UsageError
 from edgetpu_models.io_utils import write_text_atomic
 from edgetpu_models.tables import format_table
 
@@ -172,7 +173,7 @@ class _DemoRun:
     # 1. data
     def load_data(self) -> None:
         from edgetpu_models.data import default_dataset_dir, load_image_folder
-        from edgetpu_models.preprocessing import normalization_of
+        from edgetpu_models.zoo import normalization_of
 
         config, res = self.config, self.resolution
         self.data_dir = config.data or default_dataset_dir()
@@ -210,15 +211,19 @@ class _DemoRun:
 
     # 3. QAT
     def fine_tune_qat(self) -> None:
-        from edgetpu_models.keras_io import save_keras
+        from edgetpu_models.model_io import save_model
         from edgetpu_models.quantize.qat import qat_finetune, quantize_model
+        from edgetpu_models.sidecar import Sidecar
 
         qat_steps = self.qat_epochs * self.data.steps_per_epoch()
         self.step("QAT", f"quantization-aware fine-tuning, {qat_steps} steps ({self.qat_epochs} epoch(s))")
         self.qat_model = quantize_model(self.trained.model)
         self.qat_scores = qat_finetune(self.qat_model, self.data.train, qat_steps, learning_rate=1e-4,
                                        val=self.data.val)
-        save_keras(self.qat_model, self.file("model_qat.keras"))
+        res = self.resolution
+        save_model(self.qat_model, self.file("model_qat.keras"),
+                   Sidecar(model=self.config.model, normalization=self.norm, labels=tuple(self.data.class_names),
+                           input_size=(res, res)))
         self.say(f"      QAT model (fake-quantized, Keras) top-1 "
                  f"{self.qat_scores.get('val_accuracy', float('nan')):.4f}")
 
@@ -320,9 +325,9 @@ class _DemoRun:
     def summarise(self) -> DemoResult:
         self.step("summary", self.out)
         seconds = time.time() - self.t_start
-        summary = self.summary(seconds)
-        table = self.summary_table()
-        header = self.summary_header(seconds, summary["top1_drop_points"])
+        summary = _summary(self, seconds)
+        table = _summary_table(self)
+        header = _summary_header(self, seconds, summary["top1_drop_points"])
         write_text_atomic(self.file("summary.txt"), header + "\n" + table + "\n")
         self.write_json("summary.json", summary)
         self.say("")
@@ -331,48 +336,53 @@ class _DemoRun:
         self.say(f"all outputs: {self.out}")
         return DemoResult(out_dir=self.out, summary=summary, table=table, seconds=seconds)
 
-    def summary(self, seconds: float) -> dict[str, Any]:
-        data, flt, int8, b_float, b_int8 = self.data, self.flt, self.int8, self.b_float, self.b_int8
-        return {
-            "model": self.config.model, "resolution": self.resolution, "data": self.data_dir,
-            "classes": data.num_classes, "train_images": data.num_train, "held_out_images": data.num_val,
-            "epochs": self.epochs, "qat_epochs": self.qat_epochs, "weights": self.weights or "scratch",
-            "float": {"top1": self.trained.top1, "tflite_top1": self.float_tflite_top1, "file": flt.path,
-                      "size_bytes": flt.size_bytes, "cpu_ms_median": b_float.median_ms, "cpu_ms_p90": b_float.p90_ms},
-            "int8": {"top1": self.int8_top1, "qat_keras_top1": self.qat_scores.get("val_accuracy"), "file": int8.path,
-                     "size_bytes": int8.size_bytes, "ops_on_edgetpu": self.report.on_edgetpu,
-                     "ops_total": self.report.total, "predicted_edgetpu_ms": self.est.latency_ms,
-                     "target": "coral-usb", "cpu_ms_median": b_int8.median_ms, "cpu_ms_p90": b_int8.p90_ms,
-                     "compiled": self.compiled_path},
-            "top1_drop_points": 100.0 * (self.trained.top1 - self.int8_top1),
-            "cpu_backend": b_int8.backend, "seconds": seconds,
-            "step_started_s": {k: v - self.t_start for k, v in self.timings.items()},
-        }
 
-    def summary_table(self) -> str:
-        flt, int8, report = self.flt, self.int8, self.report
-        return format_table(
-            ["", "float", "int8 (QAT)"],
-            [["top-1 (held-out)", f"{100 * self.trained.top1:.2f}%", f"{100 * self.int8_top1:.2f}%"],
-             ["TFLite file size", _fmt_size(flt.size_bytes), _fmt_size(int8.size_bytes)],
-             ["ops on Edge TPU", "0 (float)", f"{report.on_edgetpu}/{report.total}"],
-             ["predicted Edge TPU ms (coral-usb)", "-", f"{self.est.latency_ms:.3f}"],
-             [f"measured CPU ms (median, {self.b_int8.backend})", f"{self.b_float.median_ms:.3f}",
-              f"{self.b_int8.median_ms:.3f}"]],
-            right=(1, 2))
+# The summary of a finished run: summary.json's fields, the float vs int8 table and its header line.
 
-    def summary_header(self, seconds: float, drop_points: float) -> str:
-        data = self.data
-        return (f"{self.config.model} at {self.resolution}x{self.resolution} on {data.num_classes} classes "
-                f"({data.num_train} train / {data.num_val} held-out images), {self.epochs}+{self.qat_epochs} epochs, "
-                f"{seconds / 60:.1f} min; int8 - float top-1: {-drop_points:+.2f} points")
+def _summary(run: _DemoRun, seconds: float) -> dict[str, Any]:
+    data, flt, int8, b_float, b_int8 = run.data, run.flt, run.int8, run.b_float, run.b_int8
+    return {
+        "model": run.config.model, "resolution": run.resolution, "data": run.data_dir,
+        "classes": data.num_classes, "train_images": data.num_train, "held_out_images": data.num_val,
+        "epochs": run.epochs, "qat_epochs": run.qat_epochs, "weights": run.weights or "scratch",
+        "float": {"top1": run.trained.top1, "tflite_top1": run.float_tflite_top1, "file": flt.path,
+                  "size_bytes": flt.size_bytes, "cpu_ms_median": b_float.median_ms, "cpu_ms_p90": b_float.p90_ms},
+        "int8": {"top1": run.int8_top1, "qat_keras_top1": run.qat_scores.get("val_accuracy"), "file": int8.path,
+                 "size_bytes": int8.size_bytes, "ops_on_edgetpu": run.report.on_edgetpu,
+                 "ops_total": run.report.total, "predicted_edgetpu_ms": run.est.latency_ms,
+                 "target": "coral-usb", "cpu_ms_median": b_int8.median_ms, "cpu_ms_p90": b_int8.p90_ms,
+                 "compiled": run.compiled_path},
+        "top1_drop_points": 100.0 * (run.trained.top1 - run.int8_top1),
+        "cpu_backend": b_int8.backend, "seconds": seconds,
+        "step_started_s": {k: v - run.t_start for k, v in run.timings.items()},
+    }
+
+
+def _summary_table(run: _DemoRun) -> str:
+    flt, int8, report = run.flt, run.int8, run.report
+    return format_table(
+        ["", "float", "int8 (QAT)"],
+        [["top-1 (held-out)", f"{100 * run.trained.top1:.2f}%", f"{100 * run.int8_top1:.2f}%"],
+         ["TFLite file size", _fmt_size(flt.size_bytes), _fmt_size(int8.size_bytes)],
+         ["ops on Edge TPU", "0 (float)", f"{report.on_edgetpu}/{report.total}"],
+         ["predicted Edge TPU ms (coral-usb)", "-", f"{run.est.latency_ms:.3f}"],
+         [f"measured CPU ms (median, {run.b_int8.backend})", f"{run.b_float.median_ms:.3f}",
+          f"{run.b_int8.median_ms:.3f}"]],
+        right=(1, 2))
+
+
+def _summary_header(run: _DemoRun, seconds: float, drop_points: float) -> str:
+    data = run.data
+    return (f"{run.config.model} at {run.resolution}x{run.resolution} on {data.num_classes} classes "
+            f"({data.num_train} train / {data.num_val} held-out images), {run.epochs}+{run.qat_epochs} epochs, "
+            f"{seconds / 60:.1f} min; int8 - float top-1: {-drop_points:+.2f} points")
 
 
 def _check_counts(epochs: int, qat_epochs: int) -> None:
     if not isinstance(epochs, int) or epochs < 1:
-        raise EdgeTPUModelsError(f"epochs: expected an integer >= 1, got {epochs!r}")
+        raise UsageError(f"epochs: expected an integer >= 1, got {epochs!r}")
     if not isinstance(qat_epochs, int) or qat_epochs < 0:
-        raise EdgeTPUModelsError(f"qat_epochs: expected an integer >= 0, got {qat_epochs!r}")
+        raise UsageError(f"qat_epochs: expected an integer >= 0, got {qat_epochs!r}")
 
 
 def _new_run_folder(out: str | None) -> tuple[str, bool]:

@@ -1,0 +1,1 @@
+"""Shared test helpers: small generated models and datasets, NAS evaluators, crafted adversarial inputs, CLI runs."""
