@@ -63,12 +63,14 @@ class BatchNorm(tf.Module):
         self.moving_mean = tf.Variable(tf.zeros([channels]), name="moving_mean", **on_read)
         self.moving_variance = tf.Variable(tf.ones([channels]), name="moving_variance", **on_read)
 
-    def __call__(self, x: tf.Tensor, mask: tf.Tensor, training: bool, update: bool) -> tf.Tensor:
+    def __call__(self, x: tf.Tensor, mask: tf.Tensor, training: bool, update: bool, used: Any = True) -> tf.Tensor:
+        """`used`: whether the sampled child runs this layer at all (moving statistics change only then, and only for
+        the channels in `mask`)."""
         if training:
             mean, var = tf.nn.moments(x, [0, 1, 2])
             if update:
                 m = self.momentum
-                keep = mask > 0
+                keep = tf.logical_and(mask > 0, used)
                 self.moving_mean.assign(tf.where(keep, m * self.moving_mean + (1 - m) * mean, self.moving_mean))
                 self.moving_variance.assign(tf.where(keep, m * self.moving_variance + (1 - m) * var,
                                                      self.moving_variance))
@@ -131,20 +133,16 @@ class SuperNet(tf.Module):
                   update: bool) -> tf.Tensor:
         through = _pad_channels(x, pos.out_width - pos.in_width)
 
-        def run() -> tf.Tensor:
-            y = tf.zeros_like(through[:, ::pos.stride, ::pos.stride, :]) if pos.stride > 1 else tf.zeros_like(through)
-            for b, branch in enumerate(pos.branches):
-                w = m["branch"][b]
-                y += tf.cond(w > 0, lambda br=branch, w=w: w * self._branch(p, pos, br, x, m, training, update),
-                             lambda y=y: tf.zeros_like(y))
-            return y + m["residual"] * through if pos.stride == 1 else y
-
-        if not pos.optional:
-            return run()
-        return tf.cond(m["active"] > 0, run, lambda: through)
+        y = None
+        for b, branch in enumerate(pos.branches):
+            out = m["branch"][b] * self._branch(p, pos, branch, x, m, training, update, m["branch"][b] > 0)
+            y = out if y is None else y + out
+        if pos.stride == 1:
+            y += m["residual"] * through
+        return m["active"] * y + (1.0 - m["active"]) * through if pos.optional else y
 
     def _branch(self, p: int, pos: Position, branch: str, x: tf.Tensor, m: dict[str, tf.Tensor], training: bool,
-                update: bool) -> tf.Tensor:
+                update: bool, used: tf.Tensor) -> tf.Tensor:
         layers = BRANCH_LAYERS[branch]
         for i, (role, kind, _, _) in enumerate(layers):
             kernel = self.kernels[p][f"{branch}/{role}"]
@@ -159,7 +157,7 @@ class SuperNet(tf.Module):
                 x = tf.nn.conv2d(x, kernel, stride, "SAME")
             mask = {"pw": m["expand"], "dw": m["expand"], "full": m["expand"], "dw_in": m["input"]}.get(kind,
                                                                                                         m["output"])
-            x = self.bns[p][f"{branch}/{role}"](x, mask, training, update)
+            x = self.bns[p][f"{branch}/{role}"](x, mask, training, update, used)
             if i < len(layers) - 1:
                 x = tf.nn.relu(x)
         return x
