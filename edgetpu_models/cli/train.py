@@ -64,6 +64,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     data_dir = args.data or default_dataset_dir()
     out = args.out or _default_out(args.command, args.model)
     check_destination(out, folder=True)
+    if getattr(args, "init_from_supernet", None):
+        from edgetpu_models.nas.search.oneshot.export import supernet_init_weights
+
+        os.makedirs(out, exist_ok=True)
+        weights = supernet_init_weights(args.init_from_supernet, args.model, args.variant,
+                                        os.path.join(out, "init_from_supernet.h5"))
     config = config_from_args(args)
     print(f"{args.command} {args.model} on {data_dir} -> {out}"
           + (f" (from weights {weights})" if weights else " (from scratch)"))
@@ -89,6 +95,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a zoo model or spec from scratch on an image folder")
     add_model_args(p)
     _add_train_args(p, epochs=10, lr=0.016, warmup=1.0)
+    p.add_argument("--init-from-supernet", metavar="DIR",
+                   help="start from the weights sliced out of a one-shot search's super-network (the spec must be "
+                        "a point of its space; use --variant search for the super-network's width)")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("finetune", help="fine-tune from ImageNet (or file) weights with a new head for your classes")

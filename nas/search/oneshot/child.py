@@ -75,8 +75,9 @@ def child_weights(net: SuperNet, point: Sequence[int]) -> dict[str, list[np.ndar
 def set_child_weights(model: Any, weights: dict[str, list[np.ndarray]], include_top: bool = True) -> None:
     """Loads sliced weights into the builder's model of the child; ChildError if a layer is missing or left out."""
     names = {layer.name for layer in model.layers if layer.weights}
-    if not include_top:
+    if not include_top:  # a model whose classifier is not the super-network's (another number of classes)
         weights = {k: v for k, v in weights.items() if k != "classifier"}
+        names.discard("classifier")
     missing, extra = sorted(set(weights) - names), sorted(names - set(weights))
     if missing or extra:
         raise ChildError(f"{model.name}: not this super-network's child (layers without weights here: "

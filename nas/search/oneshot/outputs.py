@@ -19,7 +19,10 @@ PROBABILITY_PLOT = "probabilities.png"
 def write_results(out_dir: str, cfg: Any, space: SearchSpace, controller: Any, latency: Any,
                   best_accuracy: float | None, steps: Sequence[dict[str, Any]]) -> dict[str, Any]:
     best = controller.most_likely()
-    write_spec(out_dir, space.decode(best, name=f"{space.name}_oneshot"), BEST_SPEC)
+    from edgetpu_models.nas.search.oneshot.export import with_search_variant
+
+    write_spec(out_dir, with_search_variant(space.decode(best, name=f"{space.name}_oneshot"), cfg.width,
+                                            cfg.resolution), BEST_SPEC)
     top = []
     os.makedirs(os.path.join(out_dir, TOP_DIR), exist_ok=True)
     for rank, (pt, prob) in enumerate(controller.top_k(cfg.top_k), 1):

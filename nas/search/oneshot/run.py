@@ -128,6 +128,16 @@ def load_oneshot(out_dir: str) -> tuple[OneShotConfig, list[dict[str, Any]]]:
     return cfg, read_steps(os.path.join(out_dir, LOG_NAME))
 
 
+def read_summary(out_dir: str) -> dict[str, Any] | None:
+    from edgetpu_models.nas.search.results import SUMMARY
+
+    try:
+        with open(os.path.join(out_dir, SUMMARY), encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
 def read_steps(path: str) -> list[dict[str, Any]]:
     """The logged steps; a torn last line (killed while writing) is dropped."""
     if not os.path.exists(path):
