@@ -69,7 +69,7 @@ class OneShotController(ReinforceController):
 
     name = "oneshot-reinforce"
 
-    def __init__(self, space: SearchSpace, seed: int = 0, learning_rate: float = 0.05, baseline_decay: float = 0.95):
+    def __init__(self, space: SearchSpace, seed: int = 0, learning_rate: float = 0.2, baseline_decay: float = 0.95):
         super().__init__(space.sizes, seed=seed, learning_rate=learning_rate, baseline_decay=baseline_decay)
         self.space = space
 

@@ -51,7 +51,7 @@ class OneShotConfig:
     resolution: int = 32
     width: float = 0.5
     learning_rate: float = 3e-3
-    controller_learning_rate: float = 0.05
+    controller_learning_rate: float = 0.2
     baseline_decay: float = 0.95
     controller_samples: int = 4
     ops_warmup: float = 0.25
