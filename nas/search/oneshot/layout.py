@@ -147,3 +147,25 @@ def widest(space: SearchSpace, point: Sequence[int]) -> Point:
 def op_decisions(space: SearchSpace) -> list[int]:
     """Indices of the decisions that pick an operation (block type, kernel): averaged in TuNAS's "all ops" warm-up."""
     return [k for k, d in enumerate(space.decisions) if d.key in ("block", "kernel")]
+
+
+def supernet_macs(layout: Layout, classes: int = 1000) -> int:
+    """Multiply-accumulates of one forward pass of the super-network per image: every branch of every position runs
+    at its largest width and kernel (masks zero channels, they do not skip them), which is what a search step costs."""
+    size = -(-layout.resolution // 2)
+    macs = size * size * 9 * 3 * layout.stem_width
+    kinds = {"pw": lambda p: p.in_width * p.expand_width, "dw": lambda p: p.kernel ** 2 * p.expand_width,
+             "full": lambda p: p.kernel ** 2 * p.in_width * p.expand_width,
+             "pwl": lambda p: p.expand_width * p.out_width,
+             "pw_in": lambda p: p.in_width * p.out_width, "dw_in": lambda p: p.kernel ** 2 * p.in_width}
+    roles = {"ibn": ("pw", "dw", "pwl"), "ibn_e1": ("dw_in", "pw_in"), "fused_ibn": ("full", "pwl"),
+             "fused_ibn_e1": ("pw_in",)}
+    for pos in layout.positions:
+        out = -(-size // pos.stride)
+        for branch in pos.branches:
+            for kind in roles[branch]:
+                at = size if kind in ("pw",) else out  # the 1x1 expansion runs before the strided layer
+                macs += at * at * kinds[kind](pos)
+        size = out
+    last = layout.positions[-1].out_width if layout.positions else layout.stem_width
+    return macs + size * size * last * layout.head_width + layout.head_width * classes
