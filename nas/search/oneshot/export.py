@@ -12,23 +12,9 @@ import os
 from typing import Any
 
 from edgetpu_models.nas.search.oneshot.controller import OneShotError
-from edgetpu_models.spec import Spec, Variant
+from edgetpu_models.nas.search.oneshot.outputs import SEARCH_VARIANT, with_search_variant
 
-SEARCH_VARIANT = "search"
-
-
-def with_search_variant(spec: Spec, width: float, resolution: int) -> Spec:
-    """`spec` plus a `search` variant: the super-network's width and resolution, depth 1 (a grouped stage's group
-    size scaled with its widths, as the super-network scales it)."""
-    import dataclasses
-
-    from edgetpu_models.spec import round_filters
-
-    sizes = {st.group_size for st in spec.stages if st.group_size}
-    group = round_filters(sizes.pop(), width) if len(sizes) == 1 and width != 1.0 else None
-    variant = Variant(width=width, depth=1.0, resolution=resolution, dropout=spec.dropout, group_size=group)
-    return dataclasses.replace(spec, variants={**spec.variants, SEARCH_VARIANT: variant})
-
+__all__ = ["supernet_init_weights", "with_search_variant", "SEARCH_VARIANT"]
 
 def _restore_supernet(search_dir: str) -> Any:
     import tensorflow as tf

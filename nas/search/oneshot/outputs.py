@@ -9,6 +9,7 @@ from typing import Any, Sequence
 from edgetpu_models.io_utils import write_text_atomic
 from edgetpu_models.nas.search.results import BEST_SPEC, SUMMARY, write_spec, write_summary
 from edgetpu_models.nas.search.space import SearchSpace, arch_key, arch_string
+from edgetpu_models.spec import Spec
 
 TOP_CSV = "top_k.csv"
 TOP_DIR = "top"
@@ -16,11 +17,25 @@ LATENCY_PLOT = "latency.png"
 PROBABILITY_PLOT = "probabilities.png"
 
 
+SEARCH_VARIANT = "search"
+
+
+def with_search_variant(spec: Spec, width: float, resolution: int) -> Spec:
+    """`spec` plus a `search` variant: the super-network's width and resolution, depth 1 (a grouped stage's group
+    size scaled with its widths, as the super-network scales it)."""
+    import dataclasses
+
+    from edgetpu_models.spec import Variant, round_filters
+
+    sizes = {st.group_size for st in spec.stages if st.group_size}
+    group = round_filters(sizes.pop(), width) if len(sizes) == 1 and width != 1.0 else None
+    variant = Variant(width=width, depth=1.0, resolution=resolution, dropout=spec.dropout, group_size=group)
+    return dataclasses.replace(spec, variants={**spec.variants, SEARCH_VARIANT: variant})
+
+
 def write_results(out_dir: str, cfg: Any, space: SearchSpace, controller: Any, latency: Any,
                   best_accuracy: float | None, steps: Sequence[dict[str, Any]]) -> dict[str, Any]:
     best = controller.most_likely()
-    from edgetpu_models.nas.search.oneshot.export import with_search_variant
-
     write_spec(out_dir, with_search_variant(space.decode(best, name=f"{space.name}_oneshot"), cfg.width,
                                             cfg.resolution), BEST_SPEC)
     top = []
