@@ -47,13 +47,13 @@ stages:
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--smoke", action="store_true", help="every part at toy size (seconds to a minute)")
-    p.add_argument("--steps", type=int, default=200, help="one-shot steps per search")
+    p.add_argument("--steps", type=int, default=150, help="one-shot steps per search")
     p.add_argument("--resolution", type=int, default=32)
     p.add_argument("--width", type=float, default=0.25)
     p.add_argument("--beta", type=float, default=-0.5)
     p.add_argument("--exact", type=int, default=20, help="random architectures per space for (a)")
     p.add_argument("--archs", type=int, default=12, help="networks for the ranking (c)")
-    p.add_argument("--standalone-steps", type=int, default=300, help="stand-alone recipe: training steps")
+    p.add_argument("--standalone-steps", type=int, default=200, help="stand-alone recipe: training steps")
     p.add_argument("--baseline-proxy-steps", type=int, default=60, help="per-trial search: proxy steps per trial")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="work folder (default: a new temp folder)")
@@ -113,7 +113,7 @@ def search(args: argparse.Namespace, target_ms: float, out: str, space: str | No
     from edgetpu_models.nas.search.oneshot.run import OneShotConfig, OneShotRun
 
     cfg = OneShotConfig(latency_target_ms=target_ms, steps=args.steps, resolution=args.resolution, width=args.width,
-                        beta=args.beta, seed=args.seed, space=space, batch_size=64, controller_samples=4,
+                        beta=args.beta, seed=args.seed, space=space, batch_size=64, controller_samples=3,
                         checkpoint_every=max(args.steps // 4, 1))
     t0 = time.perf_counter()
     run = OneShotRun(cfg, out)
@@ -173,7 +173,9 @@ def baseline(controller: str, target_ms: float, budget_s: float, args: argparse.
 def ranking(run: Any, args: argparse.Namespace) -> dict[str, Any]:
     space, trainer = run.space, run.trainer
     points = spread_points(space, run.latency, args.archs, args.seed)
-    val = trainer.distribute(run.data.val)
+    from edgetpu_models.nas.search.oneshot.run import mixed_validation
+
+    val = trainer.distribute(mixed_validation(run.data))
     sup, alone, lats = [], [], []
     for k, pt in enumerate(points):
         sup.append(trainer.accuracy(val, pt))

@@ -185,6 +185,12 @@ def _load_data(cfg: OneShotConfig, space: SearchSpace):
                              augment=False)
 
 
+def mixed_validation(data: Any, seed: int = 0) -> Any:
+    """The validation split in shuffled batches: batch norm normalises with batch statistics while searching, so a
+    batch must mix the classes (the plain validation stream is in class order)."""
+    return data.val.unbatch().shuffle(4096, seed=seed, reshuffle_each_iteration=True).batch(data.batch_size)
+
+
 class _Batches:
     """Endless training and validation batches (distributed), positioned at a step so a resumed run continues."""
 
@@ -193,7 +199,7 @@ class _Batches:
         spe = data.steps_per_epoch()
         self.epoch, skip = divmod(start_step, spe)
         self._train = iter(trainer.distribute(data.train_epoch(self.epoch).skip(skip)))
-        self._val = iter(trainer.distribute(data.val.repeat()))
+        self._val = iter(trainer.distribute(mixed_validation(data, start_step).repeat()))
 
     def train(self) -> Any:
         try:
@@ -261,7 +267,7 @@ class OneShotRun:
         from edgetpu_models.nas.search.oneshot.outputs import write_results
 
         best = self.controller.most_likely()
-        accuracy = self.trainer.accuracy(self.trainer.distribute(self.data.val), best)
+        accuracy = self.trainer.accuracy(self.trainer.distribute(mixed_validation(self.data)), best)
         steps = read_steps(os.path.join(self.out_dir, LOG_NAME))
         summary = write_results(self.out_dir, self.cfg, self.space, self.controller, self.latency, accuracy, steps)
         return OneShotResult(self.out_dir, best, summary["best"]["latency_ms"], len(steps), summary["top_k"])
