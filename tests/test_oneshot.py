@@ -222,3 +222,14 @@ def test_supernet_trains_under_mirrored_strategy_on_two_devices(tmp_path):
     line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("REPLICAS"))
     assert line.split()[:6] == ["REPLICAS", "2", "STEPS", "3", "LOSS", "True"]
     assert 0.0 <= float(line.split()[-1]) <= 1.0
+
+
+def test_benchmark_smoke_prints_every_part(tmp_path):
+    script = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks", "oneshot.py")
+    proc = subprocess.run([sys.executable, script, "--smoke", "--out", str(tmp_path)], capture_output=True, text=True,
+                          timeout=900)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    for part in ("(a) exactness", "(b) target", "(c) ranking", "Kendall's tau", "(d) wall time"):
+        assert part in proc.stdout
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert all(rel < 1e-4 for _, rel in report["exactness"].values())
