@@ -80,6 +80,14 @@ class SearchError(EdgeTPUModelsError, ValueError):
     """Bad search settings, or an output folder that holds another search."""
 
 
+class OneShotError(EdgeTPUModelsError, ValueError):
+    """Bad one-shot search settings, or a run folder that cannot be resumed."""
+
+
+class ChildError(EdgeTPUModelsError, ValueError):
+    """A child's weights cannot be sliced (a model that is not this super-network's child)."""
+
+
 class ControllerError(EdgeTPUModelsError, ValueError):
     """Unknown controller or bad controller setting."""
 

@@ -15,8 +15,15 @@ from edgetpu_models.cli.args import (
     seed_arg,
 )
 from edgetpu_models.cli.commands import command_help
-from edgetpu_models.errors import SearchError, UsageError
+from edgetpu_models.errors import OneShotError, SearchError, UsageError
 from edgetpu_models.nas.search.loop import SearchConfig, load_search, run_search
+from edgetpu_models.nas.search.oneshot.run import (
+    OneShotConfig,
+    is_oneshot_dir,
+    load_oneshot,
+    read_summary,
+    run_oneshot,
+)
 from edgetpu_models.nas.search.results import BEST_SPEC, PLOT, best_result, pareto_front, plot_trials
 from edgetpu_models.tables import format_table
 
@@ -63,6 +70,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_client_credential_args(p, "--latency-server")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (with --resume: the folder to resume)")
     p.add_argument("--resume", action="store_true", help="continue the search in --out after an interruption")
+    p.add_argument("--method", choices=("trials", "oneshot"), default=None,
+                   help="trials: train every candidate (default); oneshot: TuNAS weight-sharing super-network and "
+                        "REINFORCE controller in one run (--proxy-resolution/--proxy-width set the super-network's)")
+    p.add_argument("--steps", type=bounded_int(1, 100_000_000), default=None, metavar="N",
+                   help="oneshot: super-network training steps (default 400)")
+    p.add_argument("--strategy", choices=("default", "mirrored", "multi-worker", "tpu"), default=None,
+                   help="oneshot: tf.distribute strategy, as for train (default: one device)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_search)
 
@@ -103,7 +117,46 @@ def _config_from_args(args: argparse.Namespace) -> SearchConfig:
     return SearchConfig(**search, proxy=proxy, **runtime)
 
 
+def _oneshot_config(args: argparse.Namespace) -> OneShotConfig:
+    if args.resume:
+        return OneShotConfig(latency_target_ms=1.0, strategy=args.strategy or "default",
+                             latency_server=args.latency_server)  # the stored run's settings are read back
+    if args.latency_target_ms is None:
+        raise OneShotError("--latency-target-ms: required for a new search (the latency target T in ms)")
+    if args.data is not None and not os.path.isdir(args.data):
+        raise OneShotError(f"--data: {args.data}: no such folder (expected an image folder, one sub-folder per class)")
+    given = {k: v for k, v in (("target", args.target), ("reward", args.reward), ("alpha", args.alpha),
+                               ("beta", args.beta), ("steps", args.steps), ("resolution", args.proxy_resolution),
+                               ("width", args.proxy_width), ("seed", args.seed),
+                               ("strategy", args.strategy), ("latency_server", args.latency_server),
+                               ("space", os.path.abspath(args.space) if args.space else None),
+                               ("data_dir", os.path.abspath(args.data) if args.data else None)) if v is not None}
+    cfg = OneShotConfig(latency_target_ms=args.latency_target_ms, **given)
+    cfg.validate()
+    return cfg
+
+
+def _print_oneshot(out_dir: str) -> None:
+    cfg, steps = load_oneshot(out_dir)
+    summary = read_summary(out_dir)
+    print(f"{out_dir}: one-shot search, {len(steps)}/{cfg.steps} steps, target {cfg.target} at "
+          f"{cfg.latency_target_ms:g} ms, reward {cfg.make_reward().describe()}")
+    if summary is None:
+        print("not finished: continue it with --resume")
+        return
+    rows = [(t["rank"], f"{t['probability']:.3g}", f"{t['latency_ms']:.3f}", t["arch"]) for t in summary["top_k"]]
+    print(format_table(("rank", "probability", "latency ms", "architecture"), rows, right=(0, 1, 2)))
+    best = summary["best"]
+    print(f"best spec: {os.path.join(out_dir, 'best_spec.yaml')} ({best['latency_ms']:.3f} ms, "
+          f"{100 * best['relative_error']:+.1f}% of the target; super-network accuracy "
+          f"{best['supernet_accuracy']:.4f})")
+
+
 def cmd_search(args: argparse.Namespace) -> int:
+    if args.method == "oneshot" or (args.resume and args.method is None and is_oneshot_dir(args.out)):
+        run_oneshot(_oneshot_config(args), args.out, resume=args.resume, progress=not args.no_progress)
+        _print_oneshot(args.out)
+        return 0
     cfg = _config_from_args(args)
     result = run_search(cfg, args.out, resume=args.resume, progress=not args.no_progress)
     _print_summary(result.out_dir)
@@ -131,6 +184,9 @@ def _print_summary(out_dir: str) -> None:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
+    if is_oneshot_dir(args.dir):
+        _print_oneshot(args.dir)
+        return 0
     if args.plot:
         cfg, results = load_search(args.dir)
         plot_trials(os.path.join(args.dir, PLOT), results, cfg.latency_target_ms,

@@ -20,6 +20,7 @@ from edgetpu_models.cli.commands import command_help
 from edgetpu_models.data import default_dataset_dir
 from edgetpu_models.deploy.demo import DemoConfig, run_demo
 from edgetpu_models.io_utils import check_destination
+from edgetpu_models.nas.search.oneshot.export import supernet_init_weights
 from edgetpu_models.tables import format_table
 from edgetpu_models.train import DECAYS, OPTIMIZERS, STRATEGIES, config_from_args, train
 
@@ -63,6 +64,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     data_dir = args.data or default_dataset_dir()
     out = args.out or _default_out(args.command, args.model)
     check_destination(out, folder=True)
+    if getattr(args, "init_from_supernet", None):
+        os.makedirs(out, exist_ok=True)
+        weights = supernet_init_weights(args.init_from_supernet, args.model, args.variant,
+                                        os.path.join(out, "init_from_supernet.h5"))
     config = config_from_args(args)
     print(f"{args.command} {args.model} on {data_dir} -> {out}"
           + (f" (from weights {weights})" if weights else " (from scratch)"))
@@ -87,6 +92,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help=command_help("train"))
     add_model_args(p)
     _add_train_args(p, epochs=10, lr=0.016, warmup=1.0)
+    p.add_argument("--init-from-supernet", metavar="DIR",
+                   help="start from the weights sliced out of a one-shot search's super-network (the spec must be "
+                        "a point of its space; use --variant search for the super-network's width)")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("finetune", help=command_help("finetune"))

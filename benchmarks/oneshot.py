@@ -1,0 +1,267 @@
+"""One-shot (TuNAS) search benchmark on this machine: exactness of child extraction, the latency target hit in one
+run, and whether the super-network's ranking of networks is real.
+
+    python benchmarks/oneshot.py                  # the full benchmark (32 px, width 0.25, bundled digits)
+    python benchmarks/oneshot.py --smoke          # seconds-scale run of every part (a small 3-slot space)
+
+Prints:
+(a) exactness: `child_model` against the super-network (inference mode, random weights and batch-norm statistics)
+    for N random architectures of each shipped space: the largest absolute and relative output difference;
+(b) target: two one-shot searches, T0 = EfficientNet-EdgeTPU-S's predicted coral-usb latency and 0.6 x T0, same
+    beta: the most likely network's predicted latency and its error against the target;
+(c) ranking: 12 networks spread over the latency range, super-network accuracy (the T0 run's shared weights) and
+    stand-alone accuracy (one recipe: the proxy trainer, longer): Kendall's tau; and the one-shot winner against
+    the best of `nas search --controller random` and `evolution` (per-trial search, killed after the same
+    wall-clock time as the one-shot search), each winner trained stand-alone with the same recipe, as one table;
+(d) wall time of the whole benchmark (20-minute budget).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any
+
+import numpy as np
+
+BUDGET_S = 20 * 60
+SMALL_SPACE = """\
+name: small
+template: efficientnet_edgetpu_s
+activation: relu
+choices: {block: [ibn, fused_ibn], kernel: [3, 5], expansion: [4, 8], width_multiplier: [0.5, 1.0],
+          repeats_delta: [-1, 0, 1], skip: [true, false]}
+stages:
+  - {name: s0, stride: 1, filters: 16, repeats: 1, repeats_delta: [0]}
+  - {name: s1, stride: 2, filters: 24, repeats: 1, repeats_delta: [0]}
+  - {name: s2, stride: 1, filters: 24, repeats: 1}
+"""
+
+
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--smoke", action="store_true", help="every part at toy size (seconds to a minute)")
+    p.add_argument("--steps", type=int, default=150, help="one-shot steps per search")
+    p.add_argument("--resolution", type=int, default=32)
+    p.add_argument("--width", type=float, default=0.25)
+    p.add_argument("--beta", type=float, default=-0.5)
+    p.add_argument("--exact", type=int, default=20, help="random architectures per space for (a)")
+    p.add_argument("--archs", type=int, default=12, help="networks for the ranking (c)")
+    p.add_argument("--standalone-steps", type=int, default=200, help="stand-alone recipe: training steps")
+    p.add_argument("--baseline-proxy-steps", type=int, default=60, help="per-trial search: proxy steps per trial")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=None, help="work folder (default: a new temp folder)")
+    return p.parse_args(argv)
+
+
+def _say(*a: Any) -> None:
+    print(*a, flush=True)
+
+
+# -- (a) exactness ----------------------------------------------------------------------------------------------------
+def exactness(n: int, width: float, resolution: int, seed: int) -> dict[str, tuple[float, float]]:
+    import tensorflow as tf
+
+    from edgetpu_models.nas.search.oneshot.child import child_model
+    from edgetpu_models.nas.search.oneshot.layout import block_choices, make_layout
+    from edgetpu_models.nas.search.oneshot.supernet import SuperNet, arch_masks
+    from edgetpu_models.nas.search.space import default_space_path, load_space
+
+    out = {}
+    rng = np.random.default_rng(seed)
+    x = tf.random.stateless_normal([4, resolution, resolution, 3], seed=[seed, 1])
+    for path in (default_space_path(), os.path.join(os.path.dirname(default_space_path()),
+                                                    "search_space_grouped.yaml")):
+        space = load_space(path)
+        net = SuperNet(space, make_layout(space, width, resolution), 10, seed=seed)
+        _randomise(net, rng)
+        worst_abs = worst_rel = 0.0
+        for _ in range(n):
+            pt = tuple(int(rng.integers(s)) for s in space.sizes)
+            ref = net(x, arch_masks(net.layout, block_choices(space, net.layout, pt)), training=False).numpy()
+            got = child_model(net, pt, classifier_activation=None)(x, training=False).numpy()
+            diff = float(np.abs(ref - got).max())
+            worst_abs, worst_rel = max(worst_abs, diff), max(worst_rel, diff / float(np.abs(ref).max()))
+            tf.keras.backend.clear_session()
+        out[space.name] = (worst_abs, worst_rel)
+    return out
+
+
+def _randomise(net: Any, rng: np.random.Generator) -> None:
+    import tensorflow as tf
+
+    for v in net.variables:
+        if v.dtype != tf.float32:
+            continue
+        shape = v.shape.as_list()
+        if "moving_variance" in v.name:
+            v.assign(rng.uniform(0.5, 1.5, shape).astype(np.float32))
+        elif "moving_mean" in v.name or "beta" in v.name:
+            v.assign(rng.normal(0, 0.1, shape).astype(np.float32))
+        elif "gamma" in v.name:
+            v.assign(rng.uniform(0.8, 1.2, shape).astype(np.float32))
+
+
+# -- (b) searches -----------------------------------------------------------------------------------------------------
+def search(args: argparse.Namespace, target_ms: float, out: str, space: str | None) -> tuple[Any, Any, float]:
+    from edgetpu_models.nas.search.oneshot.run import OneShotConfig, OneShotRun
+
+    cfg = OneShotConfig(latency_target_ms=target_ms, steps=args.steps, resolution=args.resolution, width=args.width,
+                        beta=args.beta, seed=args.seed, space=space, batch_size=64, controller_samples=3,
+                        checkpoint_every=max(args.steps // 4, 1))
+    t0 = time.perf_counter()
+    run = OneShotRun(cfg, out)
+    result = run.run()
+    return run, result, time.perf_counter() - t0
+
+
+# -- (c) ranking and baselines ----------------------------------------------------------------------------------------
+def spread_points(space: Any, latency: Any, n: int, seed: int) -> list[tuple[int, ...]]:
+    """n random networks at evenly spaced latency quantiles of 400 random samples."""
+    rng = np.random.default_rng(seed + 7)
+    pool = [tuple(int(rng.integers(s)) for s in space.sizes) for _ in range(400)]
+    pool.sort(key=latency)
+    return [pool[int(round(q))] for q in np.linspace(0, len(pool) - 1, n)]
+
+
+def standalone(spec: Any, args: argparse.Namespace) -> float:
+    from edgetpu_models.nas.search.proxy import ProxyConfig, train_proxy
+
+    cfg = ProxyConfig(steps=args.standalone_steps, resolution=args.resolution, width=args.width, seed=args.seed,
+                      threads=2)
+    return float(train_proxy(spec, cfg)["accuracy"])
+
+
+def kendall_tau(a: list[float], b: list[float]) -> float:
+    from scipy.stats import kendalltau
+
+    return float(kendalltau(a, b).statistic)
+
+
+def baseline(controller: str, target_ms: float, budget_s: float, args: argparse.Namespace, out: str,
+             space: str | None) -> dict[str, Any] | None:
+    """`nas search --controller C`, killed (with its Ray workers) after `budget_s`: its best completed trial."""
+    from edgetpu_models.nas.search.loop import load_search
+    from edgetpu_models.nas.search.results import best_result
+
+    cmd = [sys.executable, "-m", "edgetpu_models.cli", "nas", "search", "--controller", controller, "--trials",
+           "10000", "--latency-target-ms", f"{target_ms}", "--proxy-steps", str(args.baseline_proxy_steps),
+           "--proxy-resolution", str(args.resolution), "--proxy-width", str(args.width), "--reward", "tunas",
+           "--beta", str(args.beta), "--seed", str(args.seed), "--out", out, "--no-progress", "--workers", "2"]
+    if space:
+        cmd += ["--space", space]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        proc.wait(timeout=budget_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    try:
+        _, results = load_search(out)
+    except Exception:  # noqa: BLE001 - no trial finished in the budget
+        return None
+    best = best_result(results)
+    return None if best is None else {**best, "trials": len(results)}
+
+
+def ranking(run: Any, args: argparse.Namespace) -> dict[str, Any]:
+    space, trainer = run.space, run.trainer
+    points = spread_points(space, run.latency, args.archs, args.seed)
+    from edgetpu_models.nas.search.oneshot.run import mixed_validation
+
+    val = trainer.distribute(mixed_validation(run.data))
+    sup, alone, lats = [], [], []
+    for k, pt in enumerate(points):
+        sup.append(trainer.accuracy(val, pt))
+        alone.append(standalone(space.decode(pt), args))
+        lats.append(run.latency(pt))
+        _say(f"  arch {k + 1:2d}: {lats[-1]:6.3f} ms  super-network {sup[-1]:.3f}  stand-alone {alone[-1]:.3f}")
+    return {"tau": kendall_tau(sup, alone), "supernet": sup, "standalone": alone, "latency_ms": lats}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse_args(argv)
+    t_start = time.perf_counter()
+    out = args.out or tempfile.mkdtemp(prefix="oneshot_bench_")
+    os.makedirs(out, exist_ok=True)
+    space = None
+    if args.smoke:
+        args.steps, args.exact, args.archs, args.standalone_steps = 8, 2, 3, 10
+        space = os.path.join(out, "small_space.yaml")
+        with open(space, "w", encoding="utf-8") as f:
+            f.write(SMALL_SPACE)
+    report: dict[str, Any] = {"settings": vars(args)}
+    report["exactness"] = _part_a(args)
+    runs = _part_b(args, out, space, report)
+    _part_c(args, out, space, runs, report)
+    report["wall_s"] = time.perf_counter() - t_start
+    met = "met" if report["wall_s"] <= BUDGET_S else "MISSED"
+    _say(f"(d) wall time {report['wall_s']:.0f} s (budget {BUDGET_S} s: {met}; 2 cores shared with other jobs: "
+         f"measured under load)")
+    with open(os.path.join(out, "report.json"), "w", encoding="utf-8") as f:
+        json.dump(report, f, indent=2, default=str)
+    _say(f"report: {os.path.join(out, 'report.json')}")
+    return 0
+
+
+def _part_a(args: argparse.Namespace) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    res = exactness(args.exact, args.width, args.resolution, args.seed)
+    for name, (a, r) in res.items():
+        _say(f"(a) exactness, space {name}: {args.exact} random archs, max |child - supernet| = {a:.3g} "
+             f"(relative to the largest output: {r:.3g})")
+    _say(f"    ({time.perf_counter() - t0:.0f} s)")
+    return res
+
+
+def _part_b(args: argparse.Namespace, out: str, space: str | None, report: dict[str, Any]) -> list[Any]:
+    from edgetpu_models.model_ref import resolve_spec
+    from edgetpu_models.nas.latency.estimator import estimate_spec
+
+    t0 = float(estimate_spec(resolve_spec("efficientnet_edgetpu_s")[0], "coral-usb").latency_ms)
+    runs, rows = [], []
+    for factor in (1.0, 0.6):
+        run, result, secs = search(args, t0 * factor, os.path.join(out, f"search_{factor:g}T0"), space)
+        err = result.best_latency_ms / (t0 * factor) - 1
+        rows.append({"target_ms": t0 * factor, "found_ms": result.best_latency_ms, "error": err, "seconds": secs})
+        _say(f"(b) target {factor:g} x T0 = {t0 * factor:.3f} ms: most likely network {result.best_latency_ms:.3f} ms "
+             f"({100 * err:+.1f}%, {'within' if abs(err) <= 0.05 else 'NOT within'} 5%), beta {args.beta}, "
+             f"{args.steps} steps in {secs:.0f} s")
+        runs.append((run, result, secs))
+    report["target"] = rows
+    return runs
+
+
+def _part_c(args: argparse.Namespace, out: str, space: str | None, runs: list[Any], report: dict[str, Any]) -> None:
+    run, result, secs = runs[0]
+    _say(f"(c) ranking: {args.archs} networks over the latency range, stand-alone recipe: proxy trainer, "
+         f"{args.standalone_steps} steps, {args.resolution} px, width {args.width}, bundled digits")
+    rank = ranking(run, args)
+    _say(f"    Kendall's tau (super-network vs stand-alone accuracy): {rank['tau']:.3f}")
+    rows = [("one-shot (TuNAS)", result.best_latency_ms, standalone(run.space.decode(result.best_point), args),
+             f"{args.steps} steps", secs)]
+    if not args.smoke:
+        for controller in ("random", "evolution"):
+            t = time.perf_counter()
+            best = baseline(controller, run.cfg.latency_target_ms, secs, args, os.path.join(out, controller), space)
+            if best is None:
+                rows.append((controller, float("nan"), float("nan"), "0 trials", time.perf_counter() - t))
+                continue
+            spec = run.space.decode(best["point"])
+            rows.append((controller, best["latency_ms"], standalone(spec, args), f"{best['trials']} trials",
+                         time.perf_counter() - t))
+    _say("    method            latency ms  stand-alone acc  budget used        wall s")
+    for name, lat, acc, what, s in rows:
+        _say(f"    {name:17s} {lat:10.3f}  {acc:15.3f}  {what:17s} {s:6.0f}")
+    report["ranking"] = rank
+    report["winners"] = rows
+
+
+if __name__ == "__main__":
+    sys.exit(main())
