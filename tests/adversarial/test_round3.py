@@ -112,7 +112,7 @@ def test_sizes_that_do_not_fit_the_types_are_one_line():
         with pytest.raises(argparse.ArgumentTypeError, match="expected a byte size"):
             size_arg(1024, INT32_MAX)(value)
     result = run_cli("latency-server", "--port", "0", "--max-message-bytes", "2G", timeout=60)
-    assert_one_line_error(result, "--max-message-bytes")
+    assert_one_line_error(result, "--max-message-bytes", code=2)
 
 
 def test_the_size_parser():
@@ -204,7 +204,7 @@ def test_both_server_flags_use_the_one_parser(tmp_path):
     for args in (["estimate", "efficientnet_edgetpu_s", "--server", "host:65536"],
                  ["nas", "search", "--latency-server", "host:65536", "--out", str(tmp_path / "s"),
                   "--latency-target-ms", "5"]):
-        assert_one_line_error(run_cli(*args), "HOST:PORT")
+        assert_one_line_error(run_cli(*args), "HOST:PORT", code=2)
     assert not (tmp_path / "s").exists()
 
 
@@ -222,22 +222,23 @@ def test_credentials_are_checked_before_work(tmp_path):
 
 def test_export_never_rewrites_another_models_sidecar(tmp_path):
     """`export model.keras --out model.tflite --labels other.txt` used to rewrite the Keras model's model.json and
-    model.labels.txt."""
+    model.labels.txt: each model file now has its own sidecar, so the Keras model's stays as it was."""
+    from edgetpu_models.model_io import save_model
+    from edgetpu_models.sidecar import Sidecar, read_sidecar
+    from edgetpu_models.spec import Normalization
     from tests.helpers.tflite_models import tiny_keras
 
-    tiny_keras(size=32).save(tmp_path / "model.keras")
-    (tmp_path / "model.json").write_text('{"model": "tiny", "labels": "model.labels.txt", "normalization": '
-                                          '{"mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]}}\n')
-    (tmp_path / "model.labels.txt").write_text("a\nb\nc\nd\n")
+    save_model(tiny_keras(size=32), tmp_path / "model.keras",
+               Sidecar(model="tiny", normalization=Normalization((0.5,) * 3, (0.5,) * 3), labels=("a", "b", "c", "d")))
     (tmp_path / "other.txt").write_text("w\nx\ny\nz\n")
     before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
     args = ["export", str(tmp_path / "model.keras"), "--random-calibration", "--out", str(tmp_path / "model.tflite"),
             "--labels", str(tmp_path / "other.txt")]
-    assert_one_line_error(run_cli(*args), "model.json", "--force")
-    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
-    forced = run_cli(*args, "--force")
-    assert forced.returncode == 0, forced.stderr[-2000:]
-    assert (tmp_path / "model.labels.txt").read_text() == "w\nx\ny\nz\n"
+    result = run_cli(*args)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert {name: (tmp_path / name).read_bytes() for name in before} == before
+    assert read_sidecar(tmp_path / "model.tflite").labels == ("w", "x", "y", "z")
+    assert read_sidecar(tmp_path / "model.keras").labels == ("a", "b", "c", "d")
 
 
 def test_a_user_file_at_the_output_is_refused_and_an_earlier_export_is_replaced(int8_model, tmp_path):
@@ -254,7 +255,7 @@ def test_a_user_file_at_the_output_is_refused_and_an_earlier_export_is_replaced(
     again = run_cli("partition", str(int8_model), "--segments", "2", "--out", str(ours))
     assert again.returncode == 0, again.stderr[-2000:]  # our own segments (with their sidecars) are replaced
     shutil.copy(user_file, ours / "tiny_segment_0_of_2.tflite")
-    (ours / "tiny_segment_0_of_2.json").unlink()
+    (ours / "tiny_segment_0_of_2.tflite.json").unlink()
     assert_one_line_error(run_cli("partition", str(int8_model), "--segments", "2", "--out", str(ours)),
                           "tiny_segment_0_of_2.tflite", "--force")
 
