@@ -221,8 +221,8 @@ def _part_a(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _part_b(args: argparse.Namespace, out: str, space: str | None, report: dict[str, Any]) -> list[Any]:
-    from edgetpu_models.model_ref import resolve_spec
     from edgetpu_models.nas.latency.estimator import estimate_spec
+    from edgetpu_models.zoo import resolve_spec
 
     t0 = float(estimate_spec(resolve_spec("efficientnet_edgetpu_s")[0], "coral-usb").latency_ms)
     runs, rows = [], []

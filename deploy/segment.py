@@ -12,17 +12,17 @@ back the class map itself; a logits model is de-quantized, upsampled (bilinear) 
 from __future__ import annotations
 
 import os
-import time
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
+from PIL import Image
 
-from edgetpu_models.deploy.classify import dequantize_output, quantize_input
+from edgetpu_models.data import normalize_pixels, read_rgb
+from edgetpu_models.deploy.runtime import Runner, dequantize_output, quantize_input
 from edgetpu_models.errors import ModelFileError
 from edgetpu_models.seg_data import SegFolder, load_pair
 from edgetpu_models.seg_train import SegScores, confusion, scores
-from edgetpu_models.sidecar import require_sidecar
 
 PALETTE = np.array([(0, 0, 0), (230, 25, 75), (60, 180, 75), (0, 130, 200), (255, 225, 25), (245, 130, 48),
                     (145, 30, 180), (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212), (0, 128, 128),
@@ -48,51 +48,41 @@ def overlay(image_rgb: np.ndarray, class_map: np.ndarray, alpha: float = 0.55) -
     return np.round(img * (1 - alpha) + colourise(cm) * alpha).astype(np.uint8)
 
 
-@dataclass
 class Segmenter:
-    """An interpreter for a segmentation .tflite plus the normalisation of its sidecar."""
+    """A segmentation .tflite through the one runner (`runtime.Runner`: pycoral on a Coral, else tflite_runtime or
+    LiteRT) plus the normalisation of its sidecar. TensorFlow-free, so it runs on a device's base install."""
 
-    model_path: str
-    threads: int | None = None
-    prefer: str | None = None
-
-    def __post_init__(self) -> None:
-        from edgetpu_models.deploy.interpreter import make_interpreter
-
-        self.interpreter, self.backend = make_interpreter(self.model_path, self.threads, prefer=self.prefer)
-        self.normalization = require_sidecar(self.model_path).normalization
-        self._in = self.interpreter.get_input_details()[0]
-        self._out = self.interpreter.get_output_details()[0]
-        shape = [int(d) for d in self._in["shape"]]
+    def __init__(self, model_path: str, threads: Optional[int] = None, prefer: Optional[str] = None) -> None:
+        self.runner = Runner(model_path, threads=threads, prefer=prefer)
+        self.model_path, self.backend = model_path, self.runner.backend
+        self.normalization = self.runner.normalization  # a one-line error when the sidecar is missing
+        shape = list(self.runner.input.shape)
         if len(shape) != 4 or shape[3] != 3 or shape[1] != shape[2]:
-            raise ModelFileError(f"{self.model_path}: input shape {shape}, expected [1, N, N, 3]")
+            raise ModelFileError(f"{model_path}: input shape {shape}, expected [1, N, N, 3]")
         self.size = shape[1]
         self.last_ms = 0.0
 
     def classes_of(self, x: np.ndarray) -> np.ndarray:
-        """A normalised float image [N, N, 3] -> [N, N] uint8 class map."""
-        import tensorflow as tf
-
-        self.interpreter.set_tensor(self._in["index"], quantize_input(x, self._in)[None])
-        t0 = time.perf_counter()
-        self.interpreter.invoke()
-        self.last_ms = (time.perf_counter() - t0) * 1000.0
-        y = self.interpreter.get_tensor(self._out["index"])[0]
-        if y.ndim == 2:  # argmax finaliser: already a class map (nearest to the input size if smaller)
-            return y.astype(np.uint8) if y.shape[0] == self.size else \
-                np.asarray(tf.image.resize(y[..., None], (self.size, self.size), "nearest"))[..., 0].astype(np.uint8)
-        logits = tf.image.resize(dequantize_output(y, self._out)[None], (self.size, self.size), "bilinear")
-        return np.asarray(tf.argmax(logits[0], axis=-1), np.uint8)
+        """A normalised float image [N, N, 3] -> [N, N] uint8 class map (an argmax finaliser's map is resized to the
+        input by nearest neighbour; logits bilinearly, then argmax, as the reference's `resize512,argmax`)."""
+        (y, *_), self.last_ms = self.runner.run(quantize_input(x, self.runner.input)[None])
+        y = y[0]
+        if y.ndim == 2:  # argmax finaliser: already a class map
+            return _resized(y.astype(np.float32), self.size, Image.NEAREST).astype(np.uint8)
+        logits = dequantize_output(y, self.runner.output)
+        up = np.stack([_resized(logits[..., c], self.size, Image.BILINEAR) for c in range(logits.shape[-1])], -1)
+        return np.argmax(up, axis=-1).astype(np.uint8)
 
     def segment(self, image: str) -> np.ndarray:
-        from PIL import Image
-
-        from edgetpu_models.data import read_rgb
-
         rgb = read_rgb(image).resize((self.size, self.size), Image.BILINEAR)
-        x = (np.asarray(rgb, np.float32) - np.asarray(self.normalization.mean, np.float32)) / \
-            np.asarray(self.normalization.std, np.float32)
-        return self.classes_of(x)
+        return self.classes_of(normalize_pixels(np.asarray(rgb), self.normalization))
+
+
+def _resized(plane: np.ndarray, size: int, resample: int) -> np.ndarray:
+    """One float32 plane [H, W] -> [size, size] with Pillow (mode "F"): no TensorFlow on the device."""
+    if plane.shape == (size, size):
+        return plane
+    return np.asarray(Image.fromarray(np.ascontiguousarray(plane, np.float32), mode="F").resize((size, size), resample))
 
 
 def save_outputs(image: str, class_map: np.ndarray, out_dir: "str | os.PathLike[str]") -> tuple[str, str]:

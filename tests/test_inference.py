@@ -156,7 +156,7 @@ def test_a_compiled_model_without_an_edge_tpu_is_a_clear_error(exported, tmp_pat
     write_sidecar(compiled, derived_sidecar(exported["paths"]["uint8"], compiled=True))
     meta = read_sidecar(compiled)
     assert meta.path == compiled + ".json" and meta.labels_file == "tiny_uint8_edgetpu.tflite.labels.txt"
-    assert meta.extra_value("source", str) == "tiny_uint8.tflite" and meta.labels == read_sidecar(
+    assert meta.extra_value("derived_from", str) == "tiny_uint8.tflite" and meta.labels == read_sidecar(
         exported["paths"]["uint8"]).labels
 
     # pycoral present but no device connected

@@ -128,7 +128,7 @@ def test_controller_state_round_trips_and_top_k_is_distinct():
 @pytest.mark.parametrize("factor", [1.0, 0.6])
 def test_reinforce_with_absolute_reward_finds_the_latency_target(factor):
     """TF-free: with a constant accuracy, TuNAS's absolute reward alone must steer the most likely network to T0."""
-    from edgetpu_models.model_ref import resolve_spec
+    from edgetpu_models.zoo import resolve_spec
 
     space = load_space()
     latency = LatencyCache(space, "coral-usb")
@@ -150,9 +150,8 @@ def _write_space(tmp_path) -> str:
 
 
 def test_run_resumes_after_a_kill_and_writes_results(tmp_path):
-    from train_helpers import digits_subset
-
     from edgetpu_models.nas.search.oneshot.run import LOG_NAME, OneShotConfig, load_oneshot, run_oneshot
+    from tests.helpers.train import digits_subset
 
     data = digits_subset(tmp_path, per_class=20)
     cfg = OneShotConfig(latency_target_ms=1.0, space=_write_space(tmp_path), data_dir=data, steps=8, batch_size=16,
@@ -177,12 +176,11 @@ def test_run_resumes_after_a_kill_and_writes_results(tmp_path):
 
 
 def test_init_from_supernet_weights_are_the_sliced_child(tmp_path):
-    from train_helpers import digits_subset
-
     from edgetpu_models.builder import build_model
     from edgetpu_models.nas.search.oneshot.child import child_weights
     from edgetpu_models.nas.search.oneshot.export import _restore_supernet, supernet_init_weights
     from edgetpu_models.nas.search.oneshot.run import OneShotConfig, run_oneshot
+    from tests.helpers.train import digits_subset
 
     data = digits_subset(tmp_path, per_class=10)
     cfg = OneShotConfig(latency_target_ms=1.0, space=_write_space(tmp_path), data_dir=data, steps=2, batch_size=16,
@@ -213,7 +211,7 @@ DISTRIBUTED = textwrap.dedent("""
 
 
 def test_supernet_trains_under_mirrored_strategy_on_two_devices(tmp_path):
-    from train_helpers import digits_subset
+    from tests.helpers.train import digits_subset
 
     data = digits_subset(tmp_path, per_class=10)
     proc = subprocess.run([sys.executable, "-c", DISTRIBUTED, _write_space(tmp_path), data, str(tmp_path / "run")],

@@ -138,9 +138,9 @@ def test_a_model_without_its_sidecar_runs_but_cannot_classify(digits_model, tmp_
     runner = Runner(bare)
     out, _ms = runner.run(np.zeros(runner.input.shape, runner.input.dtype))
     assert out[0].shape == (1, 3)
-    with pytest.raises(ModelFileError, match="bare.json: no such metadata file"):
+    with pytest.raises(ModelFileError, match="bare.tflite.json: no such metadata file"):
         runner.classify(np.zeros((20, 20), np.uint8))
-    with pytest.raises(ModelFileError, match="bare.json: no such metadata file"):
+    with pytest.raises(ModelFileError, match="bare.tflite.json: no such metadata file"):
         Classifier(bare)
 
 
@@ -274,10 +274,9 @@ def test_base_install_with_tflite_runtime_gives_litert_s_top1(digits_model, tmp_
 def test_custom_op_names_read_without_the_schema_agree_with_the_reader(digits_model, tmp_path):
     """is_edgetpu_compiled reads the operator codes with struct alone (a board may have no schema module): it must
     name the same custom ops as the full reader, and refuse garbage with the reader's one line."""
-    from test_inference import _fake_compiled
-
     from edgetpu_models.errors import ModelFileError
     from edgetpu_models.tflite_reader import custom_op_names, read_tflite
+    from tests.test_inference import _fake_compiled
 
     compiled = tmp_path / "x_edgetpu.tflite"
     _fake_compiled(digits_model["path"], str(compiled))

@@ -61,7 +61,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
 
 
 _NATIVE_NOISE = re.compile(rb"^(WARNING: All log messages before absl::InitializeLog\(\)|[IW]\d{4} |"
-                           rb"E\d{4} .*(cuInit|cuda|CUDA)|INFO: Created TensorFlow Lite XNNPACK delegate|"
+                           rb"E\d{4} .*(cuInit|cuda|CUDA|add_port\.cc)|INFO: Created TensorFlow Lite XNNPACK delegate|"
                            rb"fully_quantize: \d+, inference_type: )")
 
 

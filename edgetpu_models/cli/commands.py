@@ -42,7 +42,7 @@ COMMANDS: dict[str, Command] = {
     "export": Command("edgetpu_models.cli.deploy",
                       "int8 TFLite for the Edge TPU (+ X.tflite.json metadata and "
                       "X.tflite.labels.txt)"),
-    "check": Command("edgetpu_models.cli.deploy",
+    "check": Command("edgetpu_models.cli.run",
                       "Edge TPU compatibility of a .tflite without the compiler (exit 1 if "
                       "not fully mapped)"),
     "compile": Command("edgetpu_models.cli.deploy", "run edgetpu_compiler (or, without it, the compatibility check)"),
@@ -51,7 +51,7 @@ COMMANDS: dict[str, Command] = {
                       "points from the latency model)"),
     "evaluate": Command("edgetpu_models.cli.run",
                       "top-1/top-5 of models on a labelled image folder; float against int8"),
-    "report": Command("edgetpu_models.cli.run",
+    "report": Command("edgetpu_models.cli.deploy",
                       "one self-contained HTML page: per-layer latency, ops on the Edge TPU, "
                       "memory"),
     "classify": Command("edgetpu_models.cli.run",

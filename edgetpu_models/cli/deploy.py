@@ -15,6 +15,7 @@ from edgetpu_models.deploy.compiler import compile_models, find_compiler, runtim
 from edgetpu_models.deploy.edgetpu_check import check_tflite
 from edgetpu_models.deploy.export import export_tflite
 from edgetpu_models.deploy.partition import check_segment_destination, format_plan, plan_partition, write_segments
+from edgetpu_models.deploy.report import write_report
 from edgetpu_models.errors import EdgeTPUModelsError, UsageError
 from edgetpu_models.io_utils import check_destination
 from edgetpu_models.model_io import open_model
@@ -82,15 +83,6 @@ def cmd_export(args: argparse.Namespace) -> int:
     if args.int8:
         print(_summary_line(check_tflite(result.path)) + f"  (details: edgetpu-models check {args.out})")
     return 0
-
-
-def cmd_check(args: argparse.Namespace) -> int:
-    report = check_tflite(args.file)
-    if args.json:
-        print_json(json.dumps(report.to_dict(), indent=1))
-    else:
-        print(report.format())
-    return 0 if report.fully_mapped else 1
 
 
 def cmd_compile(args: argparse.Namespace) -> int:
@@ -165,6 +157,15 @@ def _compiler_cuts(args: argparse.Namespace, plan) -> list | None:
             for r, cut, ours in zip(results, cuts, plan.segments)]
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    reports = write_report(args.models, args.target, args.out, force=getattr(args, "force", False))
+    for r in reports:
+        latency = f"{r.latency_ms:.3f} ms predicted" if r.latency_ms is not None else "no latency estimate"
+        print(f"{r.name}: {latency} on {args.target}, {r.check.on_edgetpu}/{r.check.total} ops on the Edge TPU")
+    print(f"wrote {args.out}")
+    return 0
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("export", help=command_help("export"))
     add_model_args(p)
@@ -182,11 +183,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, metavar="FILE.tflite")
     add_force_arg(p)
     p.set_defaults(func=cmd_export)
-
-    p = sub.add_parser("check", help=command_help("check"))
-    p.add_argument("file", metavar="FILE.tflite")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("compile", help=command_help("compile"))
     p.add_argument("file", metavar="FILE.tflite")
@@ -211,3 +207,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_force_arg(p)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_partition)
+
+    p = sub.add_parser("report", help=command_help("report"))
+    p.add_argument("models", metavar="MODEL.tflite", nargs="+", help="int8 .tflite files (several: side by side)")
+    p.add_argument("--target", default="coral-usb", help="Edge TPU latency target (default coral-usb)")
+    p.add_argument("--out", required=True, metavar="FILE.html")
+    add_force_arg(p)
+    p.set_defaults(func=cmd_report)

@@ -1,4 +1,5 @@
-"""CLI subcommands that run or show a .tflite: classify, benchmark, evaluate, report."""
+"""CLI subcommands that run or check a .tflite: classify, benchmark, evaluate, check. These are the runtime commands:
+what this module imports runs on a base install (tools/runtime_modules.txt)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,6 @@ import os
 from tqdm.auto import tqdm
 
 from edgetpu_models.cli.args import (
-    add_force_arg,
     add_trust_arg,
     bounded_float,
     bounded_int,
@@ -21,8 +21,8 @@ from edgetpu_models.cli.args import (
 from edgetpu_models.cli.commands import command_help
 from edgetpu_models.deploy.benchmark import benchmark
 from edgetpu_models.deploy.classify import Classifier
+from edgetpu_models.deploy.edgetpu_check import check_tflite
 from edgetpu_models.deploy.evaluate import evaluate, format_report
-from edgetpu_models.deploy.report import write_report
 from edgetpu_models.errors import UsageError
 from edgetpu_models.tables import format_table
 
@@ -116,23 +116,22 @@ def _register_evaluate(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_evaluate)
 
 
-def cmd_report(args: argparse.Namespace) -> int:
-    reports = write_report(args.models, args.target, args.out, force=getattr(args, "force", False))
-    for r in reports:
-        latency = f"{r.latency_ms:.3f} ms predicted" if r.latency_ms is not None else "no latency estimate"
-        print(f"{r.name}: {latency} on {args.target}, {r.check.on_edgetpu}/{r.check.total} ops on the Edge TPU")
-    print(f"wrote {args.out}")
-    return 0
+def cmd_check(args: argparse.Namespace) -> int:
+    report = check_tflite(args.file)
+    if args.json:
+        print_json(json.dumps(report.to_dict(), indent=1))
+    else:
+        print(report.format())
+    return 0 if report.fully_mapped else 1
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     _register_evaluate(sub)
-    p = sub.add_parser("report", help=command_help("report"))
-    p.add_argument("models", metavar="MODEL.tflite", nargs="+", help="int8 .tflite files (several: side by side)")
-    p.add_argument("--target", default="coral-usb", help="Edge TPU latency target (default coral-usb)")
-    p.add_argument("--out", required=True, metavar="FILE.html")
-    add_force_arg(p)
-    p.set_defaults(func=cmd_report)
+    p = sub.add_parser("check", help=command_help("check"))
+    p.add_argument("file", metavar="FILE.tflite")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_check)
+
 
     p = sub.add_parser("classify", help=command_help("classify"))
     p.add_argument("model", metavar="MODEL.tflite [SEGMENT.tflite ...]")

@@ -9,12 +9,14 @@ import json
 
 from edgetpu_models.cli.args import bounded_int
 from edgetpu_models.cli.commands import command_help
-from edgetpu_models.errors import EdgeTPUModelsError
+from edgetpu_models.deploy.seg_demo import SegDemoConfig, SegTrainConfig, run_seg_demo, run_seg_train
+from edgetpu_models.deploy.segment import Segmenter, evaluate_segmentation, save_outputs
+from edgetpu_models.errors import UsageError
+from edgetpu_models.seg_data import class_names, list_segmentation_folder, make_synthetic_segmentation
+from edgetpu_models.segmentation import build_segmentation_model
 
 
 def cmd_segment(args: argparse.Namespace) -> int:
-    from edgetpu_models.deploy.segment import Segmenter, save_outputs
-
     seg = Segmenter(args.model, prefer=args.backend)
     for image in args.images:
         classes = seg.segment(image)
@@ -24,18 +26,14 @@ def cmd_segment(args: argparse.Namespace) -> int:
 
 
 def cmd_seg_data(args: argparse.Namespace) -> int:
-    from edgetpu_models.seg_data import make_synthetic_segmentation
-
     folder = make_synthetic_segmentation(args.out, args.count, args.size, args.seed)
     print(f"{args.out}: {len(folder)} image + mask pairs (4 classes, 255 = ignore)")
     return 0
 
 
 def cmd_seg_train(args: argparse.Namespace) -> int:
-    from edgetpu_models.deploy.seg_demo import SegTrainConfig, run_seg_train
-
     if not args.out.endswith(".h5"):
-        raise EdgeTPUModelsError(f"--out {args.out}: expected a .h5 weights file")
+        raise UsageError(f"--out {args.out}: expected a .h5 weights file")
     cfg = SegTrainConfig(args.model, args.data, args.out, args.size, args.classes, args.epochs, args.qat_epochs,
                          args.batch_size, args.lr, args.limit, args.export, args.finaliser)
     print(json.dumps(run_seg_train(cfg, say=print)))
@@ -43,16 +41,11 @@ def cmd_seg_train(args: argparse.Namespace) -> int:
 
 
 def cmd_seg_eval(args: argparse.Namespace) -> int:
-    from edgetpu_models.deploy.segment import evaluate_segmentation
-    from edgetpu_models.seg_data import class_names, list_segmentation_folder
-
     folder = list_segmentation_folder(args.data, split=args.split, limit=args.limit)
     float_model = None
     if args.float_weights:
-        from edgetpu_models.segmentation import build_segmentation_model
-
         if not args.model:
-            raise EdgeTPUModelsError("--float-weights needs --model (the zoo name it was trained as)")
+            raise UsageError("--float-weights needs --model (the zoo name it was trained as)")
         float_model = build_segmentation_model(args.model, classes=args.classes, weights=args.float_weights,
                                                input_shape=(args.size, args.size, 3))
     ev = evaluate_segmentation(args.file, folder, args.classes, float_model=float_model,
@@ -70,8 +63,6 @@ def cmd_seg_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_seg_demo(args: argparse.Namespace) -> int:
-    from edgetpu_models.deploy.seg_demo import SegDemoConfig, run_seg_demo
-
     r = run_seg_demo(SegDemoConfig(args.work_dir, epochs=args.epochs, qat_epochs=args.qat_epochs,
                                    overlay_path=args.overlay), say=print)
     print(f"float mIoU {100 * r['float']['miou']:.2f}, int8 (QAT) mIoU {100 * r['int8']['miou']:.2f}, fused "

@@ -24,7 +24,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from edgetpu_models import errors
 from edgetpu_models.counts import parse_host_port
-from edgetpu_models.errors import EdgeTPUModelsError, LatencyServerError, ModelFileError, SpecError
+from edgetpu_models.errors import EdgeTPUModelsError, LatencyServerError, ModelFileError, ResponseTooLarge, SpecError
 from edgetpu_models.io_utils import read_small_file, read_token_file
 from edgetpu_models.model_io import resolve_model
 from edgetpu_models.nas.service import latency_pb2, latency_pb2_grpc
@@ -242,8 +242,9 @@ class LatencyClient:
             resp = self._call(self._rpc.EstimateBatch,
                               latency_pb2.EstimateBatchRequest(requests=reqs, latency_only=latency_only),
                               "EstimateBatch")
-        except LatencyServerError as e:
-            if e.code != grpc.StatusCode.RESOURCE_EXHAUSTED or len(reqs) <= 1:
+        except (LatencyServerError, ResponseTooLarge) as e:
+            too_large = isinstance(e, ResponseTooLarge) or e.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+            if not too_large or len(reqs) <= 1:
                 raise
             half = len(reqs) // 2
             return self._batch(reqs[:half], latency_only) + self._batch(reqs[half:], latency_only)
