@@ -221,10 +221,10 @@ def _part_a(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _part_b(args: argparse.Namespace, out: str, space: str | None, report: dict[str, Any]) -> list[Any]:
-    from edgetpu_models.nas.latency.estimator import estimate_spec
+    from edgetpu_models.nas.latency.estimator import estimate
     from edgetpu_models.zoo import resolve_spec
 
-    t0 = float(estimate_spec(resolve_spec("efficientnet_edgetpu_s")[0], "coral-usb").latency_ms)
+    t0 = float(estimate(resolve_spec("efficientnet_edgetpu_s")[0], "coral-usb").latency_ms)
     runs, rows = [], []
     for factor in (1.0, 0.6):
         run, result, secs = search(args, t0 * factor, os.path.join(out, f"search_{factor:g}T0"), space)

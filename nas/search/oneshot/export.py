@@ -38,9 +38,9 @@ def _restore_supernet(search_dir: str) -> Any:
 def supernet_init_weights(search_dir: str, spec_ref: Any, variant: str | None, out_path: str) -> str:
     """Writes the sliced weights of `spec_ref` (a point of the run's space) for `train` to start from."""
     from edgetpu_models.builder import build_model, resolve_arch
-    from edgetpu_models.model_ref import resolve_spec
     from edgetpu_models.nas.search.oneshot.child import child_weights, set_child_weights
     from edgetpu_models.nas.search.space import SearchSpaceError
+    from edgetpu_models.zoo import resolve_spec
 
     net = _restore_supernet(search_dir)
     spec, variant = resolve_spec(spec_ref, variant)
