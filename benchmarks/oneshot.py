@@ -70,7 +70,7 @@ def exactness(n: int, width: float, resolution: int, seed: int) -> dict[str, tup
 
     from edgetpu_models.nas.search.oneshot.child import child_model
     from edgetpu_models.nas.search.oneshot.layout import block_choices, make_layout
-    from edgetpu_models.nas.search.oneshot.supernet import SuperNet, arch_masks
+    from edgetpu_models.nas.search.oneshot.supernet import SuperNet, arch_masks, randomise_statistics
     from edgetpu_models.nas.search.space import default_space_path, load_space
 
     out = {}
@@ -80,7 +80,7 @@ def exactness(n: int, width: float, resolution: int, seed: int) -> dict[str, tup
                                                     "search_space_grouped.yaml")):
         space = load_space(path)
         net = SuperNet(space, make_layout(space, width, resolution), 10, seed=seed)
-        _randomise(net, rng)
+        randomise_statistics(net, rng)
         worst_abs = worst_rel = 0.0
         for _ in range(n):
             pt = tuple(int(rng.integers(s)) for s in space.sizes)
@@ -91,21 +91,6 @@ def exactness(n: int, width: float, resolution: int, seed: int) -> dict[str, tup
             tf.keras.backend.clear_session()
         out[space.name] = (worst_abs, worst_rel)
     return out
-
-
-def _randomise(net: Any, rng: np.random.Generator) -> None:
-    import tensorflow as tf
-
-    for v in net.variables:
-        if v.dtype != tf.float32:
-            continue
-        shape = v.shape.as_list()
-        if "moving_variance" in v.name:
-            v.assign(rng.uniform(0.5, 1.5, shape).astype(np.float32))
-        elif "moving_mean" in v.name or "beta" in v.name:
-            v.assign(rng.normal(0, 0.1, shape).astype(np.float32))
-        elif "gamma" in v.name:
-            v.assign(rng.uniform(0.8, 1.2, shape).astype(np.float32))
 
 
 # -- (b) searches -----------------------------------------------------------------------------------------------------

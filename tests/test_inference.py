@@ -12,7 +12,7 @@ import pytest
 
 from edgetpu_models import cli
 from edgetpu_models.errors import ModelFileError
-from tests.helpers.train import digits_subset, tiny_spec
+from tests.helpers.train import trained_digits_net
 
 pytestmark = pytest.mark.slow  # builds, converts, trains or serves real models: not in the fast subset
 
@@ -20,18 +20,10 @@ pytestmark = pytest.mark.slow  # builds, converts, trains or serves real models:
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     """A tiny net trained on three digit classes, exported int8 with uint8 and with int8 input/output."""
-    from edgetpu_models.data import load_image_folder
     from edgetpu_models.deploy.export import export_tflite
-    from edgetpu_models.train import TrainConfig, train
-    from edgetpu_models.zoo import normalization_of
 
     tmp = tmp_path_factory.mktemp("inference")
-    spec = tiny_spec(tmp)
-    data_dir = digits_subset(tmp, classes=("0", "1", "7"), per_class=80)
-    norm = normalization_of(spec)
-    cfg = TrainConfig(epochs=4, batch_size=8, resolution=32, learning_rate=0.05, bn_momentum=0.9, flip=False)
-    data = load_image_folder(data_dir, 32, norm, batch_size=8, seed=0, augment=True, flip=False)
-    result = train(spec, data_dir, str(tmp / "run"), cfg, data=data, progress=False)
+    result, data, norm, data_dir = trained_digits_net(tmp)
     calib = data.train_plain.unbatch().batch(1).take(150)
     paths = {}
     for io in ("uint8", "int8"):

@@ -37,19 +37,9 @@ def _random_points(space: SearchSpace, n: int, seed: int):
 
 def _perturb(net) -> None:
     """Random weights and batch-norm statistics, so equal outputs mean equal slicing, not equal initial values."""
-    import tensorflow as tf
+    from edgetpu_models.nas.search.oneshot.supernet import randomise_statistics
 
-    rng = np.random.default_rng(1)
-    for v in net.variables:
-        if v.dtype != tf.float32:
-            continue
-        shape = v.shape.as_list()
-        if "moving_variance" in v.name:
-            v.assign(rng.uniform(0.5, 1.5, shape).astype(np.float32))
-        elif "moving_mean" in v.name or "beta" in v.name:
-            v.assign(rng.normal(0, 0.1, shape).astype(np.float32))
-        elif "gamma" in v.name:
-            v.assign(rng.uniform(0.8, 1.2, shape).astype(np.float32))
+    randomise_statistics(net, np.random.default_rng(1))
 
 
 def _max_relative_diff(net, space, points, width):

@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from edgetpu_models.errors import DatasetError
-from tests.helpers.train import digits_subset, tiny_spec
+from tests.helpers.train import trained_digits_net
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PROBE = os.path.join(REPO, "tests", "runtime_probe.py")
@@ -24,18 +24,10 @@ RUNTIME_MODULES = os.path.join(REPO, "tools", "runtime_modules.txt")
 @pytest.fixture(scope="module")
 def digits_model(tmp_path_factory):
     """A tiny net trained on the digits 0, 1 and 7, exported int8 (uint8 input/output) with its sidecar."""
-    from edgetpu_models.data import load_image_folder
     from edgetpu_models.deploy.export import export_tflite
-    from edgetpu_models.train import TrainConfig, train
-    from edgetpu_models.zoo import normalization_of
 
     tmp = tmp_path_factory.mktemp("runtime")
-    spec = tiny_spec(tmp)
-    data_dir = digits_subset(tmp, classes=("0", "1", "7"), per_class=80)
-    norm = normalization_of(spec)
-    cfg = TrainConfig(epochs=4, batch_size=8, resolution=32, learning_rate=0.05, bn_momentum=0.9, flip=False)
-    data = load_image_folder(data_dir, 32, norm, batch_size=8, seed=0, augment=True, flip=False)
-    result = train(spec, data_dir, str(tmp / "run"), cfg, data=data, progress=False)
+    result, data, norm, data_dir = trained_digits_net(tmp)
     path = export_tflite(result.model, str(tmp / "digits_int8.tflite"), io_dtype="uint8",
                          representative=data.train_plain.unbatch().batch(1).take(150), normalization=norm,
                          labels=data.class_names, model_name="tiny").path

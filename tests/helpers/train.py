@@ -38,3 +38,19 @@ def digits_subset(folder, classes=("0", "1", "7"), per_class: int | None = 60) -
         for name in sorted(os.listdir(os.path.join(src, c)))[:per_class]:
             shutil.copy(os.path.join(src, c, name), os.path.join(out, c, name))
     return out
+
+
+def trained_digits_net(tmp):
+    """A tiny net trained on the digits 0, 1 and 7 at 32 px: (training result, its data, its normalisation, the
+    dataset folder)."""
+    from edgetpu_models.data import load_image_folder
+    from edgetpu_models.train import TrainConfig, train
+    from edgetpu_models.zoo import normalization_of
+
+    spec = tiny_spec(tmp)
+    data_dir = digits_subset(tmp, classes=("0", "1", "7"), per_class=80)
+    norm = normalization_of(spec)
+    cfg = TrainConfig(epochs=4, batch_size=8, resolution=32, learning_rate=0.05, bn_momentum=0.9, flip=False)
+    data = load_image_folder(data_dir, 32, norm, batch_size=8, seed=0, augment=True, flip=False)
+    result = train(spec, data_dir, os.path.join(str(tmp), "run"), cfg, data=data, progress=False)
+    return result, data, norm, data_dir

@@ -213,3 +213,19 @@ def arch_masks(layout: Layout, choices: Sequence[BlockChoice], mix_ops: bool = F
 
 
 __all__ = ["SuperNet", "BatchNorm", "arch_masks", "BRANCHES", "BRANCH_LAYERS"]
+
+
+def randomise_statistics(net: Any, rng: np.random.Generator) -> None:
+    """Random batch-norm scales, offsets and moving statistics: a freshly built super-network has gamma 1, beta 0, mean
+    0 and variance 1 everywhere, so a child that sliced the wrong channels could still match it. Exactness checks
+    (tests, `benchmarks/oneshot.py`) randomise first, so equal outputs mean equal slicing."""
+    for v in net.variables:
+        if v.dtype != tf.float32:
+            continue
+        shape = v.shape.as_list()
+        if "moving_variance" in v.name:
+            v.assign(rng.uniform(0.5, 1.5, shape).astype(np.float32))
+        elif "moving_mean" in v.name or "beta" in v.name:
+            v.assign(rng.normal(0, 0.1, shape).astype(np.float32))
+        elif "gamma" in v.name:
+            v.assign(rng.uniform(0.8, 1.2, shape).astype(np.float32))
