@@ -138,3 +138,22 @@ def test_public_api_builds_the_spec_and_exports_int8(tmp_path):
     first = report.first_cpu_op
     assert first is not None and first.operator == "ARG_MAX"  # the Edge TPU has no ARG_MAX: the class-map tail
     assert all(o.on_edgetpu for o in report.ops[:first.index])  # runs on the CPU, everything before it maps
+    _segment_and_score(res.path, tmp_path)
+
+
+def _segment_and_score(tflite, tmp_path):
+    """The exported fused model through the runner (no TensorFlow in `Segmenter`): class maps at the input size,
+    overlays written by `segment`, and mIoU / pixel accuracy in range on a synthetic set."""
+    from edgetpu_models import cli
+    from edgetpu_models.deploy.segment import Segmenter, evaluate_segmentation
+    from edgetpu_models.seg_data import make_synthetic_segmentation
+
+    folder = make_synthetic_segmentation(tmp_path / "synth", count=4, size=96)
+    image = folder.images[0]
+    class_map = Segmenter(tflite).segment(image)
+    assert class_map.shape == (64, 64) and class_map.dtype == np.uint8 and class_map.max() < 4
+    assert cli.main(["segment", str(tflite), str(image), "--out", str(tmp_path / "seg_out")]) == 0
+    stem = os.path.splitext(os.path.basename(str(image)))[0]
+    assert (tmp_path / "seg_out" / f"{stem}_overlay.png").exists()
+    ev = evaluate_segmentation(str(tflite), folder, 4)
+    assert ev.images == 4 and 0.0 <= ev.int8_scores.miou <= 1.0 and 0.0 <= ev.int8_scores.pixel_accuracy <= 1.0
