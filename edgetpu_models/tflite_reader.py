@@ -319,9 +319,9 @@ def _parse(data: bytes, source: str) -> TFLiteModel:
                        subgraphs=subgraphs, buffer_bytes=sum(buffer_sizes), _data=data, _spans=tuple(spans))
 
 
-def read_tflite(path_or_bytes: "str | os.PathLike[str] | bytes | bytearray | memoryview") -> TFLiteModel:
-    """Parses a .tflite file (path) or its contents (bytes). Raises ModelFileError naming the file when it is missing,
-    not a TFLite flatbuffer, or truncated/corrupt."""
+def _flatbuffer_bytes(path_or_bytes: "str | os.PathLike[str] | bytes | bytearray | memoryview") -> tuple[bytes, str]:
+    """(contents, name for messages) of a .tflite path or bytes that carry the TFLite file identifier; ModelFileError
+    naming the file otherwise."""
     if isinstance(path_or_bytes, (bytes, bytearray, memoryview)):
         data, source = bytes(path_or_bytes), "<bytes>"
     else:
@@ -331,12 +331,19 @@ def read_tflite(path_or_bytes: "str | os.PathLike[str] | bytes | bytearray | mem
                 data = f.read()
         except FileNotFoundError:
             raise ModelFileError(f"{source}: no such file") from None
-        except (IsADirectoryError, PermissionError, OSError) as e:
+        except OSError as e:
             raise ModelFileError(f"{source}: cannot read ({e.strerror or e})") from None
     if len(data) < 8:
         raise ModelFileError(f"{source}: not a TFLite flatbuffer (only {len(data)} bytes)")
     if data[4:8] != _IDENTIFIER:
         raise ModelFileError(f"{source}: not a TFLite flatbuffer (file identifier {data[4:8]!r}, expected b'TFL3')")
+    return data, source
+
+
+def read_tflite(path_or_bytes: "str | os.PathLike[str] | bytes | bytearray | memoryview") -> TFLiteModel:
+    """Parses a .tflite file (path) or its contents (bytes). Raises ModelFileError naming the file when it is missing,
+    not a TFLite flatbuffer, or truncated/corrupt."""
+    data, source = _flatbuffer_bytes(path_or_bytes)
     _schema()  # its own one-line error (install the [litert] extra), not "corrupt"
     try:
         return _parse(data, source)
@@ -364,17 +371,7 @@ def custom_op_names(path_or_bytes: "str | os.PathLike[str] | bytes") -> tuple[st
     """The custom operator codes of a .tflite (e.g. "edgetpu-custom-op"), read with a few struct reads and no schema
     module, so a base install with only tflite_runtime or pycoral can tell a compiled file from a CPU one. schema.fbs:
     Model field 1 is operator_codes; OperatorCode field 1 is custom_code. ModelFileError as `read_tflite` raises."""
-    if isinstance(path_or_bytes, (bytes, bytearray, memoryview)):
-        data, source = bytes(path_or_bytes), "<bytes>"
-    else:
-        source = os.fspath(path_or_bytes)
-        try:
-            with open(source, "rb") as f:
-                data = f.read()
-        except OSError as e:
-            raise ModelFileError(f"{source}: cannot read ({e.strerror or e})") from None
-    if len(data) < 8 or data[4:8] != _IDENTIFIER:
-        raise ModelFileError(f"{source}: not a TFLite flatbuffer (expected the file identifier b'TFL3')")
+    data, source = _flatbuffer_bytes(path_or_bytes)
     try:
         model = _table(data, struct.unpack_from("<I", data, 0)[0])
         codes = _field(data, model, 1)
