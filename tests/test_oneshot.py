@@ -221,3 +221,17 @@ def test_benchmark_smoke_prints_every_part(tmp_path):
         assert part in proc.stdout
     report = json.loads((tmp_path / "report.json").read_text())
     assert all(rel < 1e-4 for _, rel in report["exactness"].values())
+
+
+def test_resume_refuses_settings_it_would_ignore(tmp_path):
+    """A resumed one-shot search keeps its stored settings: a flag that would change them is refused in one line
+    (exit 2), as the per-trial search does, instead of being silently dropped."""
+    from tests.helpers.cli import run_cli
+
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "config.json").write_text(json.dumps({"method": "oneshot", "latency_target_ms": 1.0}))
+    proc = run_cli("nas", "search", "--resume", "--out", str(out), "--steps", "50", "--beta", "-0.3")
+    assert proc.returncode == 2
+    assert "--beta, --steps" in proc.stderr and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1

@@ -119,6 +119,14 @@ def _config_from_args(args: argparse.Namespace) -> SearchConfig:
 
 def _oneshot_config(args: argparse.Namespace) -> OneShotConfig:
     if args.resume:
+        given = [f"--{n}" for n, v in (("target", args.target), ("latency-target-ms", args.latency_target_ms),
+                                       ("reward", args.reward), ("alpha", args.alpha), ("beta", args.beta),
+                                       ("steps", args.steps), ("proxy-resolution", args.proxy_resolution),
+                                       ("proxy-width", args.proxy_width), ("seed", args.seed), ("space", args.space),
+                                       ("data", args.data)) if v is not None]
+        if given:
+            raise UsageError(f"--resume continues the one-shot search stored in {args.out}; it does not take "
+                             f"{', '.join(given)} (only --strategy, --latency-server)")
         return OneShotConfig(latency_target_ms=1.0, strategy=args.strategy or "default",
                              latency_server=args.latency_server)  # the stored run's settings are read back
     if args.latency_target_ms is None:

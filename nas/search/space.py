@@ -213,7 +213,7 @@ class SearchSpace:
             else:
                 stages.append(st)
         base = self.template(template)
-        stages = _whole_groups(stages, base.stem.filters)
+        stages = whole_groups(stages, base.stem.filters)
         spec = dataclasses.replace(base, name=name or base.name, stages=tuple(stages), source=None)
         return spec
 
@@ -321,7 +321,7 @@ def _mergeable(a: Stage, b: Stage) -> bool:
             and a.group_size == b.group_size)
 
 
-def _whole_groups(stages: Sequence[Stage], stem_filters: int) -> list[Stage]:
+def whole_groups(stages: Sequence[Stage], stem_filters: int) -> list[Stage]:
     """Stages whose group size does not split their widths into whole groups get a full convolution instead (the
     same network a group_size of 0 gives), so every point decodes to a valid spec."""
     out, in_filters = [], stem_filters

@@ -14,7 +14,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Sequence
 
-from edgetpu_models.nas.search.space import Point, SearchSpace, _whole_groups, slot_filters
+from edgetpu_models.nas.search.space import Point, SearchSpace, whole_groups, slot_filters
 from edgetpu_models.spec import BlockArgs, Spec, Variant, make_divisible, resolve, round_filters
 
 BRANCHES = ("ibn", "ibn_e1", "fused_ibn", "fused_ibn_e1")
@@ -76,7 +76,7 @@ def search_variant(spec: Spec, width: float, resolution: int) -> Spec:
                                        group_size=scale(st.group_size)) for st in spec.stages)
     stem = dataclasses.replace(spec.stem, filters=scale(spec.stem.filters))
     head = dataclasses.replace(spec.head, filters=scale(spec.head.filters) if spec.head.scaled else spec.head.filters)
-    return dataclasses.replace(spec, stem=stem, head=head, stages=tuple(_whole_groups(stages, stem.filters)),
+    return dataclasses.replace(spec, stem=stem, head=head, stages=tuple(whole_groups(stages, stem.filters)),
                                variants={"oneshot": Variant(width=1.0, depth=1.0, resolution=resolution,
                                                             dropout=spec.dropout)},
                                default_variant="oneshot")
