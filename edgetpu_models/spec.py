@@ -316,16 +316,14 @@ def _record_key(kind: str, raw: Any) -> tuple[Any, ...] | None:
     if type(raw) is not dict:
         return None
     values = tuple(raw.values())
-    key = (kind, tuple(raw), tuple(map(type, values)), values)
+    types = tuple(map(type, values))
+    if list in types:  # normalization's mean and std: their items and the items' types
+        values = tuple((tuple(v), tuple(map(type, v))) if t is list else v for v, t in zip(values, types))
+    key = (kind, tuple(raw), types, values)
     try:
         hash(key)
-    except TypeError:  # a list (normalization's mean and std): its items and their types
-        key = (kind, tuple(raw), tuple(map(type, values)),
-               tuple((tuple(v), tuple(map(type, v))) if type(v) is list else v for v in values))
-        try:
-            hash(key)
-        except TypeError:
-            return None
+    except TypeError:
+        return None
     return key
 
 
