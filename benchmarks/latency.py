@@ -392,15 +392,86 @@ def bench_cpu(n: int, cached_only: bool) -> None:
           f"median |error| {100 * statistics.median(errs):.1f}%   worst {100 * max(errs):.1f}%")
 
 
+PROBE_CHECK_MODELS = (("efficientnet_edgetpu_s", 224), ("efficientnet_edgetpu_m", 240), ("mobilenet_edgetpu", 224),
+                      ("mobilenet_edgetpu_075", 224), ("mobilenet_edgetpu_v2_xs", 224), ("mobilenet_edgetpu_v2_s", 224))
+"""Zoo models the probed `cpu` predictor is checked on (none of them at the probe models' resolutions)."""
+
+
+def _measured_zoo(models: tuple[tuple[str, int], ...]) -> dict[str, tuple[float, float]]:
+    """{"name@res": (median ms, spread)} of `cpu-measured` (LiteRT, 1 thread, thread CPU time), cached in
+    ~/.cache/edgetpu_models/cpu_zoo_t1.jsonl (resumable)."""
+    import json
+
+    from edgetpu_models.nas.latency.cpu.timing import model_tflite_bytes, time_tflite_runs
+
+    path = os.path.join(os.path.expanduser("~"), ".cache", "edgetpu_models", "cpu_zoo_t1.jsonl")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    done: dict[str, tuple[float, float]] = {}
+    if os.path.exists(path):
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                try:
+                    rec = json.loads(line)
+                    done[rec["key"]] = (float(rec["ms"]), float(rec["spread"]))
+                except (ValueError, KeyError):
+                    continue
+    for name, res in models:
+        key = f"{name}@{res}"
+        if key not in done:
+            timing = time_tflite_runs(model_tflite_bytes(name, res), threads=1, runs=15)
+            done[key] = (timing.median_ms, timing.spread)
+            with open(path, "a", encoding="utf-8") as f:
+                f.write(json.dumps({"key": key, "ms": timing.median_ms, "spread": timing.spread}) + "\n")
+    return done
+
+
+def bench_cpu_probe(models: tuple[tuple[str, int], ...] = PROBE_CHECK_MODELS) -> None:
+    """How long the `cpu` probe takes and how good it is: the probed predictor (and the predictor as fitted) against
+    `cpu-measured` on zoo models. The probe's factor is applied here, not written to the user's config."""
+    from edgetpu_models.nas.latency.cpu.predictor import load_predictor, predict_kernels
+    from edgetpu_models.nas.latency.cpu.probe import run_probe
+    from edgetpu_models.nas.latency.frontends import spec_graph
+    from edgetpu_models.nas.latency.targets import load_target
+
+    target = load_target("cpu")
+    t0 = time.perf_counter()
+    probe = run_probe(target)
+    wall = time.perf_counter() - t0
+    pred = load_predictor(target)
+    measured = _measured_zoo(models)
+    rows, errs, errs_fitted = [], [], []
+    for name, res in models:
+        ms, spread = measured[f"{name}@{res}"]
+        kernels = sum(k for _, k, _ in predict_kernels(spec_graph(name, None, res), pred, 1.0))
+        fitted, probed = pred.invoke_ms + kernels, pred.invoke_ms + kernels * probe.scale
+        errs.append(abs(probed / ms - 1))
+        errs_fitted.append(abs(fitted / ms - 1))
+        rows.append((name, str(res), f"{ms:.2f}", f"+-{spread * 100:.1f}%", f"{fitted:.2f}", f"{probed:.2f}",
+                     f"{(probed / ms - 1) * 100:+.1f}%"))
+    print(f"== cpu probe: {len(probe.rows)} shipped one-kernel models timed with LiteRT in {probe.seconds:.1f} s "
+          f"({wall:.1f} s wall, load average {os.getloadavg()[0]:.1f}); this CPU runs kernels {probe.scale:.3f}x the "
+          f"predictor's times")
+    print(format_table(("model", "res", "cpu-measured ms", "spread (IQR/2)", "as fitted ms", "probed ms",
+                        "probed error"), rows, right=(1, 2, 3, 4, 5, 6)))
+    print(f"   median |error|: probed {100 * statistics.median(errs):.1f}%, as fitted "
+          f"{100 * statistics.median(errs_fitted):.1f}%")
+    print()
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--held-out", type=int, default=32, help="held-out architectures for the CPU check (0: skip)")
     p.add_argument("--cached-only", action="store_true", help="CPU check from cached timings only")
     p.add_argument("--speed-only", action="store_true", help="only the estimates-per-second figures")
     p.add_argument("--segmentation-only", action="store_true", help="only the segmentation tables (seconds)")
+    p.add_argument("--cpu-probe-only", action="store_true",
+                   help="only the cpu probe check (the zoo models' cpu-measured timings are built the first time)")
     args = p.parse_args(argv)
     if args.segmentation_only:
         bench_segmentation()
+        return 0
+    if args.cpu_probe_only:
+        bench_cpu_probe()
         return 0
     bench_spec_path()
     bench_one_block()
@@ -416,6 +487,8 @@ def main(argv: list[str] | None = None) -> int:
     bench_zoo()
     bench_segmentation()
     bench_cpu(args.held_out, args.cached_only)
+    if not args.cached_only:
+        bench_cpu_probe()
     return 0
 
 
