@@ -561,6 +561,9 @@ def block_count(spec: Spec, variant: str | None = None) -> int:
 
 
 _STAGE_BLOCKS: dict[tuple[Any, ...], tuple[BlockArgs, ...]] = {}
+_STAGE_BLOCKS_MAX = 200_000
+"""Blocks kept in `_STAGE_BLOCKS` in all (a few hundred bytes each); it is cleared when full."""
+_stage_blocks_held = [0]
 
 
 def _stage_blocks(spec: Spec, s: int, reps: int, width: float, in_filters: int, numbers: tuple[int, int],
@@ -591,9 +594,11 @@ def _stage_blocks(spec: Spec, s: int, reps: int, width: float, in_filters: int, 
                                 drop_rate=spec.drop_connect * (start + b) / total,
                                 groups=_groups(spec, s, st, in_filters, expand)))
         in_filters = out_filters
-    if len(_STAGE_BLOCKS) >= 50_000:
+    if _stage_blocks_held[0] + reps > _STAGE_BLOCKS_MAX:
         _STAGE_BLOCKS.clear()
+        _stage_blocks_held[0] = 0
     _STAGE_BLOCKS[key] = out = tuple(blocks)
+    _stage_blocks_held[0] += reps
     return out
 
 
