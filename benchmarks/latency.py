@@ -352,15 +352,23 @@ def _head_share(name: str, finaliser: str, est) -> str:
 
 
 def bench_zoo() -> None:
+    """The zoo on every target; `cpu` shows 'uncalibrated' on a CPU it was neither fitted nor probed on."""
+    from edgetpu_models.errors import TargetError
+
     targets = ("coral-usb", "coral-usb-std", "coral-devboard", "pixel4", "pixel6", "cpu")
-    rows = []
-    for name in ZOO:
-        ests = [estimate(name, t) for t in targets]
-        rows.append([name] + [f"{e.latency_ms:.2f}" for e in ests] + [f"{ests[0].off_chip_param_bytes:,}"])
+
+    def cells(model: object) -> list[str]:
+        out = []
+        for t in targets:
+            try:
+                out.append(f"{estimate(model, t).latency_ms:.2f}")
+            except TargetError:
+                out.append("uncalibrated")
+        return out + [f"{estimate(model, targets[0]).off_chip_param_bytes:,}"]
+
+    rows = [[name] + cells(name) for name in ZOO]
     for key, label in (("ResNet50_299", "ResNet-50 (299)"), ("MobileNetV2_224", "MobileNet v2 (224)")):
-        g = cal.load_graph_json(os.path.join(cal.calibration_dir(), f"{key}.json"))
-        ests = [estimate(g, t) for t in targets]
-        rows.append([label] + [f"{e.latency_ms:.2f}" for e in ests] + [f"{ests[0].off_chip_param_bytes:,}"])
+        rows.append([label] + cells(cal.load_graph_json(os.path.join(cal.calibration_dir(), f"{key}.json"))))
     print("== zoo estimates (ms)")
     print(format_table(("model",) + targets + ("off-chip bytes (usb)",), rows, right=tuple(range(1, len(targets) + 2))))
     print()
