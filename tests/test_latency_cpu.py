@@ -123,16 +123,18 @@ def test_timing_spread_is_robust_to_a_loaded_machine():
 
 
 def test_probe_times_shipped_kernels_without_tensorflow(tmp_path):
-    """The probe (`calibrate --target cpu --probe`) times the shipped one-kernel models with LiteRT: every kernel type
-    that takes at least 1% of the probe models' time is among them, each file runs as exactly its kernel, and a probe
-    in a fresh process returns a factor without importing TensorFlow or converting anything."""
+    """The probe (`calibrate --target cpu --probe`) times a shipped whole model and one-kernel models with LiteRT:
+    every kernel type that takes at least 1% of the probe models' time is among them, each file runs as its kernel,
+    and a probe in a fresh process returns its factors without importing TensorFlow or converting anything."""
     import subprocess
     import sys
 
     from edgetpu_models.nas.latency.cpu import probe
     from edgetpu_models.tflite_reader import read_tflite
 
-    kernels = probe.load_probe_kernels()
+    kernels, model = probe.load_probe_kernels()
+    name, res = probe.PROBE_WHOLE_MODEL
+    assert len(read_tflite(model).operators) >= len(spec_graph(name, None, res).layers) // 2  # a whole model
     assert kernels[0][0].name == fit.baseline_layer().name  # the invoke-overhead model comes first
     shares = probe.type_shares(predictor.load_predictor(load_target("cpu")))
     shipped = {features.kernel_key(layer) for layer, _ in kernels[1:]}
@@ -143,7 +145,7 @@ def test_probe_times_shipped_kernels_without_tensorflow(tmp_path):
             assert ops[layer.op] in [op.opcode for op in read_tflite(data).operators], layer
     code = ("import sys; from edgetpu_models.nas.latency.cpu.probe import run_probe; "
             "from edgetpu_models.nas.latency.targets import load_target; r = run_probe(load_target('cpu'), runs=3); "
-            "assert r.scale > 0 and all(row.predicted_ms > 0 for row in r.rows), r; "
+            "assert r.scale > 0 and r.kernel_scale > 0 and all(row.predicted_ms > 0 for row in r.rows), r; "
             "assert 'tensorflow' not in sys.modules; print(len(r.rows))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]

@@ -143,11 +143,11 @@ def _probe_cpu(target) -> int:
 
     result = run_probe(target, progress=lambda it: tqdm(it, desc="probe", unit="kernel"))
     rows = [(r.kernel, f"{r.measured_ms:.4f}", f"+-{r.spread * 100:.1f}%", f"{r.predicted_ms:.4f}")
-            for r in result.rows]
+            for r in (*result.rows, result.model)]
     print(format_table(("kernel (type, input)", "measured ms (median)", "spread (IQR/2)", "predicted as fitted ms"),
                        rows, right=(1, 2, 3)))
-    print(f"{target.name}: this CPU ({result.cpu}) runs kernels {result.scale:.3f}x the predictor's times; probe took "
-          f"{result.seconds:.0f} s")
+    print(f"{target.name}: this CPU ({result.cpu}) runs models {result.scale:.3f}x the predictor's times (kernels "
+          f"alone {result.kernel_scale:.3f}x); probe took {result.seconds:.1f} s")
     print(f"wrote {write_probe(result)}")
     return 0
 

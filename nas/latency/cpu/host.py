@@ -5,11 +5,10 @@ it can be off by a factor of 2 or more either way. So the predictor file records
 (`cpu_fingerprint`: model name, architecture and the SIMD extensions XNNPACK picks kernels by), and on any other CPU
 the `cpu` target either
 
-- uses a probe of this CPU (`cpu.probe.run_probe`, `edgetpu-models calibrate --target cpu --probe`): a shipped set
-  of one-kernel int8 models (the kernel types of a few zoo models) is timed with LiteRT, no TensorFlow and no
-  conversion (about 2 seconds), and the predictor's kernel times are scaled by the median ratio of measured to
-  predicted time, weighted by each kernel type's share of the zoo models' time; the probe is written to the user's
-  config folder beside the user's targets, per CPU; or
+- uses a probe of this CPU (`cpu.probe.run_probe`, `edgetpu-models calibrate --target cpu --probe`): a shipped
+  small whole model and one-kernel int8 models are timed with LiteRT, no TensorFlow and no conversion (about 2
+  seconds), and the predictor's kernel times are scaled by the whole model's ratio of measured to predicted time; the
+  probe is written to the user's config folder beside the user's targets, per CPU; or
 - refuses with one line that says the CPU is uncalibrated and how to calibrate it (`host_scale`).
 
 A probe corrects the CPU's overall speed, not the relative cost of kernel types (only the full calibration does that);
@@ -79,4 +78,4 @@ def host_scale(meta: dict[str, Any], target_name: str = "cpu") -> float:
     raise TargetError(f"{target_name}: uncalibrated for this CPU ({here}; the predictor was fitted on "
                       f"{meta.get('cpu', 'another, unrecorded CPU')}): run `edgetpu-models calibrate --target "
                       f"{target_name} --probe` (about {PROBE_SECONDS} s) or the full `edgetpu-models calibrate "
-                      f"--target {target_name}` (hours)")
+                      f"--target {target_name}` (tens of minutes)")
