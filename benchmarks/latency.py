@@ -28,6 +28,7 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from edgetpu_models.nas.latency import calibrate as cal  # noqa: E402
+from edgetpu_models.nas.latency.apm import graph_terms, terms_latency_ms  # noqa: E402
 from edgetpu_models.nas.latency.cpu.fit import held_out_rows, measure_held_out, random_specs  # noqa: E402
 from edgetpu_models.nas.latency.estimator import estimate, estimate_graph  # noqa: E402
 from edgetpu_models.tables import format_table  # noqa: E402
@@ -401,6 +402,71 @@ def bench_cpu(n: int, cached_only: bool) -> None:
           f"median |error| {100 * statistics.median(errs):.1f}%   worst {100 * max(errs):.1f}%")
 
 
+def _loo(terms: list, measured: list[float], base: object, free: list[str]) -> tuple[object, float, float]:
+    """(constants fitted to all, leave-one-out median |error|, Spearman) of one target."""
+    full = cal.fit_constants(terms, measured, base, free)
+    preds = []
+    for i in range(len(measured)):
+        keep = [j for j in range(len(measured)) if j != i]
+        c = cal.fit_constants([terms[j] for j in keep], [measured[j] for j in keep], full, free, multistart=False)
+        preds.append(terms_latency_ms(terms[i], c))
+    med = statistics.median(abs(p / m - 1) for p, m in zip(preds, measured))
+    return full, med, cal.spearman(measured, preds)
+
+
+def _variant_row(label: str, wb: float, link: float | None, graphs: list, eff: dict) -> tuple:
+    """One variant of the Coral model: coral-usb fitted (link pinned when `link`), coral-devboard fitted on link and
+    host with coral-usb's chip; their leave-one-out and the EfficientNet checks (never fitted)."""
+    import dataclasses
+
+    from edgetpu_models.nas.latency.estimator import load_target
+
+    usb, dev = load_target("coral-usb"), load_target("coral-devboard")
+    out = []
+    base = dataclasses.replace(usb.constants, weight_bytes_per_cycle=float(wb))
+    for t, rows in ((usb, cal.target_rows("coral-usb")), (dev, cal.target_rows("coral-devboard"))):
+        free = [k for k in cal._free(t) if link is None or k != "link_mb_per_s"]
+        if t is dev:
+            base = dataclasses.replace(out[0][0], invoke_overhead_us=dev.constants.invoke_overhead_us,
+                                       link_mb_per_s=dev.constants.link_mb_per_s)
+        base = base if link is None else dataclasses.replace(base, link_mb_per_s=float(link))
+        out.append(_loo([graph_terms(g, base) for g in graphs], [r.measured_ms for r in rows], base, free))
+    (cu, mu, ru), (cd, md, rd) = out
+    std = dataclasses.replace(cu, clock_mhz=cu.clock_mhz / 2)
+    ms = {n: [terms_latency_ms(graph_terms(g, c), c) for c in (cu, std, cd)] for n, g in eff.items()}
+    s, m, big = ms["efficientnet_edgetpu_s"], ms["efficientnet_edgetpu_m"], ms["efficientnet_edgetpu_l"]
+    return (label, f"{mu * 100:.1f}% / {ru:.3f}", f"{md * 100:.1f}% / {rd:.3f}", f"{s[0]:.2f}", f"{m[0]:.2f}",
+            f"{m[2]:.2f}", f"{big[0]:.2f}", f"{big[1]:.2f} (x{big[1] / big[0]:.2f})", f"{cu.link_mb_per_s:.0f}")
+
+
+def bench_variants() -> None:
+    """Issue 21's held-out checks under physical variants of the Coral model, none adopted (no written source): the
+    weight bandwidth (B/cycle), the link pinned at the USB 3.0 payload bound (500 MB/s) or a realistic bulk rate (400),
+    and parameter streaming overlapped with on-chip work instead of before it. Published: S 5.0-5.1, M 7.3-8.7 (Dev
+    Board 10.6), L 21.3 ms at 500 MHz; L at 250 MHz measured about a third below the 41.1 ms predicted."""
+    from edgetpu_models.nas.latency import apm
+    from edgetpu_models.nas.latency.frontends import spec_graph
+
+    graphs = cal.calibration_graphs(cal.target_rows("coral-usb"))
+    eff = {n: spec_graph(n) for n in ("efficientnet_edgetpu_s", "efficientnet_edgetpu_m", "efficientnet_edgetpu_l")}
+    serial = apm.layer_ms
+    rows = []
+    for rule, wb, link in (("serial", 72, None), ("serial", 72, 500), ("serial", 96, None), ("serial", 128, 500),
+                           ("serial", 128, 400), ("overlap", 96, 500), ("overlap", 128, 500)):
+        if rule == "overlap":  # a layer's stream overlaps its on-chip work: the larger of the two, not the sum
+            apm.layer_ms = lambda p, c, maximum=max: maximum(maximum(maximum(p[0], p[1]), p[2]), p[3]) + \
+                c.layer_overhead_us * 1e-3
+        try:
+            label = f"{rule}, {wb} B/cycle, link {'fitted' if link is None else link}"
+            rows.append(_variant_row(label, wb, link, graphs, eff))
+        finally:
+            apm.layer_ms = serial
+    print("== issue 21 held-out checks under variants of the Coral model (first row: the shipped targets)")
+    print(format_table(("variant", "usb LOO / rho", "devboard LOO / rho", "S usb", "M usb", "M devboard", "L usb",
+                        "L usb-std", "usb link MB/s"), rows, right=(3, 4, 5, 6, 7, 8)))
+    print()
+
+
 PROBE_CHECK_MODELS = (("efficientnet_edgetpu_s", 224), ("efficientnet_edgetpu_m", 240), ("mobilenet_edgetpu", 224),
                       ("mobilenet_edgetpu_075", 224), ("mobilenet_edgetpu_v2_xs", 224), ("mobilenet_edgetpu_v2_s", 224))
 """Zoo models the probed `cpu` predictor is checked on (none of them at the probe models' resolutions)."""
@@ -478,6 +544,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cached-only", action="store_true", help="CPU check from cached timings only")
     p.add_argument("--speed-only", action="store_true", help="only the estimates-per-second figures")
     p.add_argument("--segmentation-only", action="store_true", help="only the segmentation tables (seconds)")
+    p.add_argument("--variants-only", action="store_true",
+                   help="only issue 21's table of Coral model variants (a minute: refits each)")
     p.add_argument("--cpu-probe-only", action="store_true",
                    help="only the cpu probe check (the zoo models' cpu-measured timings are built the first time)")
     args = p.parse_args(argv)
@@ -486,6 +554,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.cpu_probe_only:
         bench_cpu_probe()
+        return 0
+    if args.variants_only:
+        bench_variants()
         return 0
     bench_spec_path()
     bench_one_block()
