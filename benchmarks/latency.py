@@ -13,7 +13,8 @@ Prints:
    pixel6's held-out error on the MobilenetEdgeTPU-V2 family;
 3. the zoo on every target;
 4. for `cpu`: predicted versus measured (`cpu-measured`, LiteRT) on held-out random architectures at several
-   resolutions, and the fraction within +-10%.
+   resolutions, and the fraction within +-10%; and the probe (`calibrate --target cpu --probe`): how long it takes and
+   its error on six zoo models (`--cpu-probe-only` prints just that).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from edgetpu_models.nas.latency import calibrate as cal  # noqa: E402
+from edgetpu_models.nas.latency.apm import graph_terms, terms_latency_ms  # noqa: E402
 from edgetpu_models.nas.latency.cpu.fit import held_out_rows, measure_held_out, random_specs  # noqa: E402
 from edgetpu_models.nas.latency.estimator import estimate, estimate_graph  # noqa: E402
 from edgetpu_models.tables import format_table  # noqa: E402
@@ -352,15 +354,23 @@ def _head_share(name: str, finaliser: str, est) -> str:
 
 
 def bench_zoo() -> None:
+    """The zoo on every target; `cpu` shows 'uncalibrated' on a CPU it was neither fitted nor probed on."""
+    from edgetpu_models.errors import TargetError
+
     targets = ("coral-usb", "coral-usb-std", "coral-devboard", "pixel4", "pixel6", "cpu")
-    rows = []
-    for name in ZOO:
-        ests = [estimate(name, t) for t in targets]
-        rows.append([name] + [f"{e.latency_ms:.2f}" for e in ests] + [f"{ests[0].off_chip_param_bytes:,}"])
+
+    def cells(model: object) -> list[str]:
+        out = []
+        for t in targets:
+            try:
+                out.append(f"{estimate(model, t).latency_ms:.2f}")
+            except TargetError:
+                out.append("uncalibrated")
+        return out + [f"{estimate(model, targets[0]).off_chip_param_bytes:,}"]
+
+    rows = [[name] + cells(name) for name in ZOO]
     for key, label in (("ResNet50_299", "ResNet-50 (299)"), ("MobileNetV2_224", "MobileNet v2 (224)")):
-        g = cal.load_graph_json(os.path.join(cal.calibration_dir(), f"{key}.json"))
-        ests = [estimate(g, t) for t in targets]
-        rows.append([label] + [f"{e.latency_ms:.2f}" for e in ests] + [f"{ests[0].off_chip_param_bytes:,}"])
+        rows.append([label] + cells(cal.load_graph_json(os.path.join(cal.calibration_dir(), f"{key}.json"))))
     print("== zoo estimates (ms)")
     print(format_table(("model",) + targets + ("off-chip bytes (usb)",), rows, right=tuple(range(1, len(targets) + 2))))
     print()
@@ -392,15 +402,161 @@ def bench_cpu(n: int, cached_only: bool) -> None:
           f"median |error| {100 * statistics.median(errs):.1f}%   worst {100 * max(errs):.1f}%")
 
 
+def _loo(terms: list, measured: list[float], base: object, free: list[str]) -> tuple[object, float, float]:
+    """(constants fitted to all, leave-one-out median |error|, Spearman) of one target."""
+    full = cal.fit_constants(terms, measured, base, free)
+    preds = []
+    for i in range(len(measured)):
+        keep = [j for j in range(len(measured)) if j != i]
+        c = cal.fit_constants([terms[j] for j in keep], [measured[j] for j in keep], full, free, multistart=False)
+        preds.append(terms_latency_ms(terms[i], c))
+    med = statistics.median(abs(p / m - 1) for p, m in zip(preds, measured))
+    return full, med, cal.spearman(measured, preds)
+
+
+def _variant_row(label: str, wb: float, link: float | None, graphs: list, eff: dict) -> tuple:
+    """One variant of the Coral model: coral-usb fitted (link pinned when `link`), coral-devboard fitted on link and
+    host with coral-usb's chip; their leave-one-out and the EfficientNet checks (never fitted)."""
+    import dataclasses
+
+    from edgetpu_models.nas.latency.estimator import load_target
+
+    usb, dev = load_target("coral-usb"), load_target("coral-devboard")
+    out = []
+    base = dataclasses.replace(usb.constants, weight_bytes_per_cycle=float(wb))
+    for t, rows in ((usb, cal.target_rows("coral-usb")), (dev, cal.target_rows("coral-devboard"))):
+        free = [k for k in cal._free(t) if link is None or k != "link_mb_per_s"]
+        if t is dev:
+            base = dataclasses.replace(out[0][0], invoke_overhead_us=dev.constants.invoke_overhead_us,
+                                       link_mb_per_s=dev.constants.link_mb_per_s)
+        base = base if link is None else dataclasses.replace(base, link_mb_per_s=float(link))
+        out.append(_loo([graph_terms(g, base) for g in graphs], [r.measured_ms for r in rows], base, free))
+    (cu, mu, ru), (cd, md, rd) = out
+    std = dataclasses.replace(cu, clock_mhz=cu.clock_mhz / 2)
+    ms = {n: [terms_latency_ms(graph_terms(g, c), c) for c in (cu, std, cd)] for n, g in eff.items()}
+    s, m, big = ms["efficientnet_edgetpu_s"], ms["efficientnet_edgetpu_m"], ms["efficientnet_edgetpu_l"]
+    return (label, f"{mu * 100:.1f}% / {ru:.3f}", f"{md * 100:.1f}% / {rd:.3f}", f"{s[0]:.2f}", f"{m[0]:.2f}",
+            f"{m[2]:.2f}", f"{big[0]:.2f}", f"{big[1]:.2f} (x{big[1] / big[0]:.2f})", f"{cu.link_mb_per_s:.0f}")
+
+
+def bench_variants() -> None:
+    """Issue 21's held-out checks under physical variants of the Coral model, none adopted (no written source): the
+    weight bandwidth (B/cycle), the link pinned at the USB 3.0 payload bound (500 MB/s) or a realistic bulk rate (400),
+    and parameter streaming overlapped with on-chip work instead of before it. Published: S 5.0-5.1, M 7.3-8.7 (Dev
+    Board 10.6), L 21.3 ms at 500 MHz; L at 250 MHz measured about a third below the 41.1 ms predicted."""
+    from edgetpu_models.nas.latency import apm
+    from edgetpu_models.nas.latency.frontends import spec_graph
+
+    graphs = cal.calibration_graphs(cal.target_rows("coral-usb"))
+    eff = {n: spec_graph(n) for n in ("efficientnet_edgetpu_s", "efficientnet_edgetpu_m", "efficientnet_edgetpu_l")}
+    serial = apm.layer_ms
+    rows = []
+    for rule, wb, link in (("serial", 72, None), ("serial", 72, 500), ("serial", 96, None), ("serial", 128, 500),
+                           ("serial", 128, 400), ("overlap", 96, 500), ("overlap", 128, 500)):
+        if rule == "overlap":  # a layer's stream overlaps its on-chip work: the larger of the two, not the sum
+            apm.layer_ms = lambda p, c, maximum=max: maximum(maximum(maximum(p[0], p[1]), p[2]), p[3]) + \
+                c.layer_overhead_us * 1e-3
+        try:
+            label = f"{rule}, {wb} B/cycle, link {'fitted' if link is None else link}"
+            rows.append(_variant_row(label, wb, link, graphs, eff))
+        finally:
+            apm.layer_ms = serial
+    print("== issue 21 held-out checks under variants of the Coral model (first row: the shipped targets)")
+    print(format_table(("variant", "usb LOO / rho", "devboard LOO / rho", "S usb", "M usb", "M devboard", "L usb",
+                        "L usb-std", "usb link MB/s"), rows, right=(3, 4, 5, 6, 7, 8)))
+    print()
+
+
+PROBE_CHECK_MODELS = (("efficientnet_edgetpu_s", 224), ("efficientnet_edgetpu_m", 240), ("mobilenet_edgetpu", 224),
+                      ("mobilenet_edgetpu_075", 224), ("mobilenet_edgetpu_v2_xs", 224), ("mobilenet_edgetpu_v2_s", 224))
+"""Zoo models the probed `cpu` predictor is checked on (none of them at the probe models' resolutions)."""
+
+
+def _measured_zoo(models: tuple[tuple[str, int], ...]) -> dict[str, tuple[float, float]]:
+    """{"name@res": (median ms, spread)} of `cpu-measured` (LiteRT, 1 thread, thread CPU time), cached in
+    ~/.cache/edgetpu_models/cpu_zoo_t1.jsonl (resumable)."""
+    import json
+
+    from edgetpu_models.nas.latency.cpu.timing import model_tflite_bytes, time_tflite_runs
+
+    path = os.path.join(os.path.expanduser("~"), ".cache", "edgetpu_models", "cpu_zoo_t1.jsonl")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    done: dict[str, tuple[float, float]] = {}
+    if os.path.exists(path):
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                try:
+                    rec = json.loads(line)
+                    done[rec["key"]] = (float(rec["ms"]), float(rec["spread"]))
+                except (ValueError, KeyError):
+                    continue
+    for name, res in models:
+        key = f"{name}@{res}"
+        if key not in done:
+            timing = time_tflite_runs(model_tflite_bytes(name, res), threads=1, runs=15)
+            done[key] = (timing.median_ms, timing.spread)
+            with open(path, "a", encoding="utf-8") as f:
+                f.write(json.dumps({"key": key, "ms": timing.median_ms, "spread": timing.spread}) + "\n")
+    return done
+
+
+def bench_cpu_probe(models: tuple[tuple[str, int], ...] = PROBE_CHECK_MODELS) -> None:
+    """How long the `cpu` probe takes and how good it is: the probed predictor (and the predictor as fitted) against
+    `cpu-measured` on zoo models. The probe's factor is applied here, not written to the user's config."""
+    from edgetpu_models.nas.latency.cpu.predictor import load_predictor, predict_kernels
+    from edgetpu_models.nas.latency.cpu.probe import run_probe
+    from edgetpu_models.nas.latency.frontends import spec_graph
+    from edgetpu_models.nas.latency.targets import load_target
+
+    target = load_target("cpu")
+    t0 = time.perf_counter()
+    probe = run_probe(target)
+    wall = time.perf_counter() - t0
+    pred = load_predictor(target)
+    measured = _measured_zoo(models)
+    rows, errs, errs_fitted, errs_kernels = [], [], [], []
+    for name, res in models:
+        ms, spread = measured[f"{name}@{res}"]
+        kernels = sum(k for _, k, _ in predict_kernels(spec_graph(name, None, res), pred, 1.0))
+        fitted, probed = pred.invoke_ms + kernels, pred.invoke_ms + kernels * probe.scale
+        by_kernels = pred.invoke_ms + kernels * probe.kernel_scale
+        errs.append(abs(probed / ms - 1))
+        errs_fitted.append(abs(fitted / ms - 1))
+        errs_kernels.append(abs(by_kernels / ms - 1))
+        rows.append((name, str(res), f"{ms:.2f}", f"+-{spread * 100:.1f}%", f"{fitted:.2f}", f"{by_kernels:.2f}",
+                     f"{probed:.2f}", f"{(probed / ms - 1) * 100:+.1f}%"))
+    print(f"== cpu probe: a whole model and {len(probe.rows)} one-kernel models, shipped, timed with LiteRT in "
+          f"{probe.seconds:.1f} s ({wall:.1f} s wall, load average {os.getloadavg()[0]:.1f}); this CPU runs models "
+          f"{probe.scale:.3f}x the predictor's times ({probe.model.kernel}: {probe.model.measured_ms:.3f} ms "
+          f"+-{probe.model.spread * 100:.1f}% against {probe.model.predicted_ms:.3f}), kernels alone "
+          f"{probe.kernel_scale:.3f}x")
+    print(format_table(("model", "res", "cpu-measured ms", "spread (IQR/2)", "as fitted ms", "kernels' factor ms",
+                        "probed ms", "probed error"), rows, right=(1, 2, 3, 4, 5, 6, 7)))
+    print(f"   median |error|: probed {100 * statistics.median(errs):.1f}%, with the kernels' factor alone "
+          f"{100 * statistics.median(errs_kernels):.1f}%, as fitted (another CPU's fit) "
+          f"{100 * statistics.median(errs_fitted):.1f}%")
+    print()
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--held-out", type=int, default=32, help="held-out architectures for the CPU check (0: skip)")
     p.add_argument("--cached-only", action="store_true", help="CPU check from cached timings only")
     p.add_argument("--speed-only", action="store_true", help="only the estimates-per-second figures")
     p.add_argument("--segmentation-only", action="store_true", help="only the segmentation tables (seconds)")
+    p.add_argument("--variants-only", action="store_true",
+                   help="only issue 21's table of Coral model variants (a minute: refits each)")
+    p.add_argument("--cpu-probe-only", action="store_true",
+                   help="only the cpu probe check (the zoo models' cpu-measured timings are built the first time)")
     args = p.parse_args(argv)
     if args.segmentation_only:
         bench_segmentation()
+        return 0
+    if args.cpu_probe_only:
+        bench_cpu_probe()
+        return 0
+    if args.variants_only:
+        bench_variants()
         return 0
     bench_spec_path()
     bench_one_block()
@@ -416,6 +572,8 @@ def main(argv: list[str] | None = None) -> int:
     bench_zoo()
     bench_segmentation()
     bench_cpu(args.held_out, args.cached_only)
+    if args.held_out > 0 and not args.cached_only:  # times zoo models with LiteRT (built the first time)
+        bench_cpu_probe()
     return 0
 
 

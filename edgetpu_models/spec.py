@@ -302,30 +302,90 @@ def _check(kind: str, data: Any, path: str, where: str) -> dict[str, Any]:
     return check_fields(_SCHEMAS[kind], data, path, where)
 
 
+_VALID: dict[tuple[Any, ...], Any] = {}
+_VALID_MAX = 20_000
+"""Records (stages, stems, heads, ...) that passed validation, keyed on their kind and their fields with each value's
+type: a search sends thousands of specs that share most stages, and checking each field again was a quarter of the
+latency server's time. Only valid records are kept, so every error is still raised, with its path, where it occurs."""
+
+
+def _record_key(kind: str, raw: Any) -> tuple[Any, ...] | None:
+    """`raw`'s memo key (each value's type is part of it: `1` is not `true`, `6` is not `6.0`; a list of numbers is a
+    tuple of them, typed too), or None when it has none (not a plain dict, or a field holds a mapping or a nested
+    list)."""
+    if type(raw) is not dict:
+        return None
+    values = tuple(raw.values())
+    types = tuple(map(type, values))
+    if list in types:  # normalization's mean and std: their items and the items' types
+        values = tuple((tuple(v), tuple(map(type, v))) if t is list else v for v, t in zip(values, types))
+    key = (kind, tuple(raw), types, values)
+    try:
+        hash(key)
+    except TypeError:
+        return None
+    return key
+
+
+def _parse_record(kind: str, cls: Callable[..., Any], raw: Any, path: str, where: str,
+                  rules: Callable[[dict[str, Any], str], None] | None = None) -> Any:
+    """`cls(**raw)` after `raw` passed the field table of `kind` (and `rules(fields, path)`, checks of the record
+    alone), reused when an equal record (`_record_key`) passed before."""
+    key = _record_key(kind, raw)
+    hit = _VALID.get(key) if key is not None else None
+    if hit is not None:
+        return hit
+    fields = _check(kind, raw, path, where)
+    if rules is not None:
+        rules(fields, path)
+    out = cls(**fields)
+    if key is not None:
+        if len(_VALID) >= _VALID_MAX:
+            _VALID.clear()
+        _VALID[key] = out
+    return out
+
+
+def _stage_rules(where: str) -> Callable[[dict[str, Any], str], None]:
+    def rules(st: dict[str, Any], path: str) -> None:
+        if st["block"] == "conv" and st["expansion"] != 1:
+            raise SpecError(f"{where}: {path}.expansion: a 'conv' block has no expansion; expected 1")
+        if st.get("group_size") is not None and (st["block"] != "fused_ibn" or st["expansion"] == 1):
+            raise SpecError(f"{where}: {path}.group_size: only a fused_ibn block with expansion > 1 has a grouped "
+                            f"convolution; remove group_size or use block: fused_ibn")
+    return rules
+
+
 def _parse_stages(raw_stages: Any, path: str, where: str) -> tuple[Stage, ...]:
     if not isinstance(raw_stages, list) or not raw_stages:
         raise SpecError(f"{where}: {path}: expected a non-empty list of stages")
     stages = []
+    rules = _stage_rules(where)
     for i, raw in enumerate(raw_stages):
-        st = _check("stage", raw, f"{path}[{i}]", where)
-        if st["block"] == "conv" and st["expansion"] != 1:
-            raise SpecError(f"{where}: {path}[{i}].expansion: a 'conv' block has no expansion; expected 1")
-        if st.get("group_size") is not None and (st["block"] != "fused_ibn" or st["expansion"] == 1):
-            raise SpecError(f"{where}: {path}[{i}].group_size: only a fused_ibn block with expansion > 1 has a grouped "
-                            f"convolution; remove group_size or use block: fused_ibn")
-        if st.get("continue_stage") and i == 0:
+        st = _parse_record("stage", Stage, raw, f"{path}[{i}]", where, rules)
+        if st.continue_stage and i == 0:
             raise SpecError(f"{where}: {path}[0].continue_stage: the first stage has no previous stage to continue")
-        stages.append(Stage(**st))
+        stages.append(st)
     return tuple(stages)
 
 
+def _normalization(mean: list[float], std: list[float]) -> Normalization:
+    return Normalization(tuple(map(float, mean)), tuple(map(float, std)))  # type: ignore[arg-type]
+
+
 def _parse_normalization(raw: Any, path: str, where: str) -> Normalization:
-    n = _check("normalization", raw, path, where)
-    return Normalization(tuple(map(float, n["mean"])), tuple(map(float, n["std"])))
+    return _parse_record("normalization", _normalization, raw, path, where)
+
+
+_SCALAR_VARIANT_FIELDS = frozenset(("width", "depth", "resolution", "dropout", "padding", "drop_connect"))
+"""A variant's fields that are checked on their own (not mappings, not against the base network's stages)."""
 
 
 def _parse_variant(name: str, raw: Any, base_stages: tuple[Stage, ...], where: str) -> Variant:
     path = f"variants.{name}"
+    if type(raw) is dict and raw.keys() <= _SCALAR_VARIANT_FIELDS:
+        # scalar fields only, none checked against the base network: the record alone decides
+        return _parse_record("variant", Variant, raw, path, where)
     v = _check("variant", raw, path, where)
     if "stem" in v:
         v["stem"] = Stem(**_check("stem", v["stem"], f"{path}.stem", where))
@@ -352,10 +412,10 @@ def spec_from_dict(data: Any, source: str | None = None) -> Spec:
     """Validates plain data (as parsed from YAML) and returns a `Spec`. Raises `SpecError` naming field and rule."""
     where = source or "<spec>"
     d = _check("spec", data, "", where)
-    stem = Stem(**_check("stem", d["stem"], "stem", where))
-    head = Head(**_check("head", d["head"], "head", where))
+    stem = _parse_record("stem", Stem, d["stem"], "stem", where)
+    head = _parse_record("head", Head, d["head"], "head", where)
     stages = _parse_stages(d["stages"], "stages", where)
-    bn = BatchNorm(**_check("batch_norm", d.get("batch_norm", {}), "batch_norm", where))
+    bn = _parse_record("batch_norm", BatchNorm, d.get("batch_norm", {}), "batch_norm", where)
     norm = _parse_normalization(d["normalization"], "normalization", where) if "normalization" in d else Normalization()
     variants_raw = d.get("variants", {}) or {}
     if not isinstance(variants_raw, Mapping):
@@ -455,6 +515,9 @@ def pick_variant(spec: Spec, variant: str | None) -> tuple[str | None, Variant]:
 
 def _apply_overrides(spec: Spec, v: Variant) -> Spec:
     """The base network with a variant's overrides (stem, head, stages, widths, group size, padding) applied."""
+    if v.stages is None and v.stage_filters is None and v.group_size is None and v.stem is None and v.head is None \
+            and v.padding is None and v.drop_connect is None and v.batch_norm is None and v.normalization is None:
+        return spec  # a plain compound-scaling variant (the common case): nothing to replace
     stages = v.stages if v.stages is not None else spec.stages
     if v.stage_filters is not None:
         numbered = list(itertools.accumulate(0 if st.continue_stage else 1 for st in stages))
@@ -497,6 +560,48 @@ def block_count(spec: Spec, variant: str | None = None) -> int:
     return sum(_checked_repeats(_apply_overrides(spec, v), v))
 
 
+_STAGE_BLOCKS: dict[tuple[Any, ...], tuple[BlockArgs, ...]] = {}
+_STAGE_BLOCKS_MAX = 200_000
+"""Blocks kept in `_STAGE_BLOCKS` in all (a few hundred bytes each); it is cleared when full."""
+_stage_blocks_held = [0]
+
+
+def _stage_blocks(spec: Spec, s: int, reps: int, width: float, in_filters: int, numbers: tuple[int, int],
+                  start: int, total: int) -> tuple[BlockArgs, ...]:
+    """The blocks of stage `s` (`reps` of them after depth scaling), its first named `blocks_{numbers}` and the
+    `start`-th of `total`. Kept for equal arguments: a search resolves the same stages over and over, and building
+    frozen dataclasses was most of `resolve`'s time."""
+    st = spec.stages[s]
+    key = (st, reps, width, in_filters, numbers, start, total, spec.drop_connect, spec.drop_connect.__class__,
+           spec.expansion_divisor)
+    hit = _STAGE_BLOCKS.get(key)
+    if hit is not None:
+        return hit
+    out_filters = round_filters(st.filters, width)
+    stage_index, block_index = numbers
+    blocks = []
+    for b in range(reps):
+        first = b == 0
+        stride = st.stride if first else 1
+        base_in = round_filters(st.expansion_input, width) if first and st.expansion_input is not None else in_filters
+        # A block has an expansion layer only when it widens: expansion 1 (and 'conv') means none.
+        expand = in_filters if st.block == "conv" or st.expansion == 1 else make_divisible(base_in * st.expansion,
+                                                                                   spec.expansion_divisor)
+        residual = st.block != "conv" and st.skip and stride == 1 and in_filters == out_filters
+        blocks.append(BlockArgs(name=f"blocks_{stage_index}_{block_index + b}", block=st.block, kernel=st.kernel,
+                                stride=stride, input_filters=in_filters, expand_filters=expand,
+                                output_filters=out_filters, residual=residual,
+                                drop_rate=spec.drop_connect * (start + b) / total,
+                                groups=_groups(spec, s, st, in_filters, expand)))
+        in_filters = out_filters
+    if _stage_blocks_held[0] + reps > _STAGE_BLOCKS_MAX:
+        _STAGE_BLOCKS.clear()
+        _stage_blocks_held[0] = 0
+    _STAGE_BLOCKS[key] = out = tuple(blocks)
+    _stage_blocks_held[0] += reps
+    return out
+
+
 def resolve(spec: Spec, variant: str | None = None, resolution: int | None = None) -> Arch:
     """Applies compound scaling and expands stages into blocks. `resolution` overrides the variant's."""
     variant, v = pick_variant(spec, variant)
@@ -511,26 +616,13 @@ def resolve(spec: Spec, variant: str | None = None, resolution: int | None = Non
     blocks: list[BlockArgs] = []
     in_filters = stem.filters
     stage_index, block_index = -1, 0
-    for s, (st, reps) in enumerate(zip(spec.stages, repeats)):
-        out_filters = round_filters(st.filters, v.width)
-        if not st.continue_stage:
+    for s, reps in enumerate(repeats):
+        if not spec.stages[s].continue_stage:
             stage_index, block_index = stage_index + 1, 0
-        for b in range(reps):
-            first = b == 0
-            stride = st.stride if first else 1
-            base_in = (round_filters(st.expansion_input, v.width)
-                       if first and st.expansion_input is not None else in_filters)
-            # A block has an expansion layer only when it widens: expansion 1 (and 'conv') means none.
-            expand = in_filters if st.block == "conv" or st.expansion == 1 else make_divisible(base_in * st.expansion,
-                                                                                       spec.expansion_divisor)
-            residual = st.block != "conv" and st.skip and stride == 1 and in_filters == out_filters
-            blocks.append(BlockArgs(name=f"blocks_{stage_index}_{block_index}", block=st.block, kernel=st.kernel,
-                                    stride=stride, input_filters=in_filters, expand_filters=expand,
-                                    output_filters=out_filters, residual=residual,
-                                    drop_rate=spec.drop_connect * len(blocks) / total,
-                                    groups=_groups(spec, s, st, in_filters, expand)))
-            in_filters = out_filters
-            block_index += 1
+        if reps:
+            blocks += _stage_blocks(spec, s, reps, v.width, in_filters, (stage_index, block_index), len(blocks), total)
+            in_filters = blocks[-1].output_filters
+        block_index += reps
     return Arch(name=spec.name, variant=variant, resolution=resolution or v.resolution, stem=stem,
                 blocks=tuple(blocks),
                 head_filters=round_filters(spec.head.filters, v.width if spec.head.scaled else 1.0), dropout=v.dropout,

@@ -102,7 +102,7 @@ def test_cpu_target_knows_which_cpu_it_describes(tmp_path, monkeypatch):
     with pytest.raises(TargetError) as e:
         estimate("mobilenet_edgetpu", "cpu")
     msg = str(e.value)
-    assert "\n" not in msg and "uncalibrated for this CPU" in msg and "--probe" in msg
+    assert "\n" not in msg and "uncalibrated for this CPU" in msg and "--probe` (about 2 s)" in msg
     os.makedirs(os.path.dirname(probe_path()))
     with open(probe_path(), "w", encoding="utf-8") as f:
         json.dump({cpu_fingerprint(): {"scale": 2.0}}, f)
@@ -120,3 +120,44 @@ def test_timing_spread_is_robust_to_a_loaded_machine():
     loaded = quiet[:12] + [25.0, 40.0, 31.0]
     assert robust_spread(quiet) < 0.02 and robust_spread(loaded) < 0.05
     assert robust_spread([1.0, 1.0, 2.0, 2.0, 3.0, 3.0]) > 0.3
+
+
+def test_probe_times_shipped_kernels_without_tensorflow(tmp_path):
+    """The probe (`calibrate --target cpu --probe`) times a shipped whole model and one-kernel models with LiteRT:
+    every kernel type that takes at least 1% of the probe models' time is among them, each file runs as its kernel,
+    and a probe in a fresh process returns its factors without importing TensorFlow or converting anything."""
+    import subprocess
+    import sys
+
+    from edgetpu_models.nas.latency.cpu import probe
+    from edgetpu_models.tflite_reader import read_tflite
+
+    kernels, model = probe.load_probe_kernels()
+    name, res = probe.PROBE_WHOLE_MODEL
+    assert len(read_tflite(model).operators) >= len(spec_graph(name, None, res).layers) // 2  # a whole model
+    assert kernels[0][0].name == fit.baseline_layer().name  # the invoke-overhead model comes first
+    shares = probe.type_shares(predictor.load_predictor(load_target("cpu")))
+    shipped = {features.kernel_key(layer) for layer, _ in kernels[1:]}
+    assert {k for k, share in shares.items() if share >= 0.01} - {"fc"} <= shipped  # fc: too many parameters
+    ops = {"conv2d": "CONV_2D", "depthwise_conv2d": "DEPTHWISE_CONV_2D", "add": "ADD", "pad": "PAD"}
+    for layer, data in kernels[1:]:
+        if layer.op in ops:
+            assert ops[layer.op] in [op.opcode for op in read_tflite(data).operators], layer
+    code = ("import sys; from edgetpu_models.nas.latency.cpu.probe import run_probe; "
+            "from edgetpu_models.nas.latency.targets import load_target; r = run_probe(load_target('cpu'), runs=3); "
+            "assert r.scale > 0 and r.kernel_scale > 0 and all(row.predicted_ms > 0 for row in r.rows), r; "
+            "assert 'tensorflow' not in sys.modules; print(len(r.rows))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert int(out.stdout.split()[-1]) == len(kernels) - 1
+
+
+def test_probe_factor_is_a_time_weighted_median():
+    """Kernel types weigh by their share of the models' time: a cheap kernel type far off cannot move the factor."""
+    from edgetpu_models.nas.latency.cpu.probe import weighted_median
+
+    assert weighted_median([(1.0, 0.3), (1.1, 0.4), (0.7, 0.05), (5.0, 0.01)]) == 1.1
+    assert weighted_median([(1.0, 0.3), (1.1, 0.1), (0.7, 0.05), (5.0, 0.05)]) == 1.0
+    assert weighted_median([(2.0, 1.0)]) == 2.0
+    with pytest.raises(ValueError):
+        weighted_median([(1.0, 0.0)])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import os
 import shutil
@@ -248,8 +249,13 @@ def test_non_loopback_needs_a_token_or_tls(tmp_path, capsys):
 
 def test_drain_finishes_calls_in_flight_and_refuses_new_ones():
     srv = LatencyServer(ServerConfig(port=0, cache_size=0, grace_s=30)).start()
-    spec, _ = zoo_spec("efficientnet_edgetpu_l")
-    many = [spec] * 250  # uncached, one EstimateBatch call (<= BATCH_CHUNK) that takes a while
+    base = zoo_spec("efficientnet_edgetpu_l")[0].to_dict()
+    many = []  # distinct deep models, one EstimateBatch call (<= BATCH_CHUNK) that takes a while: the estimator's
+    for i in range(250):  # memos make repeats of one model almost free, so every model has blocks of its own
+        d = copy.deepcopy(base)
+        d["stages"][-1].update(repeats=40, filters=8 * (i + 40))
+        many.append(d)
+    spec = many[0]
     result: dict = {}
 
     def long_call():

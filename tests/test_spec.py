@@ -101,3 +101,27 @@ def test_spec_parsing_and_profiling_do_not_import_tensorflow():
     code = ("import sys; from edgetpu_models import profile; g = profile('efficientnet_edgetpu_l'); "
             "assert g.params == 10589712; assert 'tensorflow' not in sys.modules, 'tensorflow imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_validation_and_resolution_memos_change_no_answer():
+    """spec.py reuses records that passed validation and stages it resolved (the latency server's hot path): a record
+    equal to a valid one only up to type (True for 1, 3.0 for 3, 0 for false) is still refused, naming its field, and
+    every zoo model resolves the same after the others filled the memos as it does alone."""
+    from edgetpu_models import spec as spec_mod
+
+    data = _base()
+    spec_from_dict(copy.deepcopy(data))
+    stage = data["stages"][0]
+    assert (stage["stride"], stage["kernel"], stage["skip"]) == (1, 3, False)
+    for field, value in (("stride", True), ("kernel", 3.0), ("skip", 0)):
+        bad = copy.deepcopy(data)
+        bad["stages"][0][field] = value
+        with pytest.raises(SpecError, match=rf"stages\[0\]\.{field}: expected"):
+            spec_from_dict(bad)
+    models = [(name, v) for name in ZOO for v in [zoo_spec(name)[1]] + [None]]
+    cold = {}
+    for name, v in models:
+        spec_mod._STAGE_BLOCKS.clear()
+        cold[name, v] = resolve(zoo_spec(name)[0], v)
+    for name, v in models:
+        assert resolve(zoo_spec(name)[0], v) == cold[name, v], name

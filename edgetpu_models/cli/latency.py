@@ -135,18 +135,19 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
 
 def _probe_cpu(target) -> int:
-    """`calibrate --target cpu --probe`: a short timing of a few models scales the predictor to this CPU."""
+    """`calibrate --target cpu --probe`: a short timing of shipped one-kernel models scales the predictor to this
+    CPU."""
     from tqdm import tqdm
 
     from edgetpu_models.nas.latency.cpu.probe import run_probe, write_probe
 
-    result = run_probe(target, progress=lambda it: tqdm(it, desc="probe", unit="model"))
-    rows = [(r.model, str(r.resolution), f"{r.measured_ms:.3f}", f"+-{r.spread * 100:.1f}%", f"{r.predicted_ms:.3f}")
-            for r in result.rows]
-    print(format_table(("model", "res", "measured ms (median)", "spread (IQR/2)", "predicted as fitted ms"), rows,
-                       right=(1, 2, 3, 4)))
-    print(f"{target.name}: this CPU ({result.cpu}) runs kernels {result.scale:.3f}x the predictor's times; probe took "
-          f"{result.seconds:.0f} s")
+    result = run_probe(target, progress=lambda it: tqdm(it, desc="probe", unit="kernel"))
+    rows = [(r.kernel, f"{r.measured_ms:.4f}", f"+-{r.spread * 100:.1f}%", f"{r.predicted_ms:.4f}")
+            for r in (*result.rows, result.model)]
+    print(format_table(("kernel (type, input)", "measured ms (median)", "spread (IQR/2)", "predicted as fitted ms"),
+                       rows, right=(1, 2, 3)))
+    print(f"{target.name}: this CPU ({result.cpu}) runs models {result.scale:.3f}x the predictor's times (kernels "
+          f"alone {result.kernel_scale:.3f}x); probe took {result.seconds:.1f} s")
     print(f"wrote {write_probe(result)}")
     return 0
 
@@ -199,8 +200,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=threads_arg, default=None,
                    help="cpu: threads to time with (default: the target's)")
     p.add_argument("--probe", action="store_true",
-                   help="cpu: a short probe (about a minute) that scales the predictor to this CPU instead of the "
-                        "full calibration")
+                   help="cpu: a short probe (about 2 s) that scales the predictor to this CPU instead of the full "
+                        "calibration")
     p.add_argument("--out", metavar="FILE.yaml",
                    help="where to write the fitted target (default: ~/.config/edgetpu_models/targets/TARGET.yaml, "
                         "which overrides the shipped target)")

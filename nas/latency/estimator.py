@@ -36,15 +36,16 @@ def estimate_graph(graph: LayerGraph, target: "str | Target" = "coral-usb") -> L
                       f".tflite, not a layer graph")
 
 
-def estimate(model: Any, target: str = "coral-usb", *, resolution: int | None = None,
+def estimate(model: Any, target: "str | Target" = "coral-usb", *, resolution: int | None = None,
              variant: str | None = None, threads: int | None = None, cpu_from_op: int | None = None) -> LatencyEstimate:
     """Latency of `model` (any model reference, see `edgetpu_models.model_io`, or a LayerGraph) on `target`.
 
     `threads` applies to the measured CPU target (default: the target file's). `cpu_from_op` (Edge TPU targets, a
     .tflite or its graph): the operator index where the compiler's Edge TPU segment ends, as the compatibility check
     finds it (`deploy.edgetpu_check`): that op and all after it are costed on the host CPU (`latency.partition`).
+    `target` may be a loaded `Target` (the server passes the one it checked, saving a file look-up per estimate).
     Raises TargetError for an unknown target, ModelFileError for a bad or float .tflite."""
-    t = load_target(target)
+    t = load_target(target) if isinstance(target, str) else target
     if t.kind == "measured":
         from edgetpu_models.nas.latency.cpu.timing import measure
 

@@ -58,8 +58,9 @@ class Piece(NamedTuple):
     output_shape: tuple[int, ...]
     param_bytes: tuple[int, ...]
     act_peak: int
-    named: dict[str, tuple[LayerLatency, ...]]
-    """Rows with every parameter cached (the common case), per name prefix (block name) they were asked for."""
+    named: dict[Any, tuple[LayerLatency, ...]]
+    """Rows per name prefix (block name) they were asked for: with every parameter cached (the common case), key the
+    prefix; with some streamed, key (prefix, cached bytes per layer)."""
 
 
 _MEMO: dict[EdgeTPUConstants, dict[Any, Any]] = {}
@@ -138,7 +139,7 @@ def arch_pieces(arch: Arch, c: EdgeTPUConstants,
     for b in arch.blocks:
         key = (b.block, b.kernel, b.stride, b.input_filters, b.expand_filters, b.output_filters, b.residual, b.groups,
                shape, act, pad)
-        piece = _piece(memo, key, b.name, shape, pad, partial(add_block, b=b, act=act), c)
+        piece = memo.get(key) or _piece(memo, key, b.name, shape, pad, partial(add_block, b=b, act=act), c)
         out.append((b.name, piece))
         shape = piece.output_shape
     key = ("head", arch.head_filters, arch.dropout, classes, shape, act, pad)
@@ -154,24 +155,27 @@ def estimate_arch(arch: Arch, c: EdgeTPUConstants, target: str, classes: int = 1
     for _, piece in pieces:
         pbytes += piece.param_bytes
     peak = max(piece.act_peak for _, piece in pieces)
-    cached, _, _ = first_fit(pbytes, cache_budget(peak, memory_constants(c)))
+    total = sum(pbytes)
+    budget = cache_budget(peak, memory_constants(c))
+    # first fit caches every layer when they all fit (most searched models): no layer-by-layer plan is needed then
+    cached = pbytes if total <= budget else first_fit(pbytes, budget)[0]
     first, last = io_rows((arch.resolution, arch.resolution, 3), out_shape, c)
     rows = [first]
     i = 0
     for prefix, piece in pieces:
         k = len(piece.layers)
-        if cached[i:i + k] == list(piece.param_bytes):  # all cached
-            named = piece.named.get(prefix)
-            if named is None:
-                named = piece.named[prefix] = tuple(_rows(prefix, piece.layers, piece.param_bytes))
-            rows += named
-        else:
-            rows += _rows(prefix, piece.layers, cached[i:i + k])
+        part = None if cached is pbytes else tuple(cached[i:i + k])
+        key = prefix if part is None or part == piece.param_bytes else (prefix, part)  # rows of this caching
+        named = piece.named.get(key)
+        if named is None:
+            if len(piece.named) >= 256:
+                piece.named.clear()
+            named = piece.named[key] = tuple(_rows(prefix, piece.layers, piece.param_bytes if part is None else part))
+        rows += named
         i += k
-    append = rows.append
-    append(last)
-    on_chip = sum(cached)
-    return LatencyEstimate(sum([r.ms for r in rows]), target, on_chip, sum(pbytes) - on_chip, tuple(rows))
+    rows.append(last)
+    on_chip = total if cached is pbytes else sum(cached)
+    return LatencyEstimate(sum([r.ms for r in rows]), target, on_chip, total - on_chip, tuple(rows))
 
 
 def _rows(prefix: str, layers: tuple[LayerEntry, ...], cached: Any) -> list[LayerLatency]:

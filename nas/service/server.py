@@ -202,8 +202,7 @@ def request_cost(request: latency_pb2.EstimateRequest, where: str = "request") -
 def estimate_request(request: latency_pb2.EstimateRequest, where: str = "request",
                      measured: bool = False) -> "_latency.LatencyEstimate":
     """Runs the estimator for one request; raises the library's typed errors (SpecError, ModelFileError, ...)."""
-    target = request.target or DEFAULT_TARGET
-    served_target(target, measured)
+    target, _ = served_target(request.target or DEFAULT_TARGET, measured)
     resolution = request.resolution if request.HasField("resolution") else None
     variant = request.variant if request.HasField("variant") else None
     kind = request.WhichOneof("model")

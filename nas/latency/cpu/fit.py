@@ -113,6 +113,11 @@ def sample_kernels(samples: int, seed: int = TRAIN_SEED) -> list[Layer]:
     return chosen
 
 
+KERNEL_MODEL_OPS = frozenset({Op.CONV2D, Op.DEPTHWISE_CONV2D, Op.DENSE, Op.SOFTMAX, Op.GLOBAL_AVG_POOL,
+                              Op.GLOBAL_MAX_POOL, Op.MAX_POOL2D, Op.AVG_POOL2D, Op.ADD, Op.CONCAT, Op.MUL, Op.PAD})
+"""The ops `kernel_keras_model` can build a one-kernel model of."""
+
+
 def kernel_keras_model(layer: Layer):
     """A one-kernel tf_keras model whose int8 conversion is exactly that kernel (fused BN and activation). Vector
     kernels (dense, softmax) take a 1x1xC image reshaped to C (the converter's input must be an image)."""
@@ -165,10 +170,14 @@ def kernel_tflite_bytes(layer: Layer) -> bytes:
     return convert(model, int8=True, io_dtype="int8", representative=rep)
 
 
+def baseline_layer() -> Layer:
+    """The model of an invoke that does (almost) nothing: one add on a tiny tensor."""
+    return Layer("tiny", Op.ADD, ("input", "input"), (1, 1, 8), (1, 1, 8))
+
+
 def _baseline_ms(threads: int) -> float:
-    """Cost of an invoke that does (almost) nothing: a one-op model on a tiny tensor."""
-    tiny = Layer("tiny", Op.ADD, ("input", "input"), (1, 1, 8), (1, 1, 8))
-    return time_tflite(kernel_tflite_bytes(tiny), threads=threads, runs=31)
+    """Cost of an invoke that does (almost) nothing (`baseline_layer`)."""
+    return time_tflite(kernel_tflite_bytes(baseline_layer()), threads=threads, runs=31)
 
 
 def _median_spread(records: Sequence[dict[str, Any]]) -> float | None:

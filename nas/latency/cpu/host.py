@@ -5,10 +5,10 @@ it can be off by a factor of 2 or more either way. So the predictor file records
 (`cpu_fingerprint`: model name, architecture and the SIMD extensions XNNPACK picks kernels by), and on any other CPU
 the `cpu` target either
 
-- uses a probe of this CPU (`cpu.probe.run_probe`, `edgetpu-models calibrate --target cpu --probe`): a few zoo
-  models at a small resolution are built, converted and timed with LiteRT (a minute or more, most of it TensorFlow's
-  import and the int8 conversions), and the predictor's kernel times are scaled by the median ratio of measured to
-  predicted time; the probe is written to the user's config folder beside the user's targets, per CPU; or
+- uses a probe of this CPU (`cpu.probe.run_probe`, `edgetpu-models calibrate --target cpu --probe`): a shipped
+  small whole model and one-kernel int8 models are timed with LiteRT, no TensorFlow and no conversion (about 2
+  seconds), and the predictor's kernel times are scaled by the whole model's ratio of measured to predicted time; the
+  probe is written to the user's config folder beside the user's targets, per CPU; or
 - refuses with one line that says the CPU is uncalibrated and how to calibrate it (`host_scale`).
 
 A probe corrects the CPU's overall speed, not the relative cost of kernel types (only the full calibration does that);
@@ -26,7 +26,10 @@ from typing import Any
 from edgetpu_models.errors import TargetError
 
 PROBE_MODELS = (("mobilenet_edgetpu", 128), ("efficientnet_edgetpu_s", 128), ("mobilenet_edgetpu_v2_s", 160))
-"""(zoo model, resolution) timed by a probe: small, so it takes seconds, and of the kernel mix the search uses."""
+"""(zoo model, resolution) whose kernels the probe times (`cpu.probe.probe_kernel_layers`) and whose time mix weighs
+them: the kernel mix the search uses."""
+PROBE_SECONDS = 2
+"""About how long a probe takes (benchmarks/latency.py --cpu-probe-only measures it), said in the refusal."""
 _ISA = ("avx512f", "avx512_vnni", "avx2", "fma", "asimd", "asimddp", "sve")
 
 
@@ -74,5 +77,5 @@ def host_scale(meta: dict[str, Any], target_name: str = "cpu") -> float:
         return float(probe["scale"])
     raise TargetError(f"{target_name}: uncalibrated for this CPU ({here}; the predictor was fitted on "
                       f"{meta.get('cpu', 'another, unrecorded CPU')}): run `edgetpu-models calibrate --target "
-                      f"{target_name} --probe` (about a minute) or the full `edgetpu-models calibrate --target "
-                      f"{target_name}`")
+                      f"{target_name} --probe` (about {PROBE_SECONDS} s) or the full `edgetpu-models calibrate "
+                      f"--target {target_name}` (tens of minutes)")

@@ -126,7 +126,7 @@ def model_tflite_bytes(model: Any, resolution: int | None = None, variant: str |
         return int8_tflite_bytes(ref.keras_model if ref.keras_model is not None else load_keras(ref.path))
     from edgetpu_models.builder import build_model
 
-    return int8_tflite_bytes(build_model(ref, resolution=resolution), ref.spec.normalization)
+    return int8_tflite_bytes(build_model(ref.spec, ref.variant, resolution=resolution), ref.spec.normalization)
 
 
 def measure(model: Any, target: Target, *, resolution: int | None = None, variant: str | None = None,
