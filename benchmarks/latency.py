@@ -477,19 +477,13 @@ def _measured_zoo(models: tuple[tuple[str, int], ...]) -> dict[str, tuple[float,
     ~/.cache/edgetpu_models/cpu_zoo_t1.jsonl (resumable)."""
     import json
 
+    from edgetpu_models.io_utils import read_jsonl_records
     from edgetpu_models.nas.latency.cpu.timing import model_tflite_bytes, time_tflite_runs
 
     path = os.path.join(os.path.expanduser("~"), ".cache", "edgetpu_models", "cpu_zoo_t1.jsonl")
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    done: dict[str, tuple[float, float]] = {}
-    if os.path.exists(path):
-        with open(path, encoding="utf-8") as f:
-            for line in f:
-                try:
-                    rec = json.loads(line)
-                    done[rec["key"]] = (float(rec["ms"]), float(rec["spread"]))
-                except (ValueError, KeyError):
-                    continue
+    done = {k: (float(r["ms"]), float(r["spread"])) for k, r in read_jsonl_records(path, "key").items()
+            if "ms" in r and "spread" in r}
     for name, res in models:
         key = f"{name}@{res}"
         if key not in done:

@@ -54,8 +54,11 @@ stages:
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--smoke", action="store_true", help="every part at toy size (seconds to a minute)")
+    p.add_argument("--learnability", action="store_true",
+                   help="only the super-network's training loss when some decisions vary (default space, about 5 min)")
+    p.add_argument("--learn-steps", type=int, default=200, help="training steps per --learnability mode")
     p.add_argument("--steps", type=int, default=150, help="one-shot steps per search")
-    p.add_argument("--controller-samples", type=int, default=2, help="children the controller scores per step")
+    p.add_argument("--controller-samples", type=int, default=3, help="children the controller scores per step")
     p.add_argument("--small-steps", type=int, default=400, help="one-shot steps of the small-space ranking (c2)")
     p.add_argument("--resolution", type=int, default=32)
     p.add_argument("--width", type=float, default=0.25)
@@ -210,9 +213,53 @@ def _write_small_space(out: str) -> str:
     return path
 
 
+LEARNABILITY_MODES = {  # sampled per step: the decision keys drawn at random (the rest stay at one random point)
+    "one fixed network": (),
+    "block types random": ("block",),
+    "depth random, skips on": ("repeats_delta",),
+    "depth and skips random": ("repeats_delta", "skip"),
+    "everything random": None,
+}
+
+
+def learnability(args: argparse.Namespace) -> dict[str, float]:
+    """Why (c) cannot rank in the default space at this budget: the super-network's training loss (mean of the last
+    50 steps, bundled digits) when per step only some decisions are drawn at random. Chance is ln 10 = 2.30."""
+    import tensorflow as tf
+
+    from edgetpu_models.data import default_dataset_dir, load_image_folder
+    from edgetpu_models.nas.search.oneshot.layout import make_layout
+    from edgetpu_models.nas.search.oneshot.trainer import Trainer
+    from edgetpu_models.nas.search.space import load_space
+
+    space = load_space(None)
+    data = load_image_folder(default_dataset_dir(), args.resolution, space.template().normalization, batch_size=64,
+                             validation_split=0.2, seed=args.seed, augment=False)
+    out = {}
+    for mode, keys in LEARNABILITY_MODES.items():
+        rng = np.random.default_rng(args.seed)
+        fixed = [int(rng.integers(s)) for s in space.sizes]
+        trainer = Trainer(space, make_layout(space, args.width, args.resolution), data.num_classes,
+                          strategy=tf.distribute.get_strategy(), learning_rate=3e-3, total_steps=args.learn_steps,
+                          seed=args.seed)
+        batches, losses = iter(data.train_epoch(0).repeat()), []
+        for _ in range(args.learn_steps):
+            point = tuple(int(rng.integers(n)) if keys is None or d.key in keys else f
+                          for n, d, f in zip(space.sizes, space.decisions, fixed))
+            losses.append(trainer.train_step(next(batches), point))
+        out[mode] = float(np.mean(losses[-50:]))
+        _say(f"    {mode:24s} training loss {out[mode]:.3f} after {args.learn_steps} steps")
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parse_args(argv)
     t_start = time.perf_counter()
+    if args.learnability:
+        _say(f"learnability: default space, {args.resolution} px, width {args.width}, bundled digits, batch 64, "
+             f"Adam 3e-3 (chance: 2.303)")
+        learnability(args)
+        return 0
     out = args.out or tempfile.mkdtemp(prefix="oneshot_bench_")
     os.makedirs(out, exist_ok=True)
     space = None

@@ -242,3 +242,20 @@ def check_destination(path: "str | os.PathLike[str]", *, folder: bool = False, f
         raise EdgeTPUModelsError(f"{foreign[0]}{others}: exists and is not an output of this command for "
                                  f"{os.fspath(path)}; refusing to replace it (pass --force to replace it)")
 
+
+def read_jsonl_records(path: "str | os.PathLike[str]", key: str) -> dict[str, dict[str, Any]]:
+    """The records of an append-only JSON-lines cache (resumable timings), by their `key` field; lines that do not
+    parse or lack the key (one cut short by an interruption) are skipped. A missing file is an empty cache."""
+    import json
+
+    out: dict[str, dict[str, Any]] = {}
+    if not os.path.exists(path):
+        return out
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            try:
+                rec = json.loads(line)
+                out[rec[key]] = rec
+            except (ValueError, KeyError, TypeError):
+                continue
+    return out

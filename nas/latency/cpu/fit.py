@@ -196,17 +196,10 @@ def fit_predictor(samples: int = 300, threads: int = 1, seed: int = TRAIN_SEED, 
     cache_path = cache_path or os.path.join(os.path.expanduser("~"), ".cache", "edgetpu_models",
                                             f"cpu_kernels_t{threads}.jsonl")
     os.makedirs(os.path.dirname(cache_path), exist_ok=True)
+    from edgetpu_models.io_utils import read_jsonl_records
     from edgetpu_models.nas.latency.frontends import graph_from_dict, graph_to_dict
 
-    done: dict[str, dict[str, Any]] = {}
-    if os.path.exists(cache_path):
-        with open(cache_path, encoding="utf-8") as f:
-            for line in f:
-                try:
-                    rec = json.loads(line)
-                    done[rec["sig"]] = rec
-                except (ValueError, KeyError):
-                    continue  # a line cut short by an interruption
+    done = read_jsonl_records(cache_path, "sig")  # a line cut short by an interruption is skipped
     baseline = done.get("__baseline__", {}).get("ms")
     if baseline is None:
         baseline = _baseline_ms(threads)
@@ -304,20 +297,13 @@ def measure_held_out(n: int = 32, threads: int = 1, seed: int = HELD_OUT_SEED, c
     """Builds, converts and times the held-out architectures; {spec name: measured ms}, cached in `cache_path`
     (resumable: already measured architectures are not rebuilt)."""
     from edgetpu_models.builder import build_model
+    from edgetpu_models.io_utils import read_jsonl_records
     from edgetpu_models.quantize.convert import int8_tflite_bytes
 
     name = f"cpu_held_out_t{threads}.jsonl" if seed == HELD_OUT_SEED else f"cpu_models_s{seed}_t{threads}.jsonl"
     cache_path = cache_path or os.path.join(os.path.expanduser("~"), ".cache", "edgetpu_models", name)
     os.makedirs(os.path.dirname(cache_path), exist_ok=True)
-    done: dict[str, float] = {}
-    if os.path.exists(cache_path):
-        with open(cache_path, encoding="utf-8") as f:
-            for line in f:
-                try:
-                    rec = json.loads(line)
-                    done[rec["name"]] = float(rec["ms"])
-                except (ValueError, KeyError):
-                    continue
+    done = {k: float(r["ms"]) for k, r in read_jsonl_records(cache_path, "name").items() if "ms" in r}
     specs = random_specs(n, seed)
     for spec, res in (progress(specs) if progress else specs):
         if spec.name in done:
