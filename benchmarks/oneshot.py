@@ -57,15 +57,19 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--learnability", action="store_true",
                    help="only the super-network's training loss when some decisions vary (default space, about 5 min)")
     p.add_argument("--learn-steps", type=int, default=200, help="training steps per --learnability mode")
-    p.add_argument("--steps", type=int, default=150, help="one-shot steps per search")
+    p.add_argument("--steps", type=int, default=200, help="one-shot steps per search")
     p.add_argument("--controller-samples", type=int, default=3, help="children the controller scores per step")
+    p.add_argument("--controller-lr", type=float, default=0.5,
+                   help="the controller's learning rate (a 200-step run must end with a settled policy: its most "
+                        "likely network is the result)")
     p.add_argument("--small-steps", type=int, default=400, help="one-shot steps of the small-space ranking (c2)")
     p.add_argument("--resolution", type=int, default=32)
     p.add_argument("--width", type=float, default=0.25)
-    p.add_argument("--beta", type=float, default=-0.5)
+    p.add_argument("--beta", type=float, default=-2.0,
+                   help="the absolute reward's latency weight, the same for both targets")
     p.add_argument("--exact", type=int, default=20, help="random architectures per space for (a)")
     p.add_argument("--archs", type=int, default=12, help="networks for the ranking (c)")
-    p.add_argument("--standalone-steps", type=int, default=200, help="stand-alone recipe: training steps")
+    p.add_argument("--standalone-steps", type=int, default=150, help="stand-alone recipe: training steps")
     p.add_argument("--baseline-proxy-steps", type=int, default=60, help="per-trial search: proxy steps per trial")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="work folder (default: a new temp folder)")
@@ -114,7 +118,7 @@ def search(args: argparse.Namespace, target_ms: float, out: str, space: str | No
     cfg = OneShotConfig(latency_target_ms=target_ms, steps=steps, resolution=args.resolution, width=args.width,
                         beta=args.beta, seed=args.seed, space=space, batch_size=64,
                         controller_samples=args.controller_samples, checkpoint_every=max(steps // 4, 1),
-                        data_dir=args.data, **overrides)
+                        data_dir=args.data, controller_learning_rate=args.controller_lr, **overrides)
     t0 = time.perf_counter()
     run = OneShotRun(cfg, out)
     result = run.run()

@@ -78,9 +78,14 @@ def make_hard_digits(out_dir: "str | os.PathLike[str]", seed: int = 0,
             os.makedirs(os.path.join(tmp, c), exist_ok=True)
             clutter = inks[int(rng.integers(len(inks)))]
             Image.fromarray(distort(ink, clutter, rng), mode="L").save(os.path.join(tmp, c, f))
-        if os.path.isdir(out):
-            os.rmdir(out)  # empty (checked above)
-        os.replace(tmp, out)
+        try:
+            if os.path.isdir(out):
+                os.rmdir(out)  # empty (checked above)
+            os.replace(tmp, out)
+        except OSError:
+            if not (os.path.isdir(out) and os.listdir(out)):
+                raise
+            # another process built the same set meanwhile (deterministic for a seed): keep theirs
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out
