@@ -14,7 +14,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Sequence
 
-from edgetpu_models.nas.search.space import Point, SearchSpace, whole_groups, slot_filters
+from edgetpu_models.nas.search.space import Point, SearchSpace, slot_filters, whole_groups
 from edgetpu_models.spec import BlockArgs, Spec, Variant, make_divisible, resolve, round_filters
 
 BRANCHES = ("ibn", "ibn_e1", "fused_ibn", "fused_ibn_e1")
