@@ -80,6 +80,11 @@ def _say(*a: Any) -> None:
     print(*a, flush=True)
 
 
+def random_point(space: Any, rng: np.random.Generator) -> tuple[int, ...]:
+    """A point of the space drawn uniformly, decision by decision."""
+    return tuple(int(rng.integers(n)) for n in space.sizes)
+
+
 # -- (a) exactness ----------------------------------------------------------------------------------------------------
 def exactness(n: int, width: float, resolution: int, seed: int) -> dict[str, tuple[float, float]]:
     import tensorflow as tf
@@ -99,7 +104,7 @@ def exactness(n: int, width: float, resolution: int, seed: int) -> dict[str, tup
         randomise_statistics(net, rng)
         worst_abs = worst_rel = 0.0
         for _ in range(n):
-            pt = tuple(int(rng.integers(s)) for s in space.sizes)
+            pt = random_point(space, rng)
             ref = net(x, arch_masks(net.layout, block_choices(space, net.layout, pt)), training=False).numpy()
             got = child_model(net, pt, classifier_activation=None)(x, training=False).numpy()
             diff = float(np.abs(ref - got).max())
@@ -129,7 +134,7 @@ def search(args: argparse.Namespace, target_ms: float, out: str, space: str | No
 def spread_points(space: Any, latency: Any, n: int, seed: int) -> list[tuple[int, ...]]:
     """n random networks at evenly spaced latency quantiles of 400 random samples."""
     rng = np.random.default_rng(seed + 7)
-    pool = [tuple(int(rng.integers(s)) for s in space.sizes) for _ in range(400)]
+    pool = [random_point(space, rng) for _ in range(400)]
     pool.sort(key=latency)
     return [pool[int(round(q))] for q in np.linspace(0, len(pool) - 1, n)]
 
@@ -202,7 +207,7 @@ def small_space_ranking(args: argparse.Namespace, out: str) -> dict[str, Any]:
     space = load_space(path)
     latency = LatencyCache(space, "coral-usb")
     rng = np.random.default_rng(args.seed + 11)
-    median = float(np.median([latency(tuple(int(rng.integers(s)) for s in space.sizes)) for _ in range(400)]))
+    median = float(np.median([latency(random_point(space, rng)) for _ in range(400)]))
     run, result, secs = search(args, median, os.path.join(out, "search_small"), path, steps=args.small_steps,
                                controller_delay=1.0)
     _say(f"(c2) ranking in the small space ({len(space.sizes)} decisions, 3 slots): super-network trained on uniformly "
@@ -242,7 +247,7 @@ def learnability(args: argparse.Namespace) -> dict[str, float]:
     out = {}
     for mode, keys in LEARNABILITY_MODES.items():
         rng = np.random.default_rng(args.seed)
-        fixed = [int(rng.integers(s)) for s in space.sizes]
+        fixed = random_point(space, rng)
         trainer = Trainer(space, make_layout(space, args.width, args.resolution), data.num_classes,
                           strategy=tf.distribute.get_strategy(), learning_rate=3e-3, total_steps=args.learn_steps,
                           seed=args.seed)
