@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import os
 import shutil
@@ -248,18 +247,20 @@ def test_non_loopback_needs_a_token_or_tls(tmp_path, capsys):
 
 
 def test_drain_finishes_calls_in_flight_and_refuses_new_ones():
-    srv = LatencyServer(ServerConfig(port=0, cache_size=0, grace_s=30)).start()
-    base = zoo_spec("efficientnet_edgetpu_l")[0].to_dict()
-    many = []  # distinct deep models, one EstimateBatch call (<= BATCH_CHUNK) that takes a while: the estimator's
-    for i in range(250):  # memos make repeats of one model almost free, so every model has blocks of its own
-        d = copy.deepcopy(base)
-        d["stages"][-1].update(repeats=40, filters=8 * (i + 40))
-        many.append(d)
-    spec = many[0]
+    srv = LatencyServer(ServerConfig(port=0, cache_size=0, grace_s=60)).start()
+    many = [d.to_dict() for d in (zoo_spec(n)[0] for n in ("efficientnet_edgetpu_s", "efficientnet_edgetpu_m"))]
+    release = threading.Event()  # the batch's first model waits for it: the call stays in flight as long as the test
+    estimate_cached = srv.service._estimate_cached  # needs, however fast or slow the machine is
+
+    def held_estimate(request, where, latency_only=False):
+        release.wait(60)
+        return estimate_cached(request, where, latency_only)
+
+    srv.service._estimate_cached = held_estimate
     result: dict = {}
 
     def long_call():
-        with LatencyClient(srv.address, timeout_s=60, retries=0) as c:
+        with LatencyClient(srv.address, timeout_s=90, retries=0) as c:
             result["batch"] = c.estimate_batch(many, resolution=224)
 
     t = threading.Thread(target=long_call)
@@ -277,11 +278,11 @@ def test_drain_finishes_calls_in_flight_and_refuses_new_ones():
             late.list_targets()
         assert info.value.code == grpc.StatusCode.UNAVAILABLE
         assert late.health() == "NOT_SERVING"
-        assert srv.service.inflight == 1, "the batch should still be running: make it longer"
-    t.join(60)
-    drainer.join(60)
-    assert len(result["batch"]) == 250
-    assert result["batch"][0] == latency.estimate(spec, resolution=224).to_dict()
+    assert srv.service.inflight == 1 and not srv.wait_stopped(0)
+    release.set()
+    t.join(90)
+    drainer.join(90)
+    assert [r["latency_ms"] for r in result["batch"]] == [latency.estimate(s, resolution=224).latency_ms for s in many]
     assert srv.wait_stopped(0)
 
 
