@@ -10,12 +10,14 @@ Prints:
 (b) target: two one-shot searches, T0 = EfficientNet-EdgeTPU-S's predicted coral-usb latency and 0.6 x T0, same
     beta: the most likely network's predicted latency and its error against the target;
 (c) ranking: 12 networks spread over the latency range, super-network accuracy (the T0 run's shared weights) and
-    stand-alone accuracy (one recipe: the proxy trainer, longer): Kendall's tau; and the one-shot winner against
-    the best of `nas search --controller random` and `evolution` (per-trial search, killed after the same
-    wall-clock time as the one-shot search), each winner trained stand-alone with the same recipe, as one table;
+    stand-alone accuracy (one recipe: the proxy trainer, longer): Kendall's tau;
 (c2) the same ranking in a 3-slot space whose super-network trains within this budget, from shared weights trained
     on uniformly sampled children (the default space's 27 positions do not train in a few hundred steps: see
     the README's one-shot section);
+(c3) the winners' table, in the 3-slot space (where stand-alone accuracy is far from chance, so it can tell methods
+    apart): a one-shot search for T0 (600 steps, a minute and a half: this space's steps are cheap) against the best
+    of `nas search --controller random` and `evolution` (per-trial search, killed after the same wall-clock time as
+    the one-shot search), each winner trained stand-alone with the same recipe;
 (d) wall time of the whole benchmark (20-minute budget).
 
 Every part trains and scores on digits-hard (edgetpu_models/hard_digits.py: the bundled digits moved, turned,
@@ -63,6 +65,9 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="the controller's learning rate (a 200-step run must end with a settled policy: its most "
                         "likely network is the result)")
     p.add_argument("--small-steps", type=int, default=400, help="one-shot steps of the small-space ranking (c2)")
+    p.add_argument("--small-search-steps", type=int, default=600,
+                   help="one-shot steps of the small-space search in the winners' table (c3; its wall-clock time is "
+                        "the per-trial searches' budget)")
     p.add_argument("--resolution", type=int, default=32)
     p.add_argument("--width", type=float, default=0.25)
     p.add_argument("--beta", type=float, default=-2.0,
@@ -222,18 +227,38 @@ def _write_small_space(out: str) -> str:
     return path
 
 
-LEARNABILITY_MODES = {  # sampled per step: the decision keys drawn at random (the rest stay at one random point)
-    "one fixed network": (),
-    "block types random": ("block",),
-    "depth random, skips on": ("repeats_delta",),
-    "depth and skips random": ("repeats_delta", "skip"),
-    "everything random": None,
+LEARNABILITY_MODES: dict[str, tuple[tuple[str, ...] | None, dict[str, Any]]] = {
+    # mode: (the decision keys drawn at random per step (None: all), the values forced in every stage); every other
+    # decision stays at one random point, whose stages mostly have no identity skip
+    "one fixed network": ((), {}),
+    "fixed, every block ibn": ((), {"block": "ibn"}),
+    "fixed, every block fused": ((), {"block": "fused_ibn"}),
+    "fixed, skips on": ((), {"skip": True}),
+    "block types random": (("block",), {}),
+    "block types, skips on": (("block",), {"skip": True}),
+    "depth random, skips on": (("repeats_delta",), {"skip": True}),
+    "everything random": (None, {}),
+    "everything random but skips on": (("block", "kernel", "expansion", "width_multiplier", "repeats_delta",
+                                        "expansion_from"), {"skip": True}),
 }
+
+
+def _learnability_point(space: Any, rng: np.random.Generator, fixed: tuple[int, ...], keys: tuple[str, ...] | None,
+                        forced: dict[str, Any]) -> tuple[int, ...]:
+    """`fixed` with the `keys` decisions drawn at random and the `forced` values set wherever a stage offers them."""
+    out = []
+    for n, d, f in zip(space.sizes, space.decisions, fixed):
+        if d.key in forced and forced[d.key] in d.choices:
+            out.append(d.choices.index(forced[d.key]))
+        else:
+            out.append(int(rng.integers(n)) if keys is None or d.key in keys else f)
+    return tuple(out)
 
 
 def learnability(args: argparse.Namespace) -> dict[str, float]:
     """Why (c) cannot rank in the default space at this budget: the super-network's training loss (mean of the last
-    50 steps, bundled digits) when per step only some decisions are drawn at random. Chance is ln 10 = 2.30."""
+    50 steps, bundled digits) for one fixed network, for it with every block of one type or every identity skip on,
+    and when per step some decisions are drawn at random. Chance is ln 10 = 2.30."""
     import tensorflow as tf
 
     from edgetpu_models.data import default_dataset_dir, load_image_folder
@@ -245,7 +270,7 @@ def learnability(args: argparse.Namespace) -> dict[str, float]:
     data = load_image_folder(default_dataset_dir(), args.resolution, space.template().normalization, batch_size=64,
                              validation_split=0.2, seed=args.seed, augment=False)
     out = {}
-    for mode, keys in LEARNABILITY_MODES.items():
+    for mode, (keys, forced) in LEARNABILITY_MODES.items():
         rng = np.random.default_rng(args.seed)
         fixed = random_point(space, rng)
         trainer = Trainer(space, make_layout(space, args.width, args.resolution), data.num_classes,
@@ -253,11 +278,10 @@ def learnability(args: argparse.Namespace) -> dict[str, float]:
                           seed=args.seed)
         batches, losses = iter(data.train_epoch(0).repeat()), []
         for _ in range(args.learn_steps):
-            point = tuple(int(rng.integers(n)) if keys is None or d.key in keys else f
-                          for n, d, f in zip(space.sizes, space.decisions, fixed))
+            point = _learnability_point(space, rng, fixed, keys, forced)
             losses.append(trainer.train_step(next(batches), point))
         out[mode] = float(np.mean(losses[-50:]))
-        _say(f"    {mode:24s} training loss {out[mode]:.3f} after {args.learn_steps} steps")
+        _say(f"    {mode:30s} training loss {out[mode]:.3f} after {args.learn_steps} steps")
     return out
 
 
@@ -274,6 +298,7 @@ def main(argv: list[str] | None = None) -> int:
     space = None
     if args.smoke:
         args.steps, args.small_steps, args.exact, args.archs, args.standalone_steps = 8, 8, 2, 3, 10
+        args.small_search_steps = 8
         space = _write_small_space(out)
     from edgetpu_models.hard_digits import make_hard_digits
 
@@ -281,9 +306,10 @@ def main(argv: list[str] | None = None) -> int:
     report: dict[str, Any] = {"settings": vars(args)}
     report["exactness"] = _part_a(args)
     runs = _part_b(args, out, space, report)
-    _part_c(args, out, space, runs, report)
+    _part_c(args, runs, report)
     report["ranking_small_space"] = small = small_space_ranking(args, out)
     _say(f"    Kendall's tau in the small space (super-network vs stand-alone accuracy): {small['tau']:.3f}")
+    _part_c3(args, out, report)
     report["wall_s"] = time.perf_counter() - t_start
     met = "met" if report["wall_s"] <= BUDGET_S else "MISSED"
     _say(f"(d) wall time {report['wall_s']:.0f} s (budget {BUDGET_S} s: {met}; load average at the end "
@@ -322,30 +348,37 @@ def _part_b(args: argparse.Namespace, out: str, space: str | None, report: dict[
     return runs
 
 
-def _part_c(args: argparse.Namespace, out: str, space: str | None, runs: list[Any], report: dict[str, Any]) -> None:
-    run, result, secs = runs[0]
+def _part_c(args: argparse.Namespace, runs: list[Any], report: dict[str, Any]) -> None:
+    run = runs[0][0]
     _say(f"(c) ranking: {args.archs} networks over the latency range, stand-alone recipe: proxy trainer, "
          f"{args.standalone_steps} steps, {args.resolution} px, width {args.width}, digits-hard")
-    rank = ranking(run, args)
+    report["ranking"] = rank = ranking(run, args)
     _say(f"    Kendall's tau (super-network vs stand-alone accuracy): {rank['tau']:.3f}")
+
+
+def _part_c3(args: argparse.Namespace, out: str, report: dict[str, Any]) -> None:
+    """(c3) The winners' table in the small space, where stand-alone accuracy is far from chance and so can tell the
+    methods apart: a one-shot search for T0 against `nas search --controller random` and `evolution`, each killed
+    after the one-shot search's wall-clock time; every winner trained stand-alone with the same recipe."""
+    path = _write_small_space(out)
+    target_ms = report["target"][0]["target_ms"]
+    run, result, secs = search(args, target_ms, os.path.join(out, "search_small_T0"), path,
+                               steps=args.small_search_steps)
     rows = [("one-shot (TuNAS)", result.best_latency_ms, standalone(run.space.decode(result.best_point), args),
-             f"{args.steps} steps", secs)]
-    if not args.smoke:
-        for controller in ("random", "evolution"):
-            t = time.perf_counter()
-            best = baseline(controller, run.cfg.latency_target_ms, secs, args, os.path.join(out, controller), space)
-            if best is None:
-                rows.append((controller, float("nan"), float("nan"), "0 trials", time.perf_counter() - t))
-                continue
-            spec = run.space.decode(best["point"])
-            rows.append((controller, best["latency_ms"], standalone(spec, args), f"{best['trials']} trials",
-                         time.perf_counter() - t))
+             f"{args.small_search_steps} steps", secs)]
+    for controller in () if args.smoke else ("random", "evolution"):
+        t = time.perf_counter()
+        best = baseline(controller, target_ms, secs, args, os.path.join(out, f"{controller}_small"), path)
+        if best is None:
+            rows.append((controller, float("nan"), float("nan"), "0 trials", time.perf_counter() - t))
+            continue
+        rows.append((controller, best["latency_ms"], standalone(run.space.decode(best["point"]), args),
+                     f"{best['trials']} trials", time.perf_counter() - t))
+    _say(f"(c3) winners in the small space, target T0 = {target_ms:.3f} ms, the same wall-clock time each")
     _say("    method            latency ms  stand-alone acc  budget used        wall s")
     for name, lat, acc, what, s in rows:
         _say(f"    {name:17s} {lat:10.3f}  {acc:15.3f}  {what:17s} {s:6.0f}")
-    report["ranking"] = rank
-    report["winners"] = rows
-
+    report["winners_small_space"] = rows
 
 if __name__ == "__main__":
     sys.exit(main())

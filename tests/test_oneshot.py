@@ -217,7 +217,8 @@ def test_benchmark_smoke_prints_every_part(tmp_path):
     proc = subprocess.run([sys.executable, script, "--smoke", "--out", str(tmp_path)], capture_output=True, text=True,
                           timeout=900)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    for part in ("(a) exactness", "(b) target", "(c) ranking", "(c2) ranking", "Kendall's tau", "(d) wall time"):
+    for part in ("(a) exactness", "(b) target", "(c) ranking", "(c2) ranking", "(c3) winners", "Kendall's tau",
+                 "(d) wall time"):
         assert part in proc.stdout
     report = json.loads((tmp_path / "report.json").read_text())
     assert all(rel < 1e-4 for _, rel in report["exactness"].values())
