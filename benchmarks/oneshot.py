@@ -200,7 +200,7 @@ def ranking(run: Any, args: argparse.Namespace) -> dict[str, Any]:
     return {"tau": kendall_tau(sup, alone), "supernet": sup, "standalone": alone, "latency_ms": lats}
 
 
-def small_space_ranking(args: argparse.Namespace, out: str) -> dict[str, Any]:
+def small_space_ranking(args: argparse.Namespace, out: str, path: str) -> dict[str, Any]:
     """(c2) The ranking in SMALL_SPACE (3 slots), whose super-network trains within this budget. Its shared weights
     are trained as a ranking study trains them: children sampled uniformly (TuNAS's warm-ups, the controller held
     back for the whole run), since a controller that settles on the target trains the children near it far more
@@ -208,7 +208,6 @@ def small_space_ranking(args: argparse.Namespace, out: str) -> dict[str, Any]:
     from edgetpu_models.nas.search.oneshot.controller import LatencyCache
     from edgetpu_models.nas.search.space import load_space
 
-    path = _write_small_space(out)
     space = load_space(path)
     latency = LatencyCache(space, "coral-usb")
     rng = np.random.default_rng(args.seed + 11)
@@ -221,15 +220,16 @@ def small_space_ranking(args: argparse.Namespace, out: str) -> dict[str, Any]:
 
 
 def _write_small_space(out: str) -> str:
+    from edgetpu_models.io_utils import write_text_atomic
+
     path = os.path.join(out, "small_space.yaml")
-    with open(path, "w", encoding="utf-8") as f:
-        f.write(SMALL_SPACE)
+    write_text_atomic(path, SMALL_SPACE)
     return path
 
 
 LEARNABILITY_MODES: dict[str, tuple[tuple[str, ...] | None, dict[str, Any]]] = {
-    # mode: (the decision keys drawn at random per step (None: all), the values forced in every stage); every other
-    # decision stays at one random point, whose stages mostly have no identity skip
+    # mode: (the decision keys drawn at random per step (None: all), the values forced in every stage, over any
+    # draw); every other decision stays at one random point, whose stages mostly have no identity skip
     "one fixed network": ((), {}),
     "fixed, every block ibn": ((), {"block": "ibn"}),
     "fixed, every block fused": ((), {"block": "fused_ibn"}),
@@ -238,8 +238,7 @@ LEARNABILITY_MODES: dict[str, tuple[tuple[str, ...] | None, dict[str, Any]]] = {
     "block types, skips on": (("block",), {"skip": True}),
     "depth random, skips on": (("repeats_delta",), {"skip": True}),
     "everything random": (None, {}),
-    "everything random but skips on": (("block", "kernel", "expansion", "width_multiplier", "repeats_delta",
-                                        "expansion_from"), {"skip": True}),
+    "everything random but skips on": (None, {"skip": True}),
 }
 
 
@@ -295,11 +294,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     out = args.out or tempfile.mkdtemp(prefix="oneshot_bench_")
     os.makedirs(out, exist_ok=True)
+    small_space = _write_small_space(out)
     space = None
     if args.smoke:
         args.steps, args.small_steps, args.exact, args.archs, args.standalone_steps = 8, 8, 2, 3, 10
         args.small_search_steps = 8
-        space = _write_small_space(out)
+        space = small_space
     from edgetpu_models.hard_digits import make_hard_digits
 
     args.data = make_hard_digits(os.path.join(out, "digits-hard"), seed=args.seed)
@@ -307,9 +307,9 @@ def main(argv: list[str] | None = None) -> int:
     report["exactness"] = _part_a(args)
     runs = _part_b(args, out, space, report)
     _part_c(args, runs, report)
-    report["ranking_small_space"] = small = small_space_ranking(args, out)
+    report["ranking_small_space"] = small = small_space_ranking(args, out, small_space)
     _say(f"    Kendall's tau in the small space (super-network vs stand-alone accuracy): {small['tau']:.3f}")
-    _part_c3(args, out, report)
+    _part_c3(args, out, small_space, report)
     report["wall_s"] = time.perf_counter() - t_start
     met = "met" if report["wall_s"] <= BUDGET_S else "MISSED"
     _say(f"(d) wall time {report['wall_s']:.0f} s (budget {BUDGET_S} s: {met}; load average at the end "
@@ -356,11 +356,10 @@ def _part_c(args: argparse.Namespace, runs: list[Any], report: dict[str, Any]) -
     _say(f"    Kendall's tau (super-network vs stand-alone accuracy): {rank['tau']:.3f}")
 
 
-def _part_c3(args: argparse.Namespace, out: str, report: dict[str, Any]) -> None:
+def _part_c3(args: argparse.Namespace, out: str, path: str, report: dict[str, Any]) -> None:
     """(c3) The winners' table in the small space, where stand-alone accuracy is far from chance and so can tell the
     methods apart: a one-shot search for T0 against `nas search --controller random` and `evolution`, each killed
     after the one-shot search's wall-clock time; every winner trained stand-alone with the same recipe."""
-    path = _write_small_space(out)
     target_ms = report["target"][0]["target_ms"]
     run, result, secs = search(args, target_ms, os.path.join(out, "search_small_T0"), path,
                                steps=args.small_search_steps)
@@ -379,6 +378,7 @@ def _part_c3(args: argparse.Namespace, out: str, report: dict[str, Any]) -> None
     for name, lat, acc, what, s in rows:
         _say(f"    {name:17s} {lat:10.3f}  {acc:15.3f}  {what:17s} {s:6.0f}")
     report["winners_small_space"] = rows
+
 
 if __name__ == "__main__":
     sys.exit(main())
