@@ -299,6 +299,68 @@ def bench_clock_split() -> None:
     print()
 
 
+def _clock_sweep() -> dict[str, tuple[object, list[tuple[float, float]]]]:
+    """coral_clock_sweep.csv as {model: (graph or zoo name or None, [(MHz, p95 ms), ...])}."""
+    import csv
+
+    path = os.path.join(os.path.dirname(cal.benchmarks_csv()), "coral_clock_sweep.csv")
+    with open(path, encoding="utf-8") as f:
+        rows = list(csv.DictReader(line for line in f if not line.startswith("#")))
+    sweep: dict[str, tuple[object, list[tuple[float, float]]]] = {}
+    for r in rows:
+        graph_json = os.path.join(cal.calibration_dir(), f"{r['keras_app']}_{r['input']}.json")
+        ref = r["zoo"] if r["zoo"] != "-" else (cal.load_graph_json(graph_json) if os.path.exists(graph_json)
+                                                 else None)
+        sweep.setdefault(r["model"], (ref, []))[1].append((float(r["tpu_mhz"]), float(r["p95_ms"])))
+    return sweep
+
+
+def _intercept_slope(points: list[tuple[float, float]]) -> tuple[float, float]:
+    """Least-squares (a, b) of T = a + b / f: a does not scale with the clock, b / f does."""
+    import numpy as np
+
+    f = np.array([p[0] for p in points])
+    design = np.c_[np.ones(len(f)), 1.0 / f]
+    (a, b), *_ = np.linalg.lstsq(design, np.array([p[1] for p in points]), rcond=None)
+    return float(a), float(b)
+
+
+def bench_clock_sweep() -> None:
+    """The one published measurement of what scales with the Edge TPU clock (a Coral Dev Board at 500, 250, 125 and
+    62.5 MHz, coral_clock_sweep.csv) against coral-devboard at the same clocks. Per model, the measured latencies fit
+    T = a + b / f to within a few percent, so b / 500 is the clock-scaled (on-chip) time at 500 MHz and a the rest;
+    the measured a also holds Python and the 95th-percentile tail (about 1.2 ms on MobileNet v2 against Coral's C++
+    2.6 ms). Evaluation only: never fitted."""
+    import dataclasses
+
+    from edgetpu_models.nas.latency.apm import cost_graph
+    from edgetpu_models.nas.latency.estimator import load_target
+    from edgetpu_models.nas.latency.frontends import arch_graph, model_source
+
+    dev = load_target("coral-devboard").constants
+    assert dev is not None
+    table, split = [], []
+    for model, (ref, points) in _clock_sweep().items():
+        a, b = _intercept_slope(points)
+        fitted = {f: a + b / f for f, _ in points}
+        if ref is None:
+            split.append((model, f"{b / 500:.2f}", "-", "-", f"{a:.2f}", "-"))
+            continue
+        graph = ref if not isinstance(ref, str) else arch_graph(model_source(ref))
+        pred = [(f, sum(r.ms for r in cost_graph(graph, dataclasses.replace(dev, clock_mhz=f))[0])) for f, _ in points]
+        pa, pb = _intercept_slope(pred)
+        for (f, ms), (_, p) in zip(points, pred):
+            table.append((model, f"{f:g}", f"{ms:.2f}", f"{fitted[f]:.2f}", f"{p:.2f}", f"{(p / ms - 1) * 100:+.1f}%"))
+        split.append((model, f"{b / 500:.2f}", f"{pb / 500:.2f}", f"{(pb / b - 1) * 100:+.1f}%", f"{a:.2f}",
+                      f"{pa:.2f}"))
+    print("== Coral Dev Board at four Edge TPU clocks (p95 of pycoral invokes; evaluation only) vs coral-devboard")
+    print(format_table(("model", "MHz", "measured ms", "a + b/f", "predicted ms", "error"), table,
+                       right=(1, 2, 3, 4, 5)))
+    print(format_table(("model", "clock-scaled ms at 500 MHz, measured", "predicted", "error",
+                        "rest, measured (incl. Python, p95)", "rest, predicted"), split, right=(1, 2, 3, 4, 5)))
+    print()
+
+
 def bench_pixel6_held_out() -> None:
     """pixel6 is fitted to MobilenetEdgeTPU V1 only; its file lists the V2 family's published latencies as held out."""
     from edgetpu_models.nas.latency.targets import load_target
@@ -467,6 +529,121 @@ def bench_variants() -> None:
     print()
 
 
+_AXI = {"mhz": None}
+"""The AXI clock of the variant below (None: the shipped model, weights on the chip clock)."""
+
+
+def _axi_layer_parts(cc, vc, ab, wbytes, streamed, c):  # type: ignore[no-untyped-def]
+    """apm.layer_parts with cached-weight traffic on the AXI clock (`_AXI`) instead of the chip clock."""
+    cycle_ms, axi_ms = 1e-3 / c.clock_mhz, 1e-3 / (_AXI["mhz"] or c.clock_mhz)
+    return (cc * (cycle_ms / c.compute_efficiency) + vc * (cycle_ms / c.vector_efficiency),
+            ab * (cycle_ms / c.act_bytes_per_cycle), wbytes * (axi_ms / c.weight_bytes_per_cycle),
+            streamed / (c.link_mb_per_s * 1e3) + (streamed > 0) * (c.transfer_overhead_us * 1e-3))
+
+
+def _on_chip_ms(t: object, c: object) -> float:
+    """The clock-scaled part of an estimate at c's clock: the time added when the clock halves."""
+    import dataclasses
+
+    return terms_latency_ms(t, dataclasses.replace(c, clock_mhz=c.clock_mhz / 2)) - terms_latency_ms(t, c)
+
+
+def _fit_loo(rows: list, base: object, free: list[str], link_cap: float) -> tuple[object, float, float]:
+    """(fit to all, leave-one-out median |error|, Spearman) over rows (terms, ms, 'total' or 'on_chip'), link <= cap."""
+    import math
+
+    import numpy as np
+    from scipy.optimize import least_squares
+
+    bounds = dict(cal.BOUNDS, link_mb_per_s=(10.0, link_cap))
+    lo, hi = np.log([bounds[k][0] for k in free]), np.log([bounds[k][1] for k in free])
+
+    def consts(x: object) -> object:
+        return base.with_values(**{k: float(math.exp(v)) for k, v in zip(free, x)})
+
+    def value(t: object, kind: str, c: object) -> float:
+        return _on_chip_ms(t, c) if kind == "on_chip" else terms_latency_ms(t, c)
+
+    def fit(rs: list, x0: object, starts: int) -> object:
+        def res(x: object) -> object:
+            c = consts(x)
+            return np.array([math.log(value(t, k, c) / ms) for t, ms, k in rs])
+        tries = [x0, (lo + hi) / 2, lo + (hi - lo) * 0.3, lo + (hi - lo) * 0.7][:starts]
+        return min((least_squares(res, s, bounds=(lo, hi), max_nfev=300) for s in tries), key=lambda r: r.cost).x
+
+    x_all = fit(rows, np.clip(np.log([getattr(base, k) for k in free]), lo + 1e-6, hi - 1e-6), 4)
+    preds = [value(t, k, consts(fit(rows[:i] + rows[i + 1:], x_all, 4))) for i, (t, _, k) in enumerate(rows)]
+    errs = [abs(p / ms - 1) for p, (_, ms, _) in zip(preds, rows)]
+    return consts(x_all), statistics.median(errs), cal.spearman([ms for _, ms, _ in rows], preds)
+
+
+def _chip_variant(label: str, wb: float, axi: tuple[float, float] | None, extra: bool, anchors: bool) -> tuple:
+    """One row of bench_chip_variants: coral-usb fitted (links <= 500 MB/s), coral-devboard on link and host."""
+    import dataclasses
+
+    from edgetpu_models.nas.latency import apm
+    from edgetpu_models.nas.latency.estimator import load_target
+    from edgetpu_models.nas.latency.frontends import spec_graph
+
+    usb, dev = load_target("coral-usb").constants, load_target("coral-devboard").constants
+    base = dataclasses.replace(usb, weight_bytes_per_cycle=wb, link_mb_per_s=495.0)
+    eff = {n[-1]: graph_terms(spec_graph(n), base) for n in
+           ("efficientnet_edgetpu_s", "efficientnet_edgetpu_m", "efficientnet_edgetpu_l")}
+    keras = {r.model: (graph_terms(g, base), r) for r, g in zip(cal.target_rows("coral-usb"),
+                                                                 cal.calibration_graphs(cal.target_rows("coral-usb")))}
+    mnv2_on, l_on = (_intercept_slope(p)[1] / 500 for _, p in
+                     (_clock_sweep()["MobileNet v2 (iNat bird)"], _clock_sweep()["EfficientNet-EdgeTPU-L"]))
+    usb_rows = [(t, r.measured_ms, "total") for t, r in keras.values()]
+    usb_rows += [(eff[k], ms, "total") for k, ms in (("s", 5.1), ("s", 5.0), ("m", 8.7), ("m", 7.3), ("l", 21.3))
+                 ] if extra else []
+    usb_rows += [(eff["l"], l_on, "on_chip"), (keras["MobileNet v2"][0], mnv2_on, "on_chip")] if anchors else []
+    dev_rows = [(keras[r.model][0], r.measured_ms, "total") for r in cal.target_rows("coral-devboard")]
+    dev_rows += [(eff["s"], 5.5, "total")] if extra else []
+    saved = apm.layer_parts
+    apm.layer_parts = _axi_layer_parts if axi else saved
+    try:
+        _AXI["mhz"] = axi[0] if axi else None
+        cu, mu, ru = _fit_loo(usb_rows, base, cal._free(load_target("coral-usb")), 500.0)
+        l_std = terms_latency_ms(eff["l"], dataclasses.replace(cu, clock_mhz=cu.clock_mhz / 2)) if not axi else None
+        if axi:
+            _AXI["mhz"] = axi[1]  # libedgetpu1-std: the AXI clock halves with the chip clock
+            l_std = terms_latency_ms(eff["l"], dataclasses.replace(cu, clock_mhz=cu.clock_mhz / 2))
+        based = dataclasses.replace(cu, link_mb_per_s=min(dev.link_mb_per_s, 495.0),
+                                    invoke_overhead_us=dev.invoke_overhead_us)
+        cd, md, rd = _fit_loo(dev_rows, based, cal._free(load_target("coral-devboard")), 500.0)
+        m_dev = terms_latency_ms(eff["m"], cd)
+        l_dev_on = _intercept_slope([(f, terms_latency_ms(eff["l"], dataclasses.replace(cd, clock_mhz=f)))
+                                     for f in (500.0, 250.0, 125.0, 62.5)])[1] / 500
+        _AXI["mhz"] = axi[0] if axi else None
+        s, m, big = (terms_latency_ms(eff[k], cu) for k in "sml")
+        mnv2 = terms_latency_ms(keras["MobileNet v2"][0], cu)
+    finally:
+        apm.layer_parts, _AXI["mhz"] = saved, None
+    return (label, f"{mu * 100:.1f}% / {ru:.3f}", f"{md * 100:.1f}% / {rd:.3f}", f"{s:.2f}", f"{m:.2f}",
+            f"{big:.2f}", f"{mnv2:.2f}", f"{l_dev_on:.2f}", f"{m_dev:.2f}", f"{l_std:.2f}")
+
+
+def bench_chip_variants() -> None:
+    """Issue 21's checks under three further variants of the chip model, none adopted. Links are held to their payload
+    bound (USB 3.0 and PCIe Gen2 x1: 5 Gb/s, 8b/10b: 500 MB/s), and the leave-one-out runs over every fitted row.
+    (1, 2) Cached-weight traffic on the chip's AXI clock, which libedgetpu sets to 250 MHz on a USB device at max,
+    and to 125 MHz on PCIe (the Dev Board) and on USB at 'high' (libedgetpu1-std) [libedgetpu
+    driver/beagle/beagle_top_level_handler.cc, QuitReset]: on the Table 1 rows alone, then with the published
+    EfficientNet-EdgeTPU rows (USB S, M, L; Dev Board S) fitted too. 256 B per AXI cycle is shown because its
+    clock-scaled time of L matches the sweep; the leave-one-out minimum over 160-384 is at 160, where it does not.
+    (3) The chip clock for everything, fitted also to the clock-scaled times the Dev Board sweep measures
+    (coral_clock_sweep.csv: L and MobileNet v2) and to the EfficientNet rows; 112 B/cycle is the leave-one-out
+    minimum over 72-160 on those rows. Held out (never fitted): M on the Dev Board (10.6 ms) and L at 250 MHz."""
+    rows = [_chip_variant("weights on AXI, 256 B/AXI cycle, Table 1 only", 256.0, (250.0, 125.0), False, False),
+            _chip_variant("weights on AXI, 256 B/AXI cycle, + EfficientNet rows", 256.0, (250.0, 125.0), True, False),
+            _chip_variant("chip clock, 112 B/cycle, + EfficientNet rows + sweep", 112.0, None, True, True)]
+    print("== issue 21's checks under chip-model variants (not adopted; shipped targets: see the table above)")
+    print(format_table(("variant", "usb LOO / rho", "devboard LOO / rho", "S usb", "M usb", "L usb", "MobileNet v2 usb",
+                        "L clock-scaled, sweep fit (measured 11.37)", "M devboard", "L usb-std"), rows,
+                       right=(3, 4, 5, 6, 7, 8, 9)))
+    print()
+
+
 PROBE_CHECK_MODELS = (("efficientnet_edgetpu_s", 224), ("efficientnet_edgetpu_m", 240), ("mobilenet_edgetpu", 224),
                       ("mobilenet_edgetpu_075", 224), ("mobilenet_edgetpu_v2_xs", 224), ("mobilenet_edgetpu_v2_s", 224))
 """Zoo models the probed `cpu` predictor is checked on (none of them at the probe models' resolutions)."""
@@ -540,6 +717,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--segmentation-only", action="store_true", help="only the segmentation tables (seconds)")
     p.add_argument("--variants-only", action="store_true",
                    help="only issue 21's table of Coral model variants (a minute: refits each)")
+    p.add_argument("--clock-sweep-only", action="store_true",
+                   help="only the Dev Board clock sweep against coral-devboard (seconds)")
     p.add_argument("--cpu-probe-only", action="store_true",
                    help="only the cpu probe check (the zoo models' cpu-measured timings are built the first time)")
     args = p.parse_args(argv)
@@ -551,6 +730,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.variants_only:
         bench_variants()
+        bench_chip_variants()
+        return 0
+    if args.clock_sweep_only:
+        bench_clock_sweep()
         return 0
     bench_spec_path()
     bench_one_block()
@@ -559,6 +742,7 @@ def main(argv: list[str] | None = None) -> int:
     bench_memory()
     bench_published()
     bench_clock_split()
+    bench_clock_sweep()
     bench_calibration()
     bench_weight_bandwidth()
     bench_heldout()
