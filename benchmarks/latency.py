@@ -193,23 +193,29 @@ def bench_weight_bandwidth(values: tuple[int, ...] = (56, 64, 72, 80, 88, 96, 11
     print()
 
 
-def bench_heldout() -> None:
-    """Coral's own published latencies of models not in the fitted table (nas/latency/targets/coral_models_page.csv)."""
+def _read_table(name: str) -> list[dict[str, str]]:
+    """A CSV shipped beside the targets (nas/latency/targets/NAME), '#' lines being its notes and sources."""
     import csv
 
-    from edgetpu_models.nas.latency.frontends import spec_graph
+    with open(os.path.join(os.path.dirname(cal.benchmarks_csv()), name), encoding="utf-8") as f:
+        return list(csv.DictReader(line for line in f if not line.startswith("#")))
 
-    path = os.path.join(os.path.dirname(cal.benchmarks_csv()), "coral_models_page.csv")
-    with open(path, encoding="utf-8") as f:
-        rows = list(csv.DictReader(line for line in f if not line.startswith("#")))
+
+def _reference(row: dict[str, str]) -> object:
+    """What a published row measured, as our front ends build it: the zoo name, else the stored layer graph of its
+    Keras-applications twin, else None (not buildable here)."""
+    if row.get("zoo", "-") != "-":
+        return row["zoo"]
+    path = os.path.join(cal.calibration_dir(), f"{row['keras_app']}_{row['input']}.json")
+    return cal.load_graph_json(path) if row["keras_app"] != "-" and os.path.exists(path) else None
+
+
+def bench_heldout() -> None:
+    """Coral's own published latencies of models not in the fitted table (nas/latency/targets/coral_models_page.csv)."""
     table = []
-    for r in rows:
-        graph_json = os.path.join(cal.calibration_dir(), f"{r['keras_app']}_{r['input']}.json")
-        if r["zoo"] != "-":
-            graph = spec_graph(r["zoo"])
-        elif r["keras_app"] != "-" and os.path.exists(graph_json):
-            graph = cal.load_graph_json(graph_json)
-        else:
+    for r in _read_table("coral_models_page.csv"):
+        graph = _reference(r)
+        if graph is None:
             continue
         e = estimate(graph, "coral-usb")
         m = float(r["usb_ms"])
@@ -223,36 +229,23 @@ def bench_heldout() -> None:
 
 def _published_rows() -> list[tuple[str, int, str, float, str, str, object]]:
     """Every published Coral latency the project has, as (model, input, target, ms, role, source, graph or zoo name)."""
-    import csv
-
-    here = os.path.dirname(cal.benchmarks_csv())
-
-    def read(name: str) -> list[dict[str, str]]:
-        with open(os.path.join(here, name), encoding="utf-8") as f:
-            return list(csv.DictReader(line for line in f if not line.startswith("#")))
-
     out: list[tuple[str, int, str, float, str, str, object]] = []
-    bench = "coral.ai/docs/edgetpu/benchmarks Table 1 (coral_benchmarks.csv)"
-    for r in read("coral_benchmarks.csv"):
-        path = os.path.join(cal.calibration_dir(), f"{r['keras_app']}_{r['input']}.json")
-        model = cal.load_graph_json(path) if r["keras_app"] != "-" and os.path.exists(path) else None
+    bench = "coral.ai/docs/edgetpu/benchmarks Table 1"
+    for r in _read_table("coral_benchmarks.csv"):
+        model = _reference(r)
         for target, col in (("coral-usb", "usb_ms"), ("coral-devboard", "devboard_ms")):
-            out.append((r["model"], int(r["input"]), target, float(r[col]), "fitted" if model else "no graph", bench,
-                        model))
-    for r in read("coral_benchmarks_efficientnet.csv"):
+            out.append((r["model"], int(r["input"]), target, float(r[col]), "fitted" if model else "no graph",
+                        f"{bench} (coral_benchmarks.csv)", model))
+    for r in _read_table("coral_benchmarks_efficientnet.csv"):
         for target, col in (("coral-usb", "usb_ms"), ("coral-devboard", "devboard_ms")):
-            out.append((r["model"], int(r["input"]), target, float(r[col]), "held out",
-                        "coral.ai/docs/edgetpu/benchmarks Table 1", r["zoo"]))
-    for r in read("coral_models_page.csv"):
-        path = os.path.join(cal.calibration_dir(), f"{r['keras_app']}_{r['input']}.json")
-        model = r["zoo"] if r["zoo"] != "-" else (cal.load_graph_json(path) if os.path.exists(path) else None)
-        out.append((r["model"], int(r["input"]), "coral-usb", float(r["usb_ms"]),
-                    "held out" if model is not None else "no graph", "coral.ai/models/image-classification", model))
-    for r in read("published_other.csv"):
-        path = os.path.join(cal.calibration_dir(), f"{r['keras_app']}_{r['input']}.json")
-        model = r["zoo"] if r["zoo"] != "-" else (cal.load_graph_json(path) if os.path.exists(path) else None)
-        out.append((r["model"], int(r["input"]), r["target"], float(r["ms"]),
-                    "held out" if model is not None else "no graph", r["source"], model))
+            out.append((r["model"], int(r["input"]), target, float(r[col]), "held out", bench, r["zoo"]))
+    others = [(r, "coral-usb", r["usb_ms"], "coral.ai/models/image-classification")
+              for r in _read_table("coral_models_page.csv")]
+    others += [(r, r["target"], r["ms"], r["source"]) for r in _read_table("published_other.csv")]
+    for r, target, ms, source in others:
+        model = _reference(r)
+        out.append((r["model"], int(r["input"]), target, float(ms), "held out" if model is not None else "no graph",
+                    source, model))
     return out
 
 
@@ -307,17 +300,9 @@ def bench_clock_split() -> None:
 
 def _clock_sweep() -> dict[str, tuple[object, list[tuple[float, float]]]]:
     """coral_clock_sweep.csv as {model: (graph or zoo name or None, [(MHz, p95 ms), ...])}."""
-    import csv
-
-    path = os.path.join(os.path.dirname(cal.benchmarks_csv()), "coral_clock_sweep.csv")
-    with open(path, encoding="utf-8") as f:
-        rows = list(csv.DictReader(line for line in f if not line.startswith("#")))
     sweep: dict[str, tuple[object, list[tuple[float, float]]]] = {}
-    for r in rows:
-        graph_json = os.path.join(cal.calibration_dir(), f"{r['keras_app']}_{r['input']}.json")
-        ref = r["zoo"] if r["zoo"] != "-" else (cal.load_graph_json(graph_json) if os.path.exists(graph_json)
-                                                 else None)
-        sweep.setdefault(r["model"], (ref, []))[1].append((float(r["tpu_mhz"]), float(r["p95_ms"])))
+    for r in _read_table("coral_clock_sweep.csv"):
+        sweep.setdefault(r["model"], (_reference(r), []))[1].append((float(r["tpu_mhz"]), float(r["p95_ms"])))
     return sweep
 
 
