@@ -324,9 +324,8 @@ def bench_clock_sweep() -> None:
     2.6 ms). Evaluation only: never fitted."""
     import dataclasses
 
-    from edgetpu_models.nas.latency.apm import cost_graph
     from edgetpu_models.nas.latency.estimator import load_target
-    from edgetpu_models.nas.latency.frontends import arch_graph, model_source
+    from edgetpu_models.nas.latency.frontends import spec_graph
 
     dev = load_target("coral-devboard").constants
     assert dev is not None
@@ -337,8 +336,8 @@ def bench_clock_sweep() -> None:
         if ref is None:
             split.append((model, f"{b / 500:.2f}", "-", "-", f"{a:.2f}", "-"))
             continue
-        graph = ref if not isinstance(ref, str) else arch_graph(model_source(ref))
-        pred = [(f, sum(r.ms for r in cost_graph(graph, dataclasses.replace(dev, clock_mhz=f))[0])) for f, _ in points]
+        terms = graph_terms(spec_graph(ref) if isinstance(ref, str) else ref, dev)  # the same at every clock
+        pred = [(f, terms_latency_ms(terms, dataclasses.replace(dev, clock_mhz=f))) for f, _ in points]
         pa, pb = _intercept_slope(pred)
         for (f, ms), (_, p) in zip(points, pred):
             table.append((model, f"{f:g}", f"{ms:.2f}", f"{fitted[f]:.2f}", f"{p:.2f}", f"{(p / ms - 1) * 100:+.1f}%"))
@@ -520,18 +519,6 @@ def bench_variants() -> None:
     print()
 
 
-_AXI = {"mhz": None}
-"""The AXI clock of the variant below (None: the shipped model, weights on the chip clock)."""
-
-
-def _axi_layer_parts(cc, vc, ab, wbytes, streamed, c):  # type: ignore[no-untyped-def]
-    """apm.layer_parts with cached-weight traffic on the AXI clock (`_AXI`) instead of the chip clock."""
-    cycle_ms, axi_ms = 1e-3 / c.clock_mhz, 1e-3 / (_AXI["mhz"] or c.clock_mhz)
-    return (cc * (cycle_ms / c.compute_efficiency) + vc * (cycle_ms / c.vector_efficiency),
-            ab * (cycle_ms / c.act_bytes_per_cycle), wbytes * (axi_ms / c.weight_bytes_per_cycle),
-            streamed / (c.link_mb_per_s * 1e3) + (streamed > 0) * (c.transfer_overhead_us * 1e-3))
-
-
 def _on_chip_ms(t: object, c: object) -> float:
     """The clock-scaled part of an estimate at c's clock: the time added when the clock halves."""
     import dataclasses
@@ -568,48 +555,60 @@ def _fit_loo(rows: list, base: object, free: list[str], link_cap: float) -> tupl
     return consts(x_all), statistics.median(errs), cal.spearman([ms for _, ms, _ in rows], preds)
 
 
-def _chip_variant(label: str, wb: float, axi: tuple[float, float] | None, extra: bool, anchors: bool) -> tuple:
-    """One row of bench_chip_variants: coral-usb fitted (links <= 500 MB/s), coral-devboard on link and host."""
+def _variant_data(base: object) -> dict[str, object]:
+    """What every chip variant is fitted and checked on, built once: the Table 1 graphs' terms and rows, the
+    EfficientNet-EdgeTPU terms and the sweep's clock-scaled times (terms do not depend on the fitted constants)."""
+    from edgetpu_models.nas.latency.frontends import spec_graph
+
+    rows = cal.target_rows("coral-usb")
+    sweep = _clock_sweep()
+    return {"keras": {r.model: (graph_terms(g, base), r) for r, g in zip(rows, cal.calibration_graphs(rows))},
+            "eff": {n[-1]: graph_terms(spec_graph(n), base) for n in
+                    ("efficientnet_edgetpu_s", "efficientnet_edgetpu_m", "efficientnet_edgetpu_l")},
+            "mnv2_on": _intercept_slope(sweep["MobileNet v2 (iNat bird)"][1])[1] / 500,
+            "l_on": _intercept_slope(sweep["EfficientNet-EdgeTPU-L"][1])[1] / 500}
+
+
+def _chip_variant(label: str, data: dict, wb: float, axi: tuple[float, float] | None, extra: bool,
+                  anchors: bool) -> tuple:
+    """One row of bench_chip_variants: coral-usb fitted (links <= 500 MB/s), coral-devboard on link and host.
+    `axi`: (AXI MHz at max, AXI MHz on PCIe and at libedgetpu1-std) when weights move on the AXI clock."""
     import dataclasses
 
     from edgetpu_models.nas.latency import apm
     from edgetpu_models.nas.latency.estimator import load_target
-    from edgetpu_models.nas.latency.frontends import spec_graph
 
-    usb, dev = load_target("coral-usb").constants, load_target("coral-devboard").constants
-    base = dataclasses.replace(usb, weight_bytes_per_cycle=wb, link_mb_per_s=495.0)
-    eff = {n[-1]: graph_terms(spec_graph(n), base) for n in
-           ("efficientnet_edgetpu_s", "efficientnet_edgetpu_m", "efficientnet_edgetpu_l")}
-    keras = {r.model: (graph_terms(g, base), r) for r, g in zip(cal.target_rows("coral-usb"),
-                                                                 cal.calibration_graphs(cal.target_rows("coral-usb")))}
-    mnv2_on, l_on = (_intercept_slope(p)[1] / 500 for _, p in
-                     (_clock_sweep()["MobileNet v2 (iNat bird)"], _clock_sweep()["EfficientNet-EdgeTPU-L"]))
+    usb, dev = load_target("coral-usb"), load_target("coral-devboard")
+    base = dataclasses.replace(usb.constants, weight_bytes_per_cycle=wb, link_mb_per_s=495.0)
+    keras, eff = data["keras"], data["eff"]
     usb_rows = [(t, r.measured_ms, "total") for t, r in keras.values()]
     usb_rows += [(eff[k], ms, "total") for k, ms in (("s", 5.1), ("s", 5.0), ("m", 8.7), ("m", 7.3), ("l", 21.3))
                  ] if extra else []
-    usb_rows += [(eff["l"], l_on, "on_chip"), (keras["MobileNet v2"][0], mnv2_on, "on_chip")] if anchors else []
+    usb_rows += [(eff["l"], data["l_on"], "on_chip"), (keras["MobileNet v2"][0], data["mnv2_on"], "on_chip")
+                 ] if anchors else []
     dev_rows = [(keras[r.model][0], r.measured_ms, "total") for r in cal.target_rows("coral-devboard")]
     dev_rows += [(eff["s"], 5.5, "total")] if extra else []
-    saved = apm.layer_parts
-    apm.layer_parts = _axi_layer_parts if axi else saved
+    chip_parts, weight_clock = apm.layer_parts, {"mhz": axi[0] if axi else None}
+
+    def axi_parts(cc, vc, ab, wbytes, streamed, c):  # type: ignore[no-untyped-def]
+        """The one formula, apm.layer_parts, with the weight bytes rescaled to cost AXI cycles, not chip cycles."""
+        return chip_parts(cc, vc, ab, wbytes * (c.clock_mhz / (weight_clock["mhz"] or c.clock_mhz)), streamed, c)
+
+    apm.layer_parts = axi_parts
     try:
-        _AXI["mhz"] = axi[0] if axi else None
-        cu, mu, ru = _fit_loo(usb_rows, base, cal._free(load_target("coral-usb")), 500.0)
-        l_std = terms_latency_ms(eff["l"], dataclasses.replace(cu, clock_mhz=cu.clock_mhz / 2)) if not axi else None
-        if axi:
-            _AXI["mhz"] = axi[1]  # libedgetpu1-std: the AXI clock halves with the chip clock
-            l_std = terms_latency_ms(eff["l"], dataclasses.replace(cu, clock_mhz=cu.clock_mhz / 2))
-        based = dataclasses.replace(cu, link_mb_per_s=min(dev.link_mb_per_s, 495.0),
-                                    invoke_overhead_us=dev.invoke_overhead_us)
-        cd, md, rd = _fit_loo(dev_rows, based, cal._free(load_target("coral-devboard")), 500.0)
+        cu, mu, ru = _fit_loo(usb_rows, base, cal._free(usb), 500.0)
+        s, m, big = (terms_latency_ms(eff[k], cu) for k in "sml")
+        mnv2 = terms_latency_ms(keras["MobileNet v2"][0], cu)
+        weight_clock["mhz"] = axi[1] if axi else None  # PCIe and libedgetpu1-std: the lower AXI clock
+        l_std = terms_latency_ms(eff["l"], dataclasses.replace(cu, clock_mhz=cu.clock_mhz / 2))
+        based = dataclasses.replace(cu, link_mb_per_s=min(dev.constants.link_mb_per_s, 495.0),
+                                    invoke_overhead_us=dev.constants.invoke_overhead_us)
+        cd, md, rd = _fit_loo(dev_rows, based, cal._free(dev), 500.0)
         m_dev = terms_latency_ms(eff["m"], cd)
         l_dev_on = _intercept_slope([(f, terms_latency_ms(eff["l"], dataclasses.replace(cd, clock_mhz=f)))
                                      for f in (500.0, 250.0, 125.0, 62.5)])[1] / 500
-        _AXI["mhz"] = axi[0] if axi else None
-        s, m, big = (terms_latency_ms(eff[k], cu) for k in "sml")
-        mnv2 = terms_latency_ms(keras["MobileNet v2"][0], cu)
     finally:
-        apm.layer_parts, _AXI["mhz"] = saved, None
+        apm.layer_parts = chip_parts
     return (label, f"{mu * 100:.1f}% / {ru:.3f}", f"{md * 100:.1f}% / {rd:.3f}", f"{s:.2f}", f"{m:.2f}",
             f"{big:.2f}", f"{mnv2:.2f}", f"{l_dev_on:.2f}", f"{m_dev:.2f}", f"{l_std:.2f}")
 
@@ -625,9 +624,13 @@ def bench_chip_variants() -> None:
     (3) The chip clock for everything, fitted also to the clock-scaled times the Dev Board sweep measures
     (coral_clock_sweep.csv: L and MobileNet v2) and to the EfficientNet rows; 112 B/cycle is the leave-one-out
     minimum over 72-160 on those rows. Held out (never fitted): M on the Dev Board (10.6 ms) and L at 250 MHz."""
-    rows = [_chip_variant("weights on AXI, 256 B/AXI cycle, Table 1 only", 256.0, (250.0, 125.0), False, False),
-            _chip_variant("weights on AXI, 256 B/AXI cycle, + EfficientNet rows", 256.0, (250.0, 125.0), True, False),
-            _chip_variant("chip clock, 112 B/cycle, + EfficientNet rows + sweep", 112.0, None, True, True)]
+    from edgetpu_models.nas.latency.estimator import load_target
+
+    data = _variant_data(load_target("coral-usb").constants)
+    axi = (250.0, 125.0)
+    rows = [_chip_variant("weights on AXI, 256 B/AXI cycle, Table 1 only", data, 256.0, axi, False, False),
+            _chip_variant("weights on AXI, 256 B/AXI cycle, + EfficientNet rows", data, 256.0, axi, True, False),
+            _chip_variant("chip clock, 112 B/cycle, + EfficientNet rows + sweep", data, 112.0, None, True, True)]
     print("== issue 21's checks under chip-model variants (not adopted; shipped targets: see the table above)")
     print(format_table(("variant", "usb LOO / rho", "devboard LOO / rho", "S usb", "M usb", "L usb", "MobileNet v2 usb",
                         "L clock-scaled, sweep fit (measured 11.37)", "M devboard", "L usb-std"), rows,
