@@ -569,6 +569,42 @@ def _variant_data(base: object) -> dict[str, object]:
             "l_on": _intercept_slope(sweep["EfficientNet-EdgeTPU-L"][1])[1] / 500}
 
 
+def _instruction_mib() -> dict[str, tuple[float, float]]:
+    """{model: (low, high)} MiB of instructions in Coral's compiled classifier (coral_compiled_sizes.csv): the file,
+    less its parameters, less the 0.03-0.05 MiB a compiled classifier holds besides. Parameters are our memory plan's
+    count times 1.04: the plan counts 2.7-6.2% fewer bytes than the parsed MobileNet v1 0.5, 0.75 and 1.0 files hold."""
+    out = {}
+    for r in _read_table("coral_compiled_sizes.csv"):
+        e = estimate(_reference(r), "coral-usb")
+        params = 1.04 * (e.on_chip_param_bytes + e.off_chip_param_bytes) / 2**20
+        out[r["model"]] = (float(r["file_mib_lo"]) - params - 0.05, float(r["file_mib"]) - params - 0.03)
+    return out
+
+
+def bench_instruction_stream() -> None:
+    """What Coral's compiled classifiers carry besides their parameters: the instruction stream each inference
+    sends over the link. The invoke overhead fitted on Table 1 holds a MobileNet-sized one; EfficientNet-EdgeTPU's
+    is larger."""
+    rows = []
+    for model, (lo, hi) in _instruction_mib().items():
+        rows.append((model, f"{lo:.2f}-{hi:.2f}", f"{lo * 2**20 / 500e3:.1f}-{hi * 2**20 / 500e3:.1f}"))
+    print("== instructions in Coral's compiled classifiers (file less parameters; coral_compiled_sizes.csv)")
+    print(format_table(("model", "instructions MiB", "ms at 500 MB/s"), rows, right=(1, 2)))
+    print()
+
+
+def _with_instructions(data: dict) -> dict:
+    """`_variant_data` with each EfficientNet's instructions beyond MobileNet v2's sent over the link at every
+    inference, as bytes added to its input transfer (the invoke overhead already holds MobileNet v2's)."""
+    from edgetpu_models.layer_graph import numel
+
+    ins = {m: (lo + hi) / 2 for m, (lo, hi) in _instruction_mib().items()}
+    names = {"s": "EfficientNet-EdgeTPU-S", "m": "EfficientNet-EdgeTPU-M", "l": "EfficientNet-EdgeTPU-L"}
+    extra = {k: int((ins[n] - ins["MobileNet v2"]) * 2**20) for k, n in names.items()}
+    eff = {k: t._replace(input_shape=(numel(t.input_shape) + extra[k],)) for k, t in data["eff"].items()}
+    return dict(data, eff=eff)
+
+
 def _chip_variant(label: str, data: dict, wb: float, axi: tuple[float, float] | None, extra: bool,
                   anchors: bool) -> tuple:
     """One row of bench_chip_variants: coral-usb fitted (links <= 500 MB/s), coral-devboard on link and host.
@@ -623,7 +659,9 @@ def bench_chip_variants() -> None:
     clock-scaled time of L matches the sweep; the leave-one-out minimum over 160-384 is at 160, where it does not.
     (3) The chip clock for everything, fitted also to the clock-scaled times the Dev Board sweep measures
     (coral_clock_sweep.csv: L and MobileNet v2) and to the EfficientNet rows; 112 B/cycle is the leave-one-out
-    minimum over 72-160 on those rows. Held out (never fitted): M on the Dev Board (10.6 ms) and L at 250 MHz."""
+    minimum over 72-160 on those rows. (4, 5) The chip clock, with the EfficientNet rows fitted and each EfficientNet
+    sending its instructions beyond MobileNet v2's over the link at every inference (`_with_instructions`,
+    coral_compiled_sizes.csv). Held out (never fitted): M on the Dev Board (10.6 ms) and L at 250 MHz."""
     from edgetpu_models.nas.latency.estimator import load_target
 
     data = _variant_data(load_target("coral-usb").constants)
@@ -631,6 +669,9 @@ def bench_chip_variants() -> None:
     rows = [_chip_variant("weights on AXI, 256 B/AXI cycle, Table 1 only", data, 256.0, axi, False, False),
             _chip_variant("weights on AXI, 256 B/AXI cycle, + EfficientNet rows", data, 256.0, axi, True, False),
             _chip_variant("chip clock, 112 B/cycle, + EfficientNet rows + sweep", data, 112.0, None, True, True)]
+    with_ins = _with_instructions(data)
+    rows += [_chip_variant(f"chip clock, {wb} B/cycle, + EfficientNet rows and instructions", with_ins, float(wb),
+                           None, True, False) for wb in (128, 160)]
     print("== issue 21's checks under chip-model variants (not adopted; shipped targets: see the table above)")
     print(format_table(("variant", "usb LOO / rho", "devboard LOO / rho", "S usb", "M usb", "L usb", "MobileNet v2 usb",
                         "L clock-scaled, sweep fit (measured 11.37)", "M devboard", "L usb-std"), rows,
@@ -724,6 +765,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.variants_only:
         bench_variants()
+        bench_instruction_stream()
         bench_chip_variants()
         return 0
     if args.clock_sweep_only:
