@@ -557,14 +557,18 @@ def _fit_loo(rows: list, base: object, free: list[str], link_cap: float) -> tupl
 
 def _variant_data(base: object) -> dict[str, object]:
     """What every chip variant is fitted and checked on, built once: the Table 1 graphs' terms and rows, the
-    EfficientNet-EdgeTPU terms and the sweep's clock-scaled times (terms do not depend on the fitted constants)."""
+    EfficientNet-EdgeTPU terms, every graph, and the sweep's clock-scaled times (terms do not depend on the fitted
+    constants)."""
     from edgetpu_models.nas.latency.frontends import spec_graph
 
     rows = cal.target_rows("coral-usb")
     sweep = _clock_sweep()
-    return {"keras": {r.model: (graph_terms(g, base), r) for r, g in zip(rows, cal.calibration_graphs(rows))},
-            "eff": {n[-1]: graph_terms(spec_graph(n), base) for n in
-                    ("efficientnet_edgetpu_s", "efficientnet_edgetpu_m", "efficientnet_edgetpu_l")},
+    graphs = dict(zip((r.model for r in rows), cal.calibration_graphs(rows)))
+    graphs.update({n[-1]: spec_graph(n) for n in
+                   ("efficientnet_edgetpu_s", "efficientnet_edgetpu_m", "efficientnet_edgetpu_l")})
+    return {"keras": {r.model: (graph_terms(graphs[r.model], base), r) for r in rows},
+            "eff": {k: graph_terms(graphs[k], base) for k in "sml"},
+            "graphs": graphs,
             "mnv2_on": _intercept_slope(sweep["MobileNet v2 (iNat bird)"][1])[1] / 500,
             "l_on": _intercept_slope(sweep["EfficientNet-EdgeTPU-L"][1])[1] / 500}
 
@@ -593,16 +597,43 @@ def bench_instruction_stream() -> None:
     print()
 
 
-def _with_instructions(data: dict) -> dict:
-    """`_variant_data` with each EfficientNet's instructions beyond MobileNet v2's sent over the link at every
-    inference, as bytes added to its input transfer (the invoke overhead already holds MobileNet v2's)."""
+def _plus_link_bytes(t: object, n: float) -> object:
+    """Terms `t` with `n` more bytes over the link at every inference (added to the input transfer)."""
     from edgetpu_models.layer_graph import numel
 
+    return t._replace(input_shape=(numel(t.input_shape) + int(n),))
+
+
+def _with_instructions(data: dict) -> dict:
+    """`_variant_data` with each EfficientNet's instructions beyond MobileNet v2's sent over the link at every
+    inference (the invoke overhead already holds MobileNet v2's); from the compiled files, not from the graph."""
     ins = {m: (lo + hi) / 2 for m, (lo, hi) in _instruction_mib().items()}
     names = {"s": "EfficientNet-EdgeTPU-S", "m": "EfficientNet-EdgeTPU-M", "l": "EfficientNet-EdgeTPU-L"}
-    extra = {k: int((ins[n] - ins["MobileNet v2"]) * 2**20) for k, n in names.items()}
-    eff = {k: t._replace(input_shape=(numel(t.input_shape) + extra[k],)) for k, t in data["eff"].items()}
-    return dict(data, eff=eff)
+    return dict(data, eff={k: _plus_link_bytes(t, (ins[names[k]] - ins["MobileNet v2"]) * 2**20)
+                           for k, t in data["eff"].items()})
+
+
+def _weight_blocks(graph: object) -> int:
+    """64 x 64 weight blocks times kernel taps over a graph's convolutions and dense layers (a depthwise layer: 64
+    channels per block): the one count from the layer graph that tracks the five Coral classifiers' instructions."""
+    from edgetpu_models.layer_graph import WEIGHTED_OPS, Op, lowered
+
+    n = 0
+    for layer in lowered(graph).layers:
+        if layer.op in WEIGHTED_OPS:
+            cin = 1 if layer.op == Op.DEPTHWISE_CONV2D else -(-layer.input_shape[-1] // 64)
+            taps = 1 if layer.op == Op.DENSE else layer.kernel_area
+            n += -(-layer.output_shape[-1] // 64) * cin * taps
+    return n
+
+
+def _with_block_instructions(data: dict, bytes_per_block: float) -> dict:
+    """`_variant_data` with every graph sending `bytes_per_block` instruction bytes per weight block over the link at
+    every inference: an instruction stream predicted from the graph, for Table 1 and EfficientNet alike."""
+    g = data["graphs"]
+    return dict(data, keras={m: (_plus_link_bytes(t, bytes_per_block * _weight_blocks(g[m])), r)
+                             for m, (t, r) in data["keras"].items()},
+                eff={k: _plus_link_bytes(t, bytes_per_block * _weight_blocks(g[k])) for k, t in data["eff"].items()})
 
 
 def _chip_variant(label: str, data: dict, wb: float, axi: tuple[float, float] | None, extra: bool,
@@ -661,7 +692,9 @@ def bench_chip_variants() -> None:
     (coral_clock_sweep.csv: L and MobileNet v2) and to the EfficientNet rows; 112 B/cycle is the leave-one-out
     minimum over 72-160 on those rows. (4, 5) The chip clock, with the EfficientNet rows fitted and each EfficientNet
     sending its instructions beyond MobileNet v2's over the link at every inference (`_with_instructions`,
-    coral_compiled_sizes.csv). Held out (never fitted): M on the Dev Board (10.6 ms) and L at 250 MHz."""
+    coral_compiled_sizes.csv). (6-8) The chip clock with every graph's instruction stream predicted from its weight
+    blocks (`_weight_blocks`, 150 B each: the five Coral classifiers' files within 17%). Held out (never fitted): M on
+    the Dev Board (10.6 ms) and L at 250 MHz."""
     from edgetpu_models.nas.latency.estimator import load_target
 
     data = _variant_data(load_target("coral-usb").constants)
@@ -672,6 +705,11 @@ def bench_chip_variants() -> None:
     with_ins = _with_instructions(data)
     rows += [_chip_variant(f"chip clock, {wb} B/cycle, + EfficientNet rows and instructions", with_ins, float(wb),
                            None, True, False) for wb in (128, 160)]
+    blocks = _with_block_instructions(data, 150.0)
+    rows += [_chip_variant(f"chip clock, {wb} B/cycle, 150 B of instructions per weight block{rows_}", blocks,
+                           float(wb), None, extra, False)
+             for wb, extra, rows_ in ((96, False, ", Table 1 only"), (128, False, ", Table 1 only"),
+                                      (128, True, " + EfficientNet rows"))]
     print("== issue 21's checks under chip-model variants (not adopted; shipped targets: see the table above)")
     print(format_table(("variant", "usb LOO / rho", "devboard LOO / rho", "S usb", "M usb", "L usb", "MobileNet v2 usb",
                         "L clock-scaled, sweep fit (measured 11.37)", "M devboard", "L usb-std"), rows,
