@@ -20,6 +20,7 @@ Prints:
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import statistics
 import sys
@@ -555,12 +556,14 @@ def _fit_loo(rows: list, base: object, free: list[str], link_cap: float) -> tupl
     return consts(x_all), statistics.median(errs), cal.spearman([ms for _, ms, _ in rows], preds)
 
 
-def _variant_data(base: object) -> dict[str, object]:
+def _variant_data() -> dict[str, object]:
     """What every chip variant is fitted and checked on, built once: the Table 1 graphs' terms and rows, the
     EfficientNet-EdgeTPU terms, every graph, and the sweep's clock-scaled times (terms do not depend on the fitted
-    constants)."""
+    constants: they are taken at coral-usb's)."""
+    from edgetpu_models.nas.latency.estimator import load_target
     from edgetpu_models.nas.latency.frontends import spec_graph
 
+    base = load_target("coral-usb").constants
     rows = cal.target_rows("coral-usb")
     sweep = _clock_sweep()
     graphs = dict(zip((r.model for r in rows), cal.calibration_graphs(rows)))
@@ -573,6 +576,7 @@ def _variant_data(base: object) -> dict[str, object]:
             "l_on": _intercept_slope(sweep["EfficientNet-EdgeTPU-L"][1])[1] / 500}
 
 
+@functools.lru_cache(maxsize=None)
 def _instruction_mib() -> dict[str, tuple[float, float]]:
     """{model: (low, high)} MiB of instructions in Coral's compiled classifier (coral_compiled_sizes.csv): the file,
     less its parameters, less the 0.03-0.05 MiB a compiled classifier holds besides. Parameters are our memory plan's
@@ -608,22 +612,23 @@ def _with_instructions(data: dict) -> dict:
     """`_variant_data` with each EfficientNet's instructions beyond MobileNet v2's sent over the link at every
     inference (the invoke overhead already holds MobileNet v2's); from the compiled files, not from the graph."""
     ins = {m: (lo + hi) / 2 for m, (lo, hi) in _instruction_mib().items()}
-    names = {"s": "EfficientNet-EdgeTPU-S", "m": "EfficientNet-EdgeTPU-M", "l": "EfficientNet-EdgeTPU-L"}
-    return dict(data, eff={k: _plus_link_bytes(t, (ins[names[k]] - ins["MobileNet v2"]) * 2**20)
-                           for k, t in data["eff"].items()})
+    return dict(data, eff={k: _plus_link_bytes(t, (ins[f"EfficientNet-EdgeTPU-{k.upper()}"] - ins["MobileNet v2"])
+                                               * 2**20) for k, t in data["eff"].items()})
 
 
 def _weight_blocks(graph: object) -> int:
     """64 x 64 weight blocks times kernel taps over a graph's convolutions and dense layers (a depthwise layer: 64
     channels per block): the one count from the layer graph that tracks the five Coral classifiers' instructions."""
     from edgetpu_models.layer_graph import WEIGHTED_OPS, Op, lowered
+    from edgetpu_models.nas.latency.memory import DEFAULT
 
+    pad = DEFAULT.channel_pad  # the 64 cells of a tile
     n = 0
     for layer in lowered(graph).layers:
         if layer.op in WEIGHTED_OPS:
-            cin = 1 if layer.op == Op.DEPTHWISE_CONV2D else -(-layer.input_shape[-1] // 64)
+            cin = 1 if layer.op == Op.DEPTHWISE_CONV2D else -(-layer.input_shape[-1] // pad)
             taps = 1 if layer.op == Op.DENSE else layer.kernel_area
-            n += -(-layer.output_shape[-1] // 64) * cin * taps
+            n += -(-layer.output_shape[-1] // pad) * cin * taps
     return n
 
 
@@ -680,9 +685,9 @@ def _chip_variant(label: str, data: dict, wb: float, axi: tuple[float, float] | 
             f"{big:.2f}", f"{mnv2:.2f}", f"{l_dev_on:.2f}", f"{m_dev:.2f}", f"{l_std:.2f}")
 
 
-def bench_chip_variants() -> None:
-    """Issue 21's checks under three further variants of the chip model, none adopted. Links are held to their payload
-    bound (USB 3.0 and PCIe Gen2 x1: 5 Gb/s, 8b/10b: 500 MB/s), and the leave-one-out runs over every fitted row.
+def bench_chip_variants(data: dict) -> None:
+    """Issue 21's checks under eight further variants of the chip model, none adopted. Links are held to their
+    payload bound (USB 3.0 and PCIe Gen2 x1: 5 Gb/s, 8b/10b: 500 MB/s); the leave-one-out runs over every fitted row.
     (1, 2) Cached-weight traffic on the chip's AXI clock, which libedgetpu sets to 250 MHz on a USB device at max,
     and to 125 MHz on PCIe (the Dev Board) and on USB at 'high' (libedgetpu1-std) [libedgetpu
     driver/beagle/beagle_top_level_handler.cc, QuitReset]: on the Table 1 rows alone, then with the published
@@ -695,9 +700,6 @@ def bench_chip_variants() -> None:
     coral_compiled_sizes.csv). (6-8) The chip clock with every graph's instruction stream predicted from its weight
     blocks (`_weight_blocks`, 150 B each: the five Coral classifiers' files within 17%). Held out (never fitted): M on
     the Dev Board (10.6 ms) and L at 250 MHz."""
-    from edgetpu_models.nas.latency.estimator import load_target
-
-    data = _variant_data(load_target("coral-usb").constants)
     axi = (250.0, 125.0)
     rows = [_chip_variant("weights on AXI, 256 B/AXI cycle, Table 1 only", data, 256.0, axi, False, False),
             _chip_variant("weights on AXI, 256 B/AXI cycle, + EfficientNet rows", data, 256.0, axi, True, False),
@@ -717,7 +719,7 @@ def bench_chip_variants() -> None:
     print()
 
 
-def bench_devboard_cache(mib: tuple[float, ...] = (8.0, 7.5, 7.0, 6.5, 6.0)) -> None:
+def bench_devboard_cache(data: dict, mib: tuple[float, ...] = (8.0, 7.5, 7.0, 6.5, 6.0)) -> None:
     """The Dev Board fitted (link and host, chip shared) with a smaller parameter cache than the USB stick's, for
     the record: its Table 1 leave-one-out is lowest at 7.0 MiB, where M is streamed in part and lands on the held-out
     10.6 ms. Not adopted: the two carry the same chip and the same compiled files, and no source gives the board less
@@ -725,18 +727,16 @@ def bench_devboard_cache(mib: tuple[float, ...] = (8.0, 7.5, 7.0, 6.5, 6.0)) -> 
     import dataclasses
 
     from edgetpu_models.nas.latency.estimator import load_target
-    from edgetpu_models.nas.latency.frontends import spec_graph
 
     dev = load_target("coral-devboard")
     rows = cal.target_rows("coral-devboard")
-    graphs = cal.calibration_graphs(rows)
-    eff = {k: spec_graph(f"efficientnet_edgetpu_{k}") for k in "sm"}
+    graphs = [data["graphs"][r.model] for r in rows]  # Table 1's networks, built once for the variants
     table = []
     for size in mib:
         base = dataclasses.replace(dev.constants, param_cache_bytes=int(size * 2**20))
         full, med, rho = _loo([graph_terms(g, base) for g in graphs], [r.measured_ms for r in rows], base,
                               cal._free(dev))
-        s, m = (terms_latency_ms(graph_terms(eff[k], full), full) for k in "sm")
+        s, m = (terms_latency_ms(graph_terms(data["graphs"][k], full), full) for k in "sm")
         table.append((f"{size:.2f}", f"{med * 100:.1f}% / {rho:.3f}", f"{s:.2f}", f"{m:.2f}"))
     print("== coral-devboard with a smaller parameter cache (not adopted; published S 5.5, M 10.6 held out)")
     print(format_table(("cache MiB", "Table 1 LOO / rho", "S", "M"), table, right=(0, 1, 2, 3)))
@@ -830,8 +830,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.variants_only:
         bench_variants()
         bench_instruction_stream()
-        bench_chip_variants()
-        bench_devboard_cache()
+        data = _variant_data()
+        bench_chip_variants(data)
+        bench_devboard_cache(data)
         return 0
     if args.clock_sweep_only:
         bench_clock_sweep()
