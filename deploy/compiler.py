@@ -30,6 +30,7 @@ _UNITS = {"B": 1, "KiB": 1024, "MiB": 1024 ** 2, "GiB": 1024 ** 3}
 _KEYS = {
     "Input model": "input_model", "Input": "input_model", "Input size": "input_size", "Output model": "output_model",
     "Output": "output_model", "Output size": "output_size",
+    "On-chip memory available for caching model parameters": "on_chip_available",  # compilers 1.x-2.0
     "On-chip memory used for caching model parameters": "on_chip_used",
     "On-chip memory remaining for caching model parameters": "on_chip_remaining",
     "Off-chip memory used for streaming uncached model parameters": "off_chip_used",
@@ -61,6 +62,14 @@ def size_to_bytes(text: str) -> int | None:
         return None
 
 
+def _derive_remaining(summary: dict[str, object]) -> None:
+    """Compilers up to 2.0 print the cache available to this model instead of what it leaves ("On-chip memory
+    available for caching model parameters", google-coral/edgetpu#169): the remaining bytes are available - used."""
+    available, used = summary.get("on_chip_available_bytes"), summary.get("on_chip_used_bytes")
+    if "on_chip_remaining_bytes" not in summary and isinstance(available, int) and isinstance(used, int):
+        summary["on_chip_remaining_bytes"] = max(available - used, 0)
+
+
 def parse_compiler_summaries(text: str) -> list[dict[str, object]]:
     """The per-model summaries of one compiler run, in order: one for a plain compile, one per model when several
     were co-compiled, one per segment with --num_segments. Each holds the _KEYS fields (sizes also as *_bytes)."""
@@ -79,6 +88,8 @@ def parse_compiler_summaries(text: str) -> list[dict[str, object]]:
         b = size_to_bytes(value)
         if b is not None:
             blocks[-1].setdefault(name + "_bytes", b)
+    for block in blocks:
+        _derive_remaining(block)
     return blocks
 
 
@@ -124,7 +135,8 @@ def _parse_text(source: str, stats: dict[str, object]) -> list[OpRow]:
 
 
 def parse_compiler_output(text: str, log_text: str | None = None, model: str | None = None) -> CompatibilityReport:
-    """Parses edgetpu_compiler's stdout (v15/v16 layout, with -s) and optionally its .log into a report.
+    """Parses edgetpu_compiler's stdout (with -s; v15/v16 layout, and v2.0's, which prints the cache available to
+    the model instead of what remains) and optionally its .log into a report.
 
     The table (Operator / Count / Status) is taken from stdout, or from the log when stdout has none.
     """
@@ -140,6 +152,7 @@ def parse_compiler_output(text: str, log_text: str | None = None, model: str | N
                 stats[key] = parse_count(str(stats[key]), lo=0, hi=INT32_MAX)
             except ValueError as e:
                 raise CompilerError(f"edgetpu_compiler summary: {key}: {e}") from None
+    _derive_remaining(stats)
     subgraphs = int(stats.get("edgetpu_subgraphs", 1) or 1)
     models = parse_compiler_summaries(text)
     if len(models) > 1:

@@ -124,8 +124,9 @@ class CompatibilityReport:
         lines.append("")
         lines.append(f"Input model: {self.model}")
         for key, label in (("input_size", "Input size"), ("output_model", "Output model"),
-                           ("output_size", "Output size"), ("on_chip_used", "On-chip memory used for caching model "
-                                                                             "parameters"),
+                           ("output_size", "Output size"),
+                           ("on_chip_available", "On-chip memory available for caching model parameters"),
+                           ("on_chip_used", "On-chip memory used for caching model parameters"),
                            ("on_chip_remaining", "On-chip memory remaining for caching model parameters"),
                            ("off_chip_used", "Off-chip memory used for streaming uncached model parameters")):
             if key in self.stats:

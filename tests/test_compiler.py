@@ -71,6 +71,26 @@ def test_v15_table_from_log_and_matches_our_check_structure():
     assert set(r.to_dict()) >= {"total", "on_edgetpu", "on_cpu", "rows", "fully_mapped"}
 
 
+def test_v2_summary_prints_the_available_cache_and_the_parser_derives_what_remains():
+    """Compilers up to 2.0 (the last on ARM64 boards is 2.0/2.1) print "available" instead of "remaining"."""
+    from edgetpu_models.deploy.compiler import parse_compiler_summaries
+    from edgetpu_models.deploy.compiler_logs import logs_dir
+
+    with open(os.path.join(logs_dir(), "gh-edgetpu-169.txt"), encoding="utf-8") as f:
+        text = f.read()
+    r = parse_compiler_output(text)
+    assert r.fully_mapped and r.total == 13 and r.stats["compiler_version"] == "2.0.291256449"
+    available, used = round(5.95 * 2**20), round(891.50 * 1024)
+    assert r.stats["on_chip_available_bytes"] == available and r.stats["on_chip_used_bytes"] == used
+    assert r.stats["on_chip_remaining_bytes"] == available - used
+    assert "On-chip memory available for caching model parameters: 5.95MiB" in r.format()
+    (summary,) = parse_compiler_summaries(text)
+    assert summary["on_chip_remaining_bytes"] == available - used
+    # a v15/v16 summary keeps its own "remaining" line
+    (v16,) = parse_compiler_summaries(_read("edgetpu_compiler_v16_partial.stdout"))
+    assert "on_chip_available_bytes" not in v16 and v16["on_chip_remaining_bytes"] >= 0
+
+
 def test_unreadable_output_and_inconsistent_header():
     with pytest.raises(CompilerError, match="no operator table"):
         parse_compiler_output("Edge TPU Compiler version 16.0\nsomething else\n")
@@ -258,7 +278,9 @@ def test_published_logs_parse_into_one_summary_per_model():
     from edgetpu_models.deploy.compiler_logs import load_logs
 
     logs = load_logs()
-    assert len(logs) >= 15
+    assert len(logs) >= 16
+    old = next(m for m in logs if m.log == "gh-edgetpu-169.txt")  # compiler 2.0: available - used
+    assert old.remaining_bytes == round(5.95 * 2**20) - round(891.50 * 1024)
     co = [m for m in logs if m.log == "gh-edgetpu-518.txt"]
     assert [m.block for m in co] == [0, 1] and co[1].cached_bytes == 0
     assert co[0].remaining_bytes == co[1].remaining_bytes == round(2.25 * 1024)

@@ -2,7 +2,8 @@
 each with its source), and the memory model checked against them (`benchmarks/latency.py` prints the errors).
 
 Each log has "On-chip memory used for caching model parameters", "On-chip memory remaining for caching model
-parameters" and "Off-chip memory used for streaming uncached model parameters"; `deploy.compiler` parses them.
+parameters" (compiler 2.0: "available", from which the parser derives what remains) and "Off-chip memory used for
+streaming uncached model parameters"; `deploy.compiler` parses them.
 """
 
 from __future__ import annotations
