@@ -164,7 +164,6 @@ def bench_weight_bandwidth(values: tuple[int, ...] = (56, 64, 72, 80, 88, 96, 11
     sum of leave-one-out median errors of coral-usb and coral-devboard on the Coral table."""
     import dataclasses
 
-    from edgetpu_models.nas.latency.apm import graph_terms, terms_latency_ms
     from edgetpu_models.nas.latency.estimator import load_target
 
     data = []
@@ -176,17 +175,8 @@ def bench_weight_bandwidth(values: tuple[int, ...] = (56, 64, 72, 80, 88, 96, 11
         meds = []
         for _target, rows, graphs, t in data:
             base = dataclasses.replace(t.constants, weight_bytes_per_cycle=float(wb))
-            terms = [graph_terms(g, base) for g in graphs]
-            measured = [r.measured_ms for r in rows]
-            free = cal._free(t)
-            full = cal.fit_constants(terms, measured, base, free)
-            errs = []
-            for i in range(len(rows)):
-                keep = [j for j in range(len(rows)) if j != i]
-                c = cal.fit_constants([terms[j] for j in keep], [measured[j] for j in keep], full, free,
-                                      multistart=False)
-                errs.append(abs(terms_latency_ms(terms[i], c) / measured[i] - 1))
-            meds.append(statistics.median(errs))
+            meds.append(_loo([graph_terms(g, base) for g in graphs], [r.measured_ms for r in rows], base,
+                             cal._free(t))[1])
         chosen = "  <- targets" if wb == data[0][3].constants.weight_bytes_per_cycle else ""
         table.append((str(wb), f"{meds[0] * 100:.1f}%", f"{meds[1] * 100:.1f}%", f"{sum(meds) * 100:.1f}%" + chosen))
     print("== weight_bytes_per_cycle: leave-one-out median |error| on the Coral table for each value")
@@ -455,14 +445,11 @@ def bench_cpu(n: int, cached_only: bool) -> None:
           f"median |error| {100 * statistics.median(errs):.1f}%   worst {100 * max(errs):.1f}%")
 
 
-def _loo(terms: list, measured: list[float], base: object, free: list[str]) -> tuple[object, float, float]:
-    """(constants fitted to all, leave-one-out median |error|, Spearman) of one target."""
-    full = cal.fit_constants(terms, measured, base, free)
-    preds = []
-    for i in range(len(measured)):
-        keep = [j for j in range(len(measured)) if j != i]
-        c = cal.fit_constants([terms[j] for j in keep], [measured[j] for j in keep], full, free, multistart=False)
-        preds.append(terms_latency_ms(terms[i], c))
+def _loo(terms: list, measured: list[float], base: object, free: list[str],
+         **fit: object) -> tuple[object, float, float]:
+    """(constants fitted to all, leave-one-out median |error|, Spearman) of one target (`cal.fit_leave_one_out`;
+    `fit`: its options)."""
+    full, preds = cal.fit_leave_one_out(terms, measured, base, free, **fit)
     med = statistics.median(abs(p / m - 1) for p, m in zip(preds, measured))
     return full, med, cal.spearman(measured, preds)
 
@@ -527,33 +514,18 @@ def _on_chip_ms(t: object, c: object) -> float:
     return terms_latency_ms(t, dataclasses.replace(c, clock_mhz=c.clock_mhz / 2)) - terms_latency_ms(t, c)
 
 
-def _fit_loo(rows: list, base: object, free: list[str], link_cap: float) -> tuple[object, float, float]:
-    """(fit to all, leave-one-out median |error|, Spearman) over rows (terms, ms, 'total' or 'on_chip'), link <= cap."""
-    import math
+def _row_ms(row: tuple[object, str], c: object) -> float:
+    """What a variant's fitted row measured: the whole latency ('total') or its clock-scaled part ('on_chip')."""
+    t, kind = row
+    return _on_chip_ms(t, c) if kind == "on_chip" else terms_latency_ms(t, c)
 
-    import numpy as np
-    from scipy.optimize import least_squares
 
+def _fit_rows(rows: list, base: object, free: list[str], link_cap: float) -> tuple[object, float, float]:
+    """`_loo` over rows (terms, ms, 'total' or 'on_chip'), the link held to at most `link_cap` MB/s, every fit from
+    four starts."""
     bounds = dict(cal.BOUNDS, link_mb_per_s=(10.0, link_cap))
-    lo, hi = np.log([bounds[k][0] for k in free]), np.log([bounds[k][1] for k in free])
-
-    def consts(x: object) -> object:
-        return base.with_values(**{k: float(math.exp(v)) for k, v in zip(free, x)})
-
-    def value(t: object, kind: str, c: object) -> float:
-        return _on_chip_ms(t, c) if kind == "on_chip" else terms_latency_ms(t, c)
-
-    def fit(rs: list, x0: object, starts: int) -> object:
-        def res(x: object) -> object:
-            c = consts(x)
-            return np.array([math.log(value(t, k, c) / ms) for t, ms, k in rs])
-        tries = [x0, (lo + hi) / 2, lo + (hi - lo) * 0.3, lo + (hi - lo) * 0.7][:starts]
-        return min((least_squares(res, s, bounds=(lo, hi), max_nfev=300) for s in tries), key=lambda r: r.cost).x
-
-    x_all = fit(rows, np.clip(np.log([getattr(base, k) for k in free]), lo + 1e-6, hi - 1e-6), 4)
-    preds = [value(t, k, consts(fit(rows[:i] + rows[i + 1:], x_all, 4))) for i, (t, _, k) in enumerate(rows)]
-    errs = [abs(p / ms - 1) for p, (_, ms, _) in zip(preds, rows)]
-    return consts(x_all), statistics.median(errs), cal.spearman([ms for _, ms, _ in rows], preds)
+    return _loo([(t, kind) for t, _, kind in rows], [ms for _, ms, _ in rows], base, free, bounds=bounds,
+                predict=_row_ms, loo_multistart=True)
 
 
 def _variant_data() -> dict[str, object]:
@@ -668,14 +640,14 @@ def _chip_variant(label: str, data: dict, wb: float, axi: tuple[float, float] | 
 
     apm.layer_parts = axi_parts
     try:
-        cu, mu, ru = _fit_loo(usb_rows, base, cal._free(usb), 500.0)
+        cu, mu, ru = _fit_rows(usb_rows, base, cal._free(usb), 500.0)
         s, m, big = (terms_latency_ms(eff[k], cu) for k in "sml")
         mnv2 = terms_latency_ms(keras["MobileNet v2"][0], cu)
         weight_clock["mhz"] = axi[1] if axi else None  # PCIe and libedgetpu1-std: the lower AXI clock
         l_std = terms_latency_ms(eff["l"], dataclasses.replace(cu, clock_mhz=cu.clock_mhz / 2))
         based = dataclasses.replace(cu, link_mb_per_s=min(dev.constants.link_mb_per_s, 495.0),
                                     invoke_overhead_us=dev.constants.invoke_overhead_us)
-        cd, md, rd = _fit_loo(dev_rows, based, cal._free(dev), 500.0)
+        cd, md, rd = _fit_rows(dev_rows, based, cal._free(dev), 500.0)
         m_dev = terms_latency_ms(eff["m"], cd)
         l_dev_on = _intercept_slope([(f, terms_latency_ms(eff["l"], dataclasses.replace(cd, clock_mhz=f)))
                                      for f in (500.0, 250.0, 125.0, 62.5)])[1] / 500

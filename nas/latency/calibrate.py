@@ -19,14 +19,14 @@ import json
 import math
 import os
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import yaml
 
 from edgetpu_models.errors import TargetError
 from edgetpu_models.io_utils import write_text_atomic
 from edgetpu_models.layer_graph import LayerGraph
-from edgetpu_models.nas.latency.apm import CALIBRATED, EdgeTPUConstants, GraphTerms, graph_terms, terms_latency_ms
+from edgetpu_models.nas.latency.apm import CALIBRATED, EdgeTPUConstants, graph_terms, terms_latency_ms
 from edgetpu_models.nas.latency.frontends import graph_from_dict, graph_to_dict
 from edgetpu_models.nas.latency.targets import load_target, targets_dir, user_targets_dir
 from edgetpu_models.nas.latency.types import Target
@@ -158,21 +158,24 @@ def calibration_graphs(rows: Sequence[CalibrationRow], rebuild: bool = False, wo
 # ---------------------------------------------------------------------------------------------------------------------
 # Fitting
 
-def fit_constants(terms: Sequence[GraphTerms], measured: Sequence[float], base: EdgeTPUConstants,
-                  free: Sequence[str], multistart: bool = True) -> EdgeTPUConstants:
-    """Least squares on log latency over the `free` constants (in log space, within BOUNDS), from the base values
-    and (multistart) a few other starts across the bounds."""
+def fit_constants(terms: Sequence[Any], measured: Sequence[float], base: EdgeTPUConstants, free: Sequence[str],
+                  multistart: bool = True, bounds: Mapping[str, tuple[float, float]] | None = None,
+                  predict: Callable[[Any, EdgeTPUConstants], float] = terms_latency_ms) -> EdgeTPUConstants:
+    """Least squares on log latency over the `free` constants (in log space, within `bounds`, default BOUNDS), from
+    the base values and (multistart) a few other starts across the bounds. `predict(term, constants)` is what a row
+    measured (default: a graph's latency from its GraphTerms)."""
     import numpy as np
     from scipy.optimize import least_squares
 
     free = list(free)
-    lo = np.log([BOUNDS[k][0] for k in free])
-    hi = np.log([BOUNDS[k][1] for k in free])
+    bounds = BOUNDS if bounds is None else bounds
+    lo = np.log([bounds[k][0] for k in free])
+    hi = np.log([bounds[k][1] for k in free])
     target = np.log(np.asarray(measured, float))
 
     def residuals(x: Any) -> Any:
         c = base.with_values(**{k: float(math.exp(v)) for k, v in zip(free, x)})
-        return np.log([terms_latency_ms(t, c) for t in terms]) - target
+        return np.log([predict(t, c) for t in terms]) - target
 
     x0 = np.clip(np.log([getattr(base, k) for k in free]), lo + 1e-6, hi - 1e-6)
     starts = [x0, (lo + hi) / 2, lo + (hi - lo) * 0.3, lo + (hi - lo) * 0.7] if multistart else [x0]
@@ -183,6 +186,20 @@ def fit_constants(terms: Sequence[GraphTerms], measured: Sequence[float], base: 
             best = r
     assert best is not None
     return base.with_values(**{k: float(math.exp(v)) for k, v in zip(free, best.x)})
+
+
+def fit_leave_one_out(terms: Sequence[Any], measured: Sequence[float], base: EdgeTPUConstants, free: Sequence[str],
+                      loo_multistart: bool = False, **fit: Any) -> tuple[EdgeTPUConstants, list[float]]:
+    """(constants fitted to every row, each row's prediction by the constants fitted without it). The leave-one-out
+    fits start from the full fit; `fit`: `bounds` and `predict`, as for `fit_constants`."""
+    predict = fit.get("predict", terms_latency_ms)
+    full = fit_constants(terms, measured, base, free, **fit)
+    preds = []
+    for i in range(len(terms)):
+        keep = [j for j in range(len(terms)) if j != i]
+        c = fit_constants([terms[j] for j in keep], [measured[j] for j in keep], full, free, loo_multistart, **fit)
+        preds.append(predict(terms[i], c))
+    return full, preds
 
 
 def spearman(a: Sequence[float], b: Sequence[float]) -> float:
@@ -202,13 +219,9 @@ def run_calibration(target: str, rows: Sequence[CalibrationRow], graphs: Sequenc
     base = t.constants
     terms = [graph_terms(g, base) for g in graphs]
     measured = [r.measured_ms for r in rows]
-    full = fit_constants(terms, measured, base, free)
+    full, preds = fit_leave_one_out(terms, measured, base, free)
     fit_rows = tuple(LooRow(r.model, r.measured_ms, terms_latency_ms(tm, full)) for r, tm in zip(rows, terms))
-    loo = []
-    for i, r in enumerate(rows):
-        keep = [j for j in range(len(rows)) if j != i]
-        c = fit_constants([terms[j] for j in keep], [measured[j] for j in keep], full, free, multistart=False)
-        loo.append(LooRow(r.model, r.measured_ms, terms_latency_ms(terms[i], c)))
+    loo = [LooRow(r.model, r.measured_ms, p) for r, p in zip(rows, preds)]
     rho = spearman([x.measured_ms for x in loo], [x.predicted_ms for x in loo]) if len(loo) > 2 else float("nan")
     mae = float(np.median([abs(x.error) for x in loo]))
     return CalibrationResult(target, {k: getattr(full, k) for k in free}, fit_rows, tuple(loo), rho, mae)
