@@ -30,7 +30,7 @@ _UNITS = {"B": 1, "KiB": 1024, "MiB": 1024 ** 2, "GiB": 1024 ** 3}
 _KEYS = {
     "Input model": "input_model", "Input": "input_model", "Input size": "input_size", "Output model": "output_model",
     "Output": "output_model", "Output size": "output_size",
-    "On-chip memory available for caching model parameters": "on_chip_available",  # compilers 1.x-2.0
+    "On-chip memory available for caching model parameters": "on_chip_available",  # compilers up to 2.0
     "On-chip memory used for caching model parameters": "on_chip_used",
     "On-chip memory remaining for caching model parameters": "on_chip_remaining",
     "Off-chip memory used for streaming uncached model parameters": "off_chip_used",
@@ -70,24 +70,32 @@ def _derive_remaining(summary: dict[str, object]) -> None:
         summary["on_chip_remaining_bytes"] = max(available - used, 0)
 
 
+def _summary_field(line: str) -> tuple[str, str] | None:
+    """(field name, value) of a `Key: value` summary line the compiler prints (_KEYS), else None."""
+    key, sep, value = line.strip().partition(":")
+    name = _KEYS.get(key.strip()) if sep else None
+    return (name, value.strip()) if name else None
+
+
+def _record(summary: dict[str, object], name: str, value: str) -> None:
+    """A summary field, the first one seen kept; sizes also as NAME_bytes."""
+    summary.setdefault(name, value)
+    b = size_to_bytes(value)
+    if b is not None:
+        summary.setdefault(name + "_bytes", b)
+
+
 def parse_compiler_summaries(text: str) -> list[dict[str, object]]:
     """The per-model summaries of one compiler run, in order: one for a plain compile, one per model when several
     were co-compiled, one per segment with --num_segments. Each holds the _KEYS fields (sizes also as *_bytes)."""
     blocks: list[dict[str, object]] = []
-    for raw in text.splitlines():
-        line = raw.strip()
-        if ":" not in line:
+    for line in text.splitlines():
+        field = _summary_field(line)
+        if field is None:
             continue
-        key, value = (s.strip() for s in line.split(":", 1))
-        name = _KEYS.get(key)
-        if name is None:
-            continue
-        if name == "input_model" or not blocks:
+        if field[0] == "input_model" or not blocks:
             blocks.append({})
-        blocks[-1].setdefault(name, value)
-        b = size_to_bytes(value)
-        if b is not None:
-            blocks[-1].setdefault(name + "_bytes", b)
+        _record(blocks[-1], *field)
     for block in blocks:
         _derive_remaining(block)
     return blocks
@@ -103,14 +111,9 @@ def _parse_line(line: str, stats: dict[str, object]) -> None:
     if m:
         stats["compile_ms"] = int(m.group(1))
         return
-    if ":" in line:
-        key, value = (s.strip() for s in line.split(":", 1))
-        if key in _KEYS:
-            name = _KEYS[key]
-            stats.setdefault(name, value)
-            b = size_to_bytes(value)
-            if b is not None:
-                stats.setdefault(name + "_bytes", b)
+    field = _summary_field(line)
+    if field is not None:
+        _record(stats, *field)
 
 
 def _parse_text(source: str, stats: dict[str, object]) -> list[OpRow]:

@@ -72,7 +72,7 @@ def test_v15_table_from_log_and_matches_our_check_structure():
 
 
 def test_v2_summary_prints_the_available_cache_and_the_parser_derives_what_remains():
-    """Compilers up to 2.0 (the last on ARM64 boards is 2.0/2.1) print "available" instead of "remaining"."""
+    """Compilers up to 2.0 (the last one built for ARM64 boards) print "available" instead of "remaining"."""
     from edgetpu_models.deploy.compiler import parse_compiler_summaries
     from edgetpu_models.deploy.compiler_logs import logs_dir
 
