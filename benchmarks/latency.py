@@ -293,7 +293,9 @@ def _clock_sweep() -> dict[str, tuple[object, list[tuple[float, float]]]]:
     """coral_clock_sweep.csv as {model: (graph or zoo name or None, [(MHz, p95 ms), ...])}."""
     sweep: dict[str, tuple[object, list[tuple[float, float]]]] = {}
     for r in _read_table("coral_clock_sweep.csv"):
-        sweep.setdefault(r["model"], (_reference(r), []))[1].append((float(r["tpu_mhz"]), float(r["p95_ms"])))
+        if r["model"] not in sweep:  # one reference per model, not per clock (it may load a stored graph)
+            sweep[r["model"]] = (_reference(r), [])
+        sweep[r["model"]][1].append((float(r["tpu_mhz"]), float(r["p95_ms"])))
     return sweep
 
 
@@ -454,7 +456,7 @@ def _loo(terms: list, measured: list[float], base: object, free: list[str],
     return full, med, cal.spearman(measured, preds)
 
 
-def _variant_row(label: str, wb: float, link: float | None, graphs: list, eff: dict) -> tuple:
+def _variant_row(label: str, wb: float, link: float | None, graphs: list, eff: dict[str, object]) -> tuple:
     """One variant of the Coral model: coral-usb fitted (link pinned when `link`), coral-devboard fitted on link and
     host with coral-usb's chip; their leave-one-out and the EfficientNet checks (never fitted)."""
     import dataclasses
@@ -473,22 +475,20 @@ def _variant_row(label: str, wb: float, link: float | None, graphs: list, eff: d
         out.append(_loo([graph_terms(g, base) for g in graphs], [r.measured_ms for r in rows], base, free))
     (cu, mu, ru), (cd, md, rd) = out
     std = dataclasses.replace(cu, clock_mhz=cu.clock_mhz / 2)
-    ms = {n: [terms_latency_ms(graph_terms(g, c), c) for c in (cu, std, cd)] for n, g in eff.items()}
-    s, m, big = ms["efficientnet_edgetpu_s"], ms["efficientnet_edgetpu_m"], ms["efficientnet_edgetpu_l"]
+    s, m, big = ([terms_latency_ms(graph_terms(eff[k], c), c) for c in (cu, std, cd)] for k in "sml")
     return (label, f"{mu * 100:.1f}% / {ru:.3f}", f"{md * 100:.1f}% / {rd:.3f}", f"{s[0]:.2f}", f"{m[0]:.2f}",
             f"{m[2]:.2f}", f"{big[0]:.2f}", f"{big[1]:.2f} (x{big[1] / big[0]:.2f})", f"{cu.link_mb_per_s:.0f}")
 
 
-def bench_variants() -> None:
+def bench_variants(data: dict) -> None:
     """Issue 21's held-out checks under physical variants of the Coral model, none adopted (no written source): the
     weight bandwidth (B/cycle), the link pinned at the USB 3.0 payload bound (500 MB/s) or a realistic bulk rate (400),
     and parameter streaming overlapped with on-chip work instead of before it. Published: S 5.0-5.1, M 7.3-8.7 (Dev
     Board 10.6), L 21.3 ms at 500 MHz; L at 250 MHz measured about a third below the 41.1 ms predicted."""
     from edgetpu_models.nas.latency import apm
-    from edgetpu_models.nas.latency.frontends import spec_graph
 
-    graphs = cal.calibration_graphs(cal.target_rows("coral-usb"))
-    eff = {n: spec_graph(n) for n in ("efficientnet_edgetpu_s", "efficientnet_edgetpu_m", "efficientnet_edgetpu_l")}
+    graphs = [data["graphs"][r.model] for r in cal.target_rows("coral-usb")]  # built once (_variant_data)
+    eff = {k: data["graphs"][k] for k in "sml"}
     serial = apm.layer_ms
     rows = []
     for rule, wb, link in (("serial", 72, None), ("serial", 72, 500), ("serial", 96, None), ("serial", 128, 500),
@@ -541,11 +541,26 @@ def _variant_data() -> dict[str, object]:
     graphs = dict(zip((r.model for r in rows), cal.calibration_graphs(rows)))
     graphs.update({n[-1]: spec_graph(n) for n in
                    ("efficientnet_edgetpu_s", "efficientnet_edgetpu_m", "efficientnet_edgetpu_l")})
+    usb_ms, dev_ms = _efficientnet_published()
     return {"keras": {r.model: (graph_terms(graphs[r.model], base), r) for r in rows},
             "eff": {k: graph_terms(graphs[k], base) for k in "sml"},
+            "eff_usb_ms": usb_ms, "eff_dev_ms": dev_ms,
             "graphs": graphs,
             "mnv2_on": _intercept_slope(sweep["MobileNet v2 (iNat bird)"][1])[1] / 500,
             "l_on": _intercept_slope(sweep["EfficientNet-EdgeTPU-L"][1])[1] / 500}
+
+
+def _efficientnet_published() -> tuple[list[tuple[str, float]], list[tuple[str, float]]]:
+    """Coral's published EfficientNet-EdgeTPU latencies as (size letter, ms): the USB stick's (Table 1 and the models
+    page) and the Dev Board's less M's, the held-out check the variants report."""
+    usb, dev = [], []
+    for r in _read_table("coral_benchmarks_efficientnet.csv") + _read_table("coral_models_page.csv"):
+        if r["zoo"].startswith("efficientnet_edgetpu_"):
+            k = r["zoo"][-1]
+            usb.append((k, float(r["usb_ms"])))
+            if r.get("devboard_ms") and k != "m":
+                dev.append((k, float(r["devboard_ms"])))
+    return sorted(usb, key=lambda row: "sml".index(row[0])), dev  # grouped by model (stable: table order within)
 
 
 @functools.lru_cache(maxsize=None)
@@ -626,12 +641,11 @@ def _chip_variant(label: str, data: dict, wb: float, axi: tuple[float, float] | 
     base = dataclasses.replace(usb.constants, weight_bytes_per_cycle=wb, link_mb_per_s=495.0)
     keras, eff = data["keras"], data["eff"]
     usb_rows = [(t, r.measured_ms, "total") for t, r in keras.values()]
-    usb_rows += [(eff[k], ms, "total") for k, ms in (("s", 5.1), ("s", 5.0), ("m", 8.7), ("m", 7.3), ("l", 21.3))
-                 ] if extra else []
+    usb_rows += [(eff[k], ms, "total") for k, ms in data["eff_usb_ms"]] if extra else []
     usb_rows += [(eff["l"], data["l_on"], "on_chip"), (keras["MobileNet v2"][0], data["mnv2_on"], "on_chip")
                  ] if anchors else []
     dev_rows = [(keras[r.model][0], r.measured_ms, "total") for r in cal.target_rows("coral-devboard")]
-    dev_rows += [(eff["s"], 5.5, "total")] if extra else []
+    dev_rows += [(eff[k], ms, "total") for k, ms in data["eff_dev_ms"]] if extra else []
     chip_parts, weight_clock = apm.layer_parts, {"mhz": axi[0] if axi else None}
 
     def axi_parts(cc, vc, ab, wbytes, streamed, c):  # type: ignore[no-untyped-def]
@@ -800,9 +814,9 @@ def main(argv: list[str] | None = None) -> int:
         bench_cpu_probe()
         return 0
     if args.variants_only:
-        bench_variants()
-        bench_instruction_stream()
         data = _variant_data()
+        bench_variants(data)
+        bench_instruction_stream()
         bench_chip_variants(data)
         bench_devboard_cache(data)
         return 0
