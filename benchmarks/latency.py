@@ -456,9 +456,10 @@ def _loo(terms: list, measured: list[float], base: object, free: list[str],
     return full, med, cal.spearman(measured, preds)
 
 
-def _variant_row(label: str, wb: float, link: float | None, graphs: list, eff: dict[str, object]) -> tuple:
+def _variant_row(label: str, wb: float, link: float | None, data: dict) -> tuple:
     """One variant of the Coral model: coral-usb fitted (link pinned when `link`), coral-devboard fitted on link and
-    host with coral-usb's chip; their leave-one-out and the EfficientNet checks (never fitted)."""
+    host with coral-usb's chip; their leave-one-out and the EfficientNet checks (never fitted). The terms are
+    `_variant_data`'s: they depend on the chip's structure and cache, not on the bandwidth or the rule varied here."""
     import dataclasses
 
     from edgetpu_models.nas.latency.estimator import load_target
@@ -472,10 +473,10 @@ def _variant_row(label: str, wb: float, link: float | None, graphs: list, eff: d
             base = dataclasses.replace(out[0][0], invoke_overhead_us=dev.constants.invoke_overhead_us,
                                        link_mb_per_s=dev.constants.link_mb_per_s)
         base = base if link is None else dataclasses.replace(base, link_mb_per_s=float(link))
-        out.append(_loo([graph_terms(g, base) for g in graphs], [r.measured_ms for r in rows], base, free))
+        out.append(_loo([data["keras"][r.model][0] for r in rows], [r.measured_ms for r in rows], base, free))
     (cu, mu, ru), (cd, md, rd) = out
     std = dataclasses.replace(cu, clock_mhz=cu.clock_mhz / 2)
-    s, m, big = ([terms_latency_ms(graph_terms(eff[k], c), c) for c in (cu, std, cd)] for k in "sml")
+    s, m, big = ([terms_latency_ms(data["eff"][k], c) for c in (cu, std, cd)] for k in "sml")
     return (label, f"{mu * 100:.1f}% / {ru:.3f}", f"{md * 100:.1f}% / {rd:.3f}", f"{s[0]:.2f}", f"{m[0]:.2f}",
             f"{m[2]:.2f}", f"{big[0]:.2f}", f"{big[1]:.2f} (x{big[1] / big[0]:.2f})", f"{cu.link_mb_per_s:.0f}")
 
@@ -487,8 +488,6 @@ def bench_variants(data: dict) -> None:
     Board 10.6), L 21.3 ms at 500 MHz; L at 250 MHz measured about a third below the 41.1 ms predicted."""
     from edgetpu_models.nas.latency import apm
 
-    graphs = [data["graphs"][r.model] for r in cal.target_rows("coral-usb")]  # built once (_variant_data)
-    eff = {k: data["graphs"][k] for k in "sml"}
     serial = apm.layer_ms
     rows = []
     for rule, wb, link in (("serial", 72, None), ("serial", 72, 500), ("serial", 96, None), ("serial", 128, 500),
@@ -498,7 +497,7 @@ def bench_variants(data: dict) -> None:
                 c.layer_overhead_us * 1e-3
         try:
             label = f"{rule}, {wb} B/cycle, link {'fitted' if link is None else link}"
-            rows.append(_variant_row(label, wb, link, graphs, eff))
+            rows.append(_variant_row(label, wb, link, data))
         finally:
             apm.layer_ms = serial
     print("== issue 21 held-out checks under variants of the Coral model (first row: the shipped targets)")
@@ -507,25 +506,34 @@ def bench_variants(data: dict) -> None:
     print()
 
 
-def _on_chip_ms(t: object, c: object) -> float:
+def _latency(t: object, c: object, axi_mhz: float | None = None) -> float:
+    """`terms_latency_ms`, or (`axi_mhz`) with the cached-weight traffic costing cycles of that AXI clock instead of
+    the chip's: the weight bytes rescaled by chip clock / AXI clock, so the shipped formula (apm.layer_parts) holds."""
+    if axi_mhz is not None:
+        t = t._replace(cached_bytes=t.cached_bytes * (c.clock_mhz / axi_mhz))
+    return terms_latency_ms(t, c)
+
+
+def _on_chip_ms(t: object, c: object, axi_mhz: float | None = None) -> float:
     """The clock-scaled part of an estimate at c's clock: the time added when the clock halves."""
     import dataclasses
 
-    return terms_latency_ms(t, dataclasses.replace(c, clock_mhz=c.clock_mhz / 2)) - terms_latency_ms(t, c)
+    return _latency(t, dataclasses.replace(c, clock_mhz=c.clock_mhz / 2), axi_mhz) - _latency(t, c, axi_mhz)
 
 
-def _row_ms(row: tuple[object, str], c: object) -> float:
+def _row_ms(row: tuple[object, str], c: object, axi_mhz: float | None = None) -> float:
     """What a variant's fitted row measured: the whole latency ('total') or its clock-scaled part ('on_chip')."""
     t, kind = row
-    return _on_chip_ms(t, c) if kind == "on_chip" else terms_latency_ms(t, c)
+    return _on_chip_ms(t, c, axi_mhz) if kind == "on_chip" else _latency(t, c, axi_mhz)
 
 
-def _fit_rows(rows: list, base: object, free: list[str], link_cap: float) -> tuple[object, float, float]:
+def _fit_rows(rows: list, base: object, free: list[str], link_cap: float,
+              axi_mhz: float | None = None) -> tuple[object, float, float]:
     """`_loo` over rows (terms, ms, 'total' or 'on_chip'), the link held to at most `link_cap` MB/s, every fit from
     four starts."""
     bounds = dict(cal.BOUNDS, link_mb_per_s=(10.0, link_cap))
     return _loo([(t, kind) for t, _, kind in rows], [ms for _, ms, _ in rows], base, free, bounds=bounds,
-                predict=_row_ms, loo_multistart=True)
+                predict=functools.partial(_row_ms, axi_mhz=axi_mhz), loo_multistart=True)
 
 
 def _variant_data() -> dict[str, object]:
@@ -634,7 +642,6 @@ def _chip_variant(label: str, data: dict, wb: float, axi: tuple[float, float] | 
     `axi`: (AXI MHz at max, AXI MHz on PCIe and at libedgetpu1-std) when weights move on the AXI clock."""
     import dataclasses
 
-    from edgetpu_models.nas.latency import apm
     from edgetpu_models.nas.latency.estimator import load_target
 
     usb, dev = load_target("coral-usb"), load_target("coral-devboard")
@@ -646,27 +653,17 @@ def _chip_variant(label: str, data: dict, wb: float, axi: tuple[float, float] | 
                  ] if anchors else []
     dev_rows = [(keras[r.model][0], r.measured_ms, "total") for r in cal.target_rows("coral-devboard")]
     dev_rows += [(eff[k], ms, "total") for k, ms in data["eff_dev_ms"]] if extra else []
-    chip_parts, weight_clock = apm.layer_parts, {"mhz": axi[0] if axi else None}
-
-    def axi_parts(cc, vc, ab, wbytes, streamed, c):  # type: ignore[no-untyped-def]
-        """The one formula, apm.layer_parts, with the weight bytes rescaled to cost AXI cycles, not chip cycles."""
-        return chip_parts(cc, vc, ab, wbytes * (c.clock_mhz / (weight_clock["mhz"] or c.clock_mhz)), streamed, c)
-
-    apm.layer_parts = axi_parts
-    try:
-        cu, mu, ru = _fit_rows(usb_rows, base, cal._free(usb), 500.0)
-        s, m, big = (terms_latency_ms(eff[k], cu) for k in "sml")
-        mnv2 = terms_latency_ms(keras["MobileNet v2"][0], cu)
-        weight_clock["mhz"] = axi[1] if axi else None  # PCIe and libedgetpu1-std: the lower AXI clock
-        l_std = terms_latency_ms(eff["l"], dataclasses.replace(cu, clock_mhz=cu.clock_mhz / 2))
-        based = dataclasses.replace(cu, link_mb_per_s=min(dev.constants.link_mb_per_s, 495.0),
-                                    invoke_overhead_us=dev.constants.invoke_overhead_us)
-        cd, md, rd = _fit_rows(dev_rows, based, cal._free(dev), 500.0)
-        m_dev = terms_latency_ms(eff["m"], cd)
-        l_dev_on = _intercept_slope([(f, terms_latency_ms(eff["l"], dataclasses.replace(cd, clock_mhz=f)))
-                                     for f in (500.0, 250.0, 125.0, 62.5)])[1] / 500
-    finally:
-        apm.layer_parts = chip_parts
+    axi_max, axi_low = axi if axi else (None, None)  # PCIe and libedgetpu1-std run the lower AXI clock
+    cu, mu, ru = _fit_rows(usb_rows, base, cal._free(usb), 500.0, axi_max)
+    s, m, big = (_latency(eff[k], cu, axi_max) for k in "sml")
+    mnv2 = _latency(keras["MobileNet v2"][0], cu, axi_max)
+    l_std = _latency(eff["l"], dataclasses.replace(cu, clock_mhz=cu.clock_mhz / 2), axi_low)
+    based = dataclasses.replace(cu, link_mb_per_s=min(dev.constants.link_mb_per_s, 495.0),
+                                invoke_overhead_us=dev.constants.invoke_overhead_us)
+    cd, md, rd = _fit_rows(dev_rows, based, cal._free(dev), 500.0, axi_low)
+    m_dev = _latency(eff["m"], cd, axi_low)
+    l_dev_on = _intercept_slope([(f, _latency(eff["l"], dataclasses.replace(cd, clock_mhz=f), axi_low))
+                                 for f in (500.0, 250.0, 125.0, 62.5)])[1] / 500
     return (label, f"{mu * 100:.1f}% / {ru:.3f}", f"{md * 100:.1f}% / {rd:.3f}", f"{s:.2f}", f"{m:.2f}",
             f"{big:.2f}", f"{mnv2:.2f}", f"{l_dev_on:.2f}", f"{m_dev:.2f}", f"{l_std:.2f}")
 
